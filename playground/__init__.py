@@ -1,0 +1,1 @@
+"""structured-playground: constrained decoding, side by side with free decoding."""

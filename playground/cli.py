@@ -1,0 +1,161 @@
+"""`python -m playground check|run|presets|serve`: JSON on stdout, exit 2 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from playground.constraints import MODES, ConstraintError
+from playground.service import InputError, parse_constraint
+
+
+def _constraint_text(args: argparse.Namespace) -> str:
+    """The constraint as an editor would hold it, from the flags of its mode."""
+    if args.mode == "choice":
+        if not args.choice:
+            raise InputError("choice: give --choice at least once")
+        return "\n".join(args.choice)
+    if args.mode == "regex":
+        if args.regex is None:
+            raise InputError("regex: give --regex")
+        return args.regex
+    path = args.schema if args.mode == "json" else args.grammar
+    if path is None:
+        raise InputError(f"{args.mode}: give --{'schema' if args.mode == 'json' else 'grammar'}")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{args.mode}: cannot read {path}: {exc.strerror}") from None
+
+
+def _add_constraint_flags(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--mode", choices=MODES, required=required)
+    parser.add_argument("--choice", action="append", help="one allowed output (repeat)")
+    parser.add_argument("--regex")
+    parser.add_argument("--schema", help="file holding a JSON Schema")
+    parser.add_argument("--grammar", help="file holding a Lark grammar")
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """Engine flags, named as in `vllm serve` where vLLM has them."""
+    from playground.engines import ENGINE_FLAGS
+
+    for flags, options in ENGINE_FLAGS:
+        parser.add_argument(*flags, **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m playground")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="check a constraint (and --output) without a model")
+    _add_constraint_flags(check, required=True)
+    check.add_argument("--output", help="text to validate against the constraint")
+    check.add_argument("--engine", choices=["none", "cpu", "vllm"], default="none",
+                       help="also ask that engine's compiler (vllm: its request validation)")
+
+    run = commands.add_parser("run", help="generate constrained and unconstrained output")
+    _add_constraint_flags(run, required=False)
+    run.add_argument("--preset", help="start from this preset (flags override it)")
+    run.add_argument("--prompt")
+    run.add_argument("--max-tokens", type=int)
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--seed", type=int)
+    add_engine_flags(run)
+
+    commands.add_parser("presets", help="list the presets")
+
+    serve = commands.add_parser("serve", help="serve the web playground")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    add_engine_flags(serve)
+    return parser
+
+
+def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
+    from playground.validation import validate
+
+    constraint, warnings = parse_constraint(args.mode, _constraint_text(args))
+    result: dict[str, Any] = {"constraint_ok": True, "verdict": None, "errors": [],
+                              "warnings": warnings}
+    if args.engine == "cpu":
+        from playground.engines.xgrammar_adapter import to_grammar
+
+        try:
+            to_grammar(constraint)
+            result["xgrammar_accepts"], result["xgrammar_message"] = True, None
+        except ConstraintError as exc:
+            result["xgrammar_accepts"], result["xgrammar_message"] = False, str(exc)
+    elif args.engine == "vllm":
+        from playground.engines.vllm_engine import vllm_check
+
+        result["vllm_accepts"], result["vllm_message"] = vllm_check(constraint)
+    if args.output is not None:
+        verdict = validate(constraint, args.output)
+        result["verdict"], result["errors"] = verdict.status, verdict.errors
+    return result
+
+
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    from playground.engines import create_engine
+    from playground.presets import load_presets
+    from playground.service import run_request
+
+    mode, constraint_text, prompt, options = args.mode, None, args.prompt, {}
+    if args.preset:
+        presets = load_presets()
+        if args.preset not in presets:
+            raise InputError(f"no preset {args.preset!r}; see `python -m playground presets`")
+        preset = presets[args.preset]
+        mode = mode or preset.mode
+        constraint_text = preset.constraint_text if mode == preset.mode else None
+        prompt = prompt or preset.prompt
+        options = preset.settings.model_dump()
+    if mode is None:
+        raise InputError("give --mode or --preset")
+    args.mode = mode
+    if any(getattr(args, flag) is not None for flag in ("choice", "regex", "schema", "grammar")) \
+            or constraint_text is None:
+        constraint_text = _constraint_text(args)
+    if not prompt:
+        raise InputError("give --prompt or --preset")
+    for key in ("max_tokens", "temperature", "seed"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    parse_constraint(mode, constraint_text)  # fail on bad input before loading a model
+    engine = create_engine(args, log=lambda message: print(message, file=sys.stderr))
+    engine.load(lambda fraction, message: print(f"[{fraction:4.0%}] {message}", file=sys.stderr))
+    return asyncio.run(run_request(engine, mode, constraint_text, prompt, options))
+
+
+def cmd_presets(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from playground.presets import load_presets
+
+    return [{"name": p.name, "mode": p.mode, "description": p.description,
+             "prompt": p.prompt} for p in load_presets().values()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from playground.app import serve
+
+        return serve(args)
+    command = {"check": cmd_check, "run": cmd_run, "presets": cmd_presets}[args.command]
+    try:
+        print(json.dumps(command(args), indent=2))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # never a traceback for a user; the reason in one line
+        from playground.engines.base import EngineNotReady
+
+        if isinstance(exc, EngineNotReady | RuntimeError | OSError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+    return 0

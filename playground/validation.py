@@ -1,0 +1,172 @@
+"""Judges generated text against a constraint. Imports no engine and no model.
+
+The verdict is independent of how the text was produced, so the same function judges
+constrained and unconstrained output, and any engine's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+import jsonschema
+import lark
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
+
+from playground.constraints import (
+    Choice,
+    Constraint,
+    ConstraintError,
+    JsonSchema,
+    LarkGrammar,
+    Regex,
+)
+
+Status = Literal["valid", "invalid", "truncated", "error"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "valid"
+
+
+def validate(constraint: Constraint, text: str, finish_reason: str | None = "stop",
+             engine_error: str | None = None) -> Verdict:
+    """Judge `text`. Output cut at max tokens is "truncated" whatever it looks like."""
+    if finish_reason == "error" or engine_error:
+        return Verdict("error", [engine_error or "the engine failed this request"])
+    errors = errors_in(constraint, text)
+    if finish_reason == "length":
+        return Verdict("truncated", ["stopped at max tokens before the output was complete",
+                                     *errors])
+    return Verdict("invalid" if errors else "valid", errors)
+
+
+def errors_in(constraint: Constraint, text: str) -> list[str]:
+    match constraint:
+        case Choice(choices=choices):
+            if text in choices:
+                return []
+            return [f"{_short(text)} is not one of the {len(choices)} choices"]
+        case Regex(pattern=pattern):
+            if re.fullmatch(pattern, text):
+                return []
+            return [f"{_short(text)} does not fully match /{pattern}/"]
+        case JsonSchema():
+            return json_errors(constraint.schema, text)
+        case LarkGrammar(grammar=grammar, start=start):
+            return grammar_errors(lark_parser(grammar, start), text)
+    raise TypeError(f"not a constraint: {constraint!r}")
+
+
+# ---- JSON Schema -------------------------------------------------------------------
+
+def _refuse_remote(uri: str) -> referencing.Resource:
+    raise referencing.exceptions.NoSuchResource(ref=uri)
+
+
+def _validator(schema: dict[str, Any] | bool) -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    # An empty registry whose retrieve always refuses: remote $refs are never fetched.
+    registry = referencing.Registry(retrieve=_refuse_remote)
+    return cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
+
+
+def check_schema(schema: dict[str, Any] | bool) -> None:
+    """Raise ConstraintError naming the schema path of the first problem."""
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ConstraintError(f"json: schema invalid at {exc.json_path}: {exc.message}") from None
+    if isinstance(schema, dict):
+        _check_local_refs(schema, cls)
+
+
+def _check_local_refs(schema: dict[str, Any], cls: type) -> None:
+    spec = referencing.jsonschema.specification_with(
+        cls.META_SCHEMA.get("$id", ""), default=referencing.jsonschema.DRAFT202012)
+    resource = spec.create_resource(schema)
+    resolver = referencing.Registry(retrieve=_refuse_remote).with_resource(
+        "urn:playground:root", resource).resolver("urn:playground:root")
+    for path, ref in _refs(schema, "$"):
+        if not ref.startswith("#"):
+            continue
+        try:
+            resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable:
+            raise ConstraintError(f"json: $ref {ref!r} at {path} points nowhere") from None
+
+
+def _refs(node: Any, path: str):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield f"{path}.$ref", value
+            else:
+                yield from _refs(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _refs(value, f"{path}[{index}]")
+
+
+def json_errors(schema: dict[str, Any] | bool, text: str) -> list[str]:
+    try:
+        instance = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [f"not JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}"]
+    return instance_errors(schema, instance)
+
+
+def instance_errors(schema: dict[str, Any] | bool, instance: Any) -> list[str]:
+    try:
+        found = sorted(_validator(schema).iter_errors(instance), key=lambda e: list(e.path))
+        return [f"{error.json_path}: {error.message}" for error in found]
+    except referencing.exceptions.Unresolvable as exc:
+        return [f"cannot resolve $ref {exc.ref!r} (remote references are never fetched)"]
+
+
+# ---- Lark grammar ------------------------------------------------------------------
+
+@lru_cache(maxsize=64)
+def lark_parser(grammar: str, start: str = "start") -> lark.Lark:
+    """Build (once) the Earley parser of a user's grammar, or raise with line:column."""
+    try:
+        return lark.Lark(grammar, start=start, parser="earley")
+    except lark.exceptions.UnexpectedInput as exc:
+        raise ConstraintError(
+            f"grammar: syntax error at line {exc.line}, column {exc.column}: "
+            f"{str(exc).splitlines()[0]}") from None
+    except (lark.exceptions.GrammarError, lark.exceptions.ConfigurationError) as exc:
+        raise ConstraintError(f"grammar: {_one_line(str(exc))}") from None
+    except KeyError as exc:
+        raise ConstraintError(f"grammar: undefined name {exc}") from None
+
+
+def grammar_errors(parser: lark.Lark, text: str) -> list[str]:
+    try:
+        parser.parse(text)
+    except lark.exceptions.UnexpectedEOF:
+        return [f"input ends early, at line {text.count(chr(10)) + 1}: the grammar expects more"]
+    except lark.exceptions.UnexpectedInput as exc:
+        return [f"does not parse at line {exc.line}, column {exc.column}: "
+                f"{_one_line(exc.get_context(text))}"]
+    return []
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())

@@ -1,0 +1,63 @@
+import pytest
+
+from playground.constraints import from_text
+from playground.validation import validate
+
+SQL = """?start: select_statement
+?select_statement: "SELECT " column_list " FROM " table_name
+?column_list: column_name ("," column_name)*
+?table_name: identifier
+?column_name: identifier
+?identifier: /[a-zA-Z_][a-zA-Z0-9_]*/
+"""
+CAR = """{"type": "object", "properties": {"brand": {"type": "string"},
+ "car_type": {"enum": ["sedan", "SUV", "Truck", "Coupe"]}}, "required": ["brand"]}"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "constraint", "text", "status", "error"),
+    [
+        ("choice", "Positive\nNegative", "Positive", "valid", None),
+        ("choice", "Positive\nNegative", "positive", "invalid", "not one of the 2 choices"),
+        ("choice", "Positive\nNegative", "Positive ", "invalid", "not one of"),
+        ("regex", r"\w+@\w+\.(com|org|net)\n", "alan@enigma.com\n", "valid", None),
+        ("regex", r"\w+@\w+\.(com|org|net)\n", "alan@enigma.com", "invalid", "does not fully"),
+        ("regex", r"\d+", "12a", "invalid", "does not fully match"),
+        ("json", CAR, '{"brand": "Mazda", "car_type": "Coupe"}', "valid", None),
+        ("json", CAR, '{"brand": "Mazda", "car_type": "coupe"}', "invalid", "$.car_type: "),
+        ("json", CAR, '{"car_type": "SUV"}', "invalid", "'brand' is a required property"),
+        ("json", CAR, '{"brand": "Mazda",\n "x": }', "invalid", "line 2, column 7"),
+        ("json", '{"type": "string", "format": "email"}', '"not-an-email"', "invalid",
+         "is not a 'email'"),
+        ("json", '{"type": "string", "format": "date"}', '"2024-02-30"', "invalid", "'date'"),
+        ("json", '{"type": "string", "format": "date"}', '"2024-02-29"', "valid", None),
+        ("json", '{"$schema": "http://json-schema.org/draft-04/schema#", "type": "number",'
+                 ' "minimum": 5, "exclusiveMinimum": true}', "5", "invalid", "$:"),
+        ("json", '{"$schema": "https://json-schema.org/draft/2020-12/schema",'
+                 ' "exclusiveMinimum": 5}', "5", "invalid", "less than or equal"),
+        ("json", '{"$ref": "https://example.com/remote.json"}', "1", "invalid",
+         "never fetched"),
+        ("grammar", SQL, "SELECT username,email FROM users", "valid", None),
+        ("grammar", SQL, "SELECT username, email FROM users", "invalid", "line 1, column 17"),
+        ("grammar", SQL, "SELECT username", "invalid", "ends early"),
+    ],
+)
+def test_validate(mode, constraint, text, status, error):
+    verdict = validate(from_text(mode, constraint), text)
+    assert verdict.status == status, verdict.errors
+    if error:
+        assert any(error in e for e in verdict.errors), verdict.errors
+    else:
+        assert verdict.errors == []
+
+
+def test_cut_at_max_tokens_is_truncated_never_valid():
+    verdict = validate(from_text("choice", "yes\nno"), "yes", finish_reason="length")
+    assert verdict.status == "truncated"
+    assert "max tokens" in verdict.errors[0]
+
+
+def test_engine_error_is_its_own_verdict():
+    verdict = validate(from_text("regex", "a"), "", finish_reason="error",
+                       engine_error="grammar compile failed")
+    assert (verdict.status, verdict.errors) == ("error", ["grammar compile failed"])
