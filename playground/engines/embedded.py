@@ -42,6 +42,23 @@ def gguf_path() -> Path:
     return found[0]
 
 
+def _save_plain(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Save a GGUF-loaded model as plain safetensors (transformers refuses to re-save a
+    model that remembers it came from GGUF), atomically, so a crash leaves no half cache."""
+    import transformers
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = transformers.AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(model.state_dict())
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if not folder.exists():
+        tmp.rename(folder)
+
+
 class EmbeddedEngine(Engine):
     concurrent = False
 
@@ -68,6 +85,7 @@ class EmbeddedEngine(Engine):
         if self.threads:
             torch.set_num_threads(self.threads)
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
         cached = CACHE_DIR / f"{MODEL_NAME.lower()}-{transformers.__version__}"
         if (cached / "config.json").exists():
             progress(0.3, f"loading the cached model from {cached}")
@@ -83,10 +101,7 @@ class EmbeddedEngine(Engine):
             if not tokenizer.chat_template:
                 tokenizer.chat_template = CHATML
             progress(0.6, f"caching the converted model in {cached}")
-            tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            tmp.rename(cached) if not cached.exists() else None
+            _save_plain(model, tokenizer, cached)
         model.eval()
         if self.dtype == "bf16":
             model = model.to(torch.bfloat16)
