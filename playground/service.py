@@ -53,15 +53,25 @@ def parse_settings(options: dict[str, Any] | None) -> SamplingSettings:
 
 def parse_constraint(mode: str, text: str, engine: Engine | None = None
                      ) -> tuple[Constraint, list[str]]:
-    """The constraint and its warnings; InputError says what is wrong and where."""
+    """The constraint and its warnings; InputError says what is wrong and where.
+
+    With a loaded `engine`, also what that engine's compiler says of it.
+    """
     try:
         constraint = from_text(mode, text)
-        warnings = list(constraint.warnings)
-        if engine is not None:
-            warnings += engine.check(constraint)
     except ConstraintError as exc:
         raise InputError(str(exc)) from None
+    warnings = list(constraint.warnings)
+    if engine is not None:
+        warnings += engine_check(engine, constraint)
     return constraint, warnings
+
+
+def engine_check(engine: Engine, constraint: Constraint) -> list[str]:
+    try:
+        return engine.check(constraint)
+    except ConstraintError as exc:
+        raise InputError(str(exc)) from None
 
 
 async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
@@ -157,9 +167,12 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
                          options: dict[str, Any] | None = None
                          ) -> AsyncIterator[dict[str, Any]]:
     settings = parse_settings(options)
-    constraint, warnings = parse_constraint(mode, constraint_text, engine)
+    constraint, warnings = parse_constraint(mode, constraint_text)
     if not prompt.strip():
         raise InputError("prompt: write a prompt first")
+    # The engine's own check needs the engine loaded; what needs no engine fails first.
+    await engine.wait_ready()
+    warnings += engine_check(engine, constraint)
     async for constrained, free in stream_pair(engine, prompt, constraint, settings):
         yield {"mode": mode, "engine": engine.info.as_dict(), "warnings": warnings,
                "constrained": constrained.as_dict(), "unconstrained": free.as_dict()}

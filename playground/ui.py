@@ -27,6 +27,8 @@ CSS = """
 .badge.valid {background:#15803d} .badge.invalid {background:#b91c1c}
 .badge.truncated {background:#b45309} .badge.error {background:#6b21a8}
 .badge.running {background:#475569}
+.good {color:#15803d;font-weight:600} .bad {color:#b91c1c;font-weight:600}
+.warn {color:#b45309;font-weight:600}
 """
 
 # ---- handlers: plain functions ---------------------------------------------------------
@@ -55,9 +57,10 @@ def check_message(mode: str, constraint_text: str, engine: Engine | None = None)
     try:
         _, warnings = parse_constraint(mode, constraint_text, engine if _ready(engine) else None)
     except InputError as exc:
-        return f"❌ **Constraint error:** {html.escape(str(exc))}"
-    lines = ["✅ Constraint OK"] + [f"⚠️ {html.escape(w)}" for w in warnings]
-    return "  \n".join(lines)
+        return f'<span class="bad">Constraint error:</span> {html.escape(str(exc))}'
+    lines = ['<span class="good">Constraint OK</span>']
+    lines += [f'<span class="warn">Warning:</span> {html.escape(w)}' for w in warnings]
+    return "<br>".join(lines)
 
 
 def verdict_html(result: dict[str, Any]) -> str:
@@ -84,7 +87,7 @@ def metrics_markdown(result: dict[str, Any]) -> str:
     ]
     rows += [(f"engine: {name}", seconds(value))
              for name, value in (result.get("engine_timings") or {}).items()]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def result_panel(result: dict[str, Any]) -> tuple[str, str, str]:
@@ -98,14 +101,15 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
         options = options_from_controls(*controls)
         message = check_message(mode, constraint_text)
         if not engine.ready:
-            yield ("⏳ waiting for the model to load …",) + ("",) * 6
+            yield ("Waiting for the model to finish loading …",) + (gr.skip(),) * 6
         async for update in stream_request(engine, mode, constraint_text, prompt, options):
             yield (message, *result_panel(update["constrained"]),
                    *result_panel(update["unconstrained"]))
     except InputError as exc:
-        yield (f"❌ **{html.escape(str(exc))}**",) + (gr.skip(),) * 6
+        yield (f'<span class="bad">{html.escape(str(exc))}</span>',) + (gr.skip(),) * 6
     except Exception as exc:  # the page keeps serving; the user sees why
-        yield (f"❌ **{type(exc).__name__}: {html.escape(str(exc))}**",) + (gr.skip(),) * 6
+        message = html.escape(f"{type(exc).__name__}: {exc}")
+        yield (f'<span class="bad">{message}</span>',) + (gr.skip(),) * 6
 
 
 async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
@@ -122,8 +126,8 @@ async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
 def engine_markdown(engine: Engine) -> str:
     info = engine.info
     fraction, message = engine.progress
-    state = ("✅ ready" if engine.ready else
-             f"❌ {engine.load_error}" if engine.load_error else f"⏳ {fraction:.0%} {message}")
+    state = ("ready" if engine.ready else f"failed to load: {engine.load_error}"
+             if engine.load_error else f"loading {fraction:.0%}: {message}")
     options = ", ".join(f"{k}={v}" for k, v in info.options.items()) or "defaults"
     return (f"**Engine:** {info.name} · **Model:** {info.model} · **Device:** {info.device}"
             f" · **State:** {state}  \n<small>Options: {html.escape(options)}</small>")
@@ -168,7 +172,7 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode) -> None:
     names = [name for name, preset in presets.items() if preset.mode == mode]
     first = presets[names[0]] if names else None
     defaults = first.settings if first else SamplingSettings()
-    with gr.Tab(MODE_LABELS[mode], id=mode, elem_id=f"tab-{mode}"):
+    with gr.Tab(MODE_LABELS[mode], elem_id=f"tab-{mode}"):
         with gr.Row():
             with gr.Column(scale=2):
                 preset = gr.Dropdown(names, value=names[0] if names else None, label="Preset",
@@ -195,7 +199,7 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode) -> None:
             with gr.Column(scale=3), gr.Row():
                 constrained = _result_column("Constrained", f"{mode}-constrained")
                 free = _result_column("Unconstrained", f"{mode}-unconstrained")
-    mode_state = gr.State(mode)
+        mode_state = gr.State(mode)  # inside the Tab: a stray child of Tabs breaks tab labels
     preset.change(lambda name: preset_values(presets, name), preset,
                   [prompt, editor, *controls], api_name=False)
     editor.change(lambda text: check_message(mode, text, engine), editor, check,

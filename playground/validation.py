@@ -10,13 +10,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema
 import lark
-import referencing
-import referencing.exceptions
-import referencing.jsonschema
 
 from playground.constraints import (
     Choice,
@@ -26,6 +22,10 @@ from playground.constraints import (
     LarkGrammar,
     Regex,
 )
+
+if TYPE_CHECKING:
+    import jsonschema.protocols
+    import referencing
 
 Status = Literal["valid", "invalid", "truncated", "error"]
 
@@ -70,12 +70,19 @@ def errors_in(constraint: Constraint, text: str) -> list[str]:
 
 
 # ---- JSON Schema -------------------------------------------------------------------
+# jsonschema is imported where used: its IRI format checker (rfc3987-syntax) takes ~2 s to
+# import, which only JSON mode should pay.
 
 def _refuse_remote(uri: str) -> referencing.Resource:
+    import referencing.exceptions
+
     raise referencing.exceptions.NoSuchResource(ref=uri)
 
 
 def _validator(schema: dict[str, Any] | bool) -> jsonschema.protocols.Validator:
+    import jsonschema
+    import referencing
+
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     # An empty registry whose retrieve always refuses: remote $refs are never fetched.
     registry = referencing.Registry(retrieve=_refuse_remote)
@@ -84,6 +91,8 @@ def _validator(schema: dict[str, Any] | bool) -> jsonschema.protocols.Validator:
 
 def check_schema(schema: dict[str, Any] | bool) -> None:
     """Raise ConstraintError naming the schema path of the first problem."""
+    import jsonschema
+
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
@@ -94,6 +103,9 @@ def check_schema(schema: dict[str, Any] | bool) -> None:
 
 
 def _check_local_refs(schema: dict[str, Any], cls: type) -> None:
+    import referencing.exceptions
+    import referencing.jsonschema
+
     spec = referencing.jsonschema.specification_with(
         cls.META_SCHEMA.get("$id", ""), default=referencing.jsonschema.DRAFT202012)
     resource = spec.create_resource(schema)
@@ -129,6 +141,8 @@ def json_errors(schema: dict[str, Any] | bool, text: str) -> list[str]:
 
 
 def instance_errors(schema: dict[str, Any] | bool, instance: Any) -> list[str]:
+    import referencing.exceptions
+
     try:
         found = sorted(_validator(schema).iter_errors(instance), key=lambda e: list(e.path))
         return [f"{error.json_path}: {error.message}" for error in found]

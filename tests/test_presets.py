@@ -21,7 +21,7 @@ def test_example_output_validates(preset):
     assert validate(preset.to_constraint(), preset.example_output).ok
 
 
-class CarType(str, Enum):
+class CarType(str, Enum):  # noqa: UP042 (as in the classic example)
     sedan = "sedan"
     suv = "SUV"
     truck = "Truck"

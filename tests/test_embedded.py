@@ -1,0 +1,60 @@
+"""Integration tests with the real SmolLM2-135M on the CPU: every preset, every mode."""
+
+import asyncio
+
+import pytest
+
+from playground.presets import load_presets
+from playground.service import run_request
+
+pytestmark = pytest.mark.slow
+PRESETS = load_presets()
+
+
+@pytest.mark.parametrize("preset", PRESETS.values(), ids=list(PRESETS))
+def test_every_preset_constrained_output_is_valid_or_truncated(embedded_engine, preset):
+    result = asyncio.run(run_request(embedded_engine, preset.mode, preset.constraint_text,
+                                     preset.prompt, preset.settings.model_dump()))
+    constrained, free = result["constrained"], result["unconstrained"]
+    assert constrained["verdict"] in {"valid", "truncated"}, constrained
+    assert free["verdict"] in {"valid", "invalid", "truncated"}, free
+    for run in (constrained, free):
+        assert run["output_tokens"] >= 1 and run["prompt_tokens"] > 0
+        assert run["latency_s"] > 0 and run["ttft_s"] <= run["latency_s"]
+    assert constrained["compile_s"] is not None and free["compile_s"] is None
+
+
+@pytest.mark.parametrize("name", ["Sentiment", "Email address", "Iconic 90s car", "SQL SELECT"])
+def test_the_four_classics_validate(embedded_engine, name):
+    preset = PRESETS[name]
+    result = asyncio.run(run_request(embedded_engine, preset.mode, preset.constraint_text,
+                                     preset.prompt, preset.settings.model_dump()))
+    assert result["constrained"]["verdict"] == "valid", result["constrained"]
+
+
+def test_stop_string_is_kept_and_ends_generation(embedded_engine):
+    result = asyncio.run(run_request(embedded_engine, "regex", r"[a-z]+\n[a-z]+", "Say hi",
+                                     {"stop": ["\n"], "max_tokens": 16}))
+    text = result["constrained"]["text"]
+    assert text.endswith("\n") and text.count("\n") == 1, text
+
+
+def test_max_tokens_cut_is_truncated(embedded_engine):
+    result = asyncio.run(run_request(embedded_engine, "regex", "[a-z]+", "Write a long word",
+                                     {"max_tokens": 2}))
+    assert result["constrained"]["finish_reason"] == "length"
+    assert result["constrained"]["verdict"] == "truncated"
+
+
+def test_sampling_with_a_seed_is_repeatable(embedded_engine):
+    options = {"temperature": 1.0, "top_p": 0.9, "seed": 7, "max_tokens": 12}
+    runs = [asyncio.run(run_request(embedded_engine, "json", '{"type": "object"}',
+                                    "A JSON object, please", options)) for _ in range(2)]
+    assert runs[0]["constrained"]["text"] == runs[1]["constrained"]["text"]
+
+
+def test_engine_rejects_a_constraint_xgrammar_cannot_compile(embedded_engine):
+    from playground.service import InputError
+
+    with pytest.raises(InputError, match="xgrammar"):
+        asyncio.run(run_request(embedded_engine, "regex", r"(a)\1", "p", {}))
