@@ -1,0 +1,230 @@
+"""vLLM 0.26 in-process (`AsyncLLM`): requests from every session are batched by vLLM.
+
+`structured_outputs_kwargs` is the pure adapter from a constraint to vLLM's
+`StructuredOutputsParams` fields; it is tested without vLLM installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+from playground.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
+from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings
+
+_INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
+
+
+def lark_for_guidance(grammar: str) -> str:
+    """llguidance reads Lark but not `?rule:` (which only shapes Lark's parse tree, never
+    the language), so the `?` goes."""
+    return _INLINED_RULE.sub(r"\1", grammar)
+
+
+def structured_outputs_kwargs(constraint: Constraint, backend: str = "auto") -> dict[str, Any]:
+    """The StructuredOutputsParams fields for a constraint, for vLLM's `backend`.
+
+    vLLM 0.26 rejects common Lark grammars (`?rule:` with a regex terminal: "Referenced
+    rules are not defined"), so for xgrammar (and auto, which tries xgrammar first)
+    grammars go through xgrammar's Lark front end to EBNF, which vLLM accepts; guidance
+    cannot read that EBNF's `{1, -1}` repetitions but reads Lark without `?rule`.
+    Validation still uses the user's original grammar.
+    """
+    match constraint:
+        case Choice(choices=choices):
+            return {"choice": list(choices)}
+        case Regex(pattern=pattern):
+            return {"regex": pattern}
+        case JsonSchema(schema=schema):
+            return {"json": schema}
+        case LarkGrammar(grammar=grammar):
+            if backend == "guidance":
+                return {"grammar": lark_for_guidance(grammar)}
+            from playground.engines.xgrammar_adapter import lark_to_ebnf
+
+            return {"grammar": lark_to_ebnf(grammar)}
+    raise TypeError(f"not a constraint: {constraint!r}")
+
+
+def sampling_kwargs(settings: SamplingSettings) -> dict[str, Any]:
+    """SamplingParams fields; stop strings stay in the output so it can be judged."""
+    return {"max_tokens": settings.max_tokens, "temperature": settings.temperature,
+            "top_p": settings.top_p, "seed": settings.seed, "stop": settings.stop or None,
+            "include_stop_str_in_output": True}
+
+
+def require_gpu() -> None:
+    from playground.engines import gpu_available
+
+    if not gpu_available():
+        raise RuntimeError("--engine vllm needs an NVIDIA GPU (CUDA) and the vllm package, "
+                           "and this machine has no GPU; use --engine cpu or --engine auto")
+
+
+def vllm_check(constraint: Constraint, backend: str = "auto",
+               disable_any_whitespace: bool = False, tokenizer: Any = None
+               ) -> tuple[bool, str | None]:
+    """Run vLLM's own request validation on the converted constraint, without a GPU.
+
+    Returns (accepted, vLLM's message). Needs no model: vLLM's check reads only whether
+    the model is a diffusion model, and the tokenizer only to fall back to guidance.
+    """
+    from vllm import SamplingParams
+    from vllm.config import StructuredOutputsConfig
+    from vllm.sampling_params import StructuredOutputsParams
+
+    try:
+        params = SamplingParams(structured_outputs=StructuredOutputsParams(
+            **structured_outputs_kwargs(constraint, backend)))
+        config = StructuredOutputsConfig(backend=backend,
+                                         disable_any_whitespace=disable_any_whitespace)
+        params._validate_structured_outputs(SimpleNamespace(is_diffusion=False), config,
+                                            tokenizer or _any_tokenizer())
+    except Exception as exc:  # vLLM raises ValueError; converters may raise others
+        return False, " ".join(str(exc).split()) or type(exc).__name__
+    return True, None
+
+
+def _any_tokenizer() -> Any:
+    """A tokenizer for vLLM's guidance fallback: the cached CPU model's, if any."""
+    from playground.engines.embedded import CACHE_DIR
+
+    folders = sorted(CACHE_DIR.glob("smollm2-*/tokenizer_config.json"))
+    if not folders:
+        return SimpleNamespace()
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(folders[-1].parent)
+
+
+class VllmEngine(Engine):
+    concurrent = True
+
+    def __init__(self, model: str, engine_options: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.engine_options = engine_options
+        self.info = EngineInfo("vLLM (AsyncLLM, in-process)", model, "cuda",
+                               {k: v for k, v in engine_options.items()
+                                if k != "structured_outputs_config"}
+                               | engine_options["structured_outputs_config"])
+        self._ids = itertools.count()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> VllmEngine:
+        options = {
+            "dtype": args.dtype, "max_model_len": args.max_model_len,
+            "gpu_memory_utilization": args.gpu_memory_utilization,
+            "enforce_eager": args.enforce_eager,
+            "tensor_parallel_size": args.tensor_parallel_size,
+            "load_format": args.load_format,
+            "structured_outputs_config": {
+                "backend": args.structured_outputs_backend,
+                "disable_any_whitespace": args.disable_any_whitespace},
+        }
+        return cls(args.model, options)
+
+    def _load(self, progress: Progress) -> None:
+        progress(0.05, "importing vllm (~20 s)")
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        progress(0.3, f"starting vLLM with {self.model}: loading weights, torch.compile "
+                      "and CUDA graphs (about a minute)")
+        # Stats logging on: per-request timings (first token, decode) come from it.
+        args = AsyncEngineArgs(model=self.model, disable_log_stats=False, **self.engine_options)
+        self.llm = AsyncLLM.from_engine_args(args)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def check(self, constraint: Constraint) -> list[str]:
+        """vLLM's own validation, with this engine's backend and tokenizer."""
+        from playground.constraints import ConstraintError
+
+        config = self.engine_options["structured_outputs_config"]
+        accepted, message = vllm_check(constraint, config["backend"],
+                                       config["disable_any_whitespace"], self.tokenizer)
+        if not accepted:
+            raise ConstraintError(f"{constraint.mode}: vLLM rejects it: {message}")
+        return []
+
+    def _prompt_ids(self, prompt: str, settings: SamplingSettings) -> list[int]:
+        if not settings.chat_template:
+            return self.tokenizer.encode(prompt, add_special_tokens=False)
+        messages = [{"role": "user", "content": prompt}]
+        if settings.system_prompt:
+            messages.insert(0, {"role": "system", "content": settings.system_prompt})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    async def stream(self, prompt: str, constraint: Constraint | None,
+                     settings: SamplingSettings) -> AsyncIterator[Chunk]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        await self.wait_ready()
+        backend = self.engine_options["structured_outputs_config"]["backend"]
+        structured = (StructuredOutputsParams(**structured_outputs_kwargs(constraint, backend))
+                      if constraint is not None else None)
+        params = SamplingParams(**sampling_kwargs(settings), structured_outputs=structured,
+                                output_kind=RequestOutputKind.DELTA)
+        prompt_ids = self._prompt_ids(prompt, settings)
+        request_id = f"playground-{next(self._ids)}"
+        total = 0
+        finished = False
+        try:
+            async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params,
+                                                  request_id):
+                completion = output.outputs[0]
+                total += len(completion.token_ids)
+                if not output.finished:
+                    yield Chunk(text=completion.text, output_tokens=total)
+                    continue
+                finished = True
+                reason = completion.finish_reason
+                yield Chunk(text=completion.text, output_tokens=total, done=True,
+                            finish_reason=reason, prompt_tokens=len(prompt_ids),
+                            error=self._explain_error(constraint) if reason == "error" else None,
+                            engine_timings=_timings(output.metrics))
+        finally:
+            if not finished:
+                await self.llm.abort(request_id)
+
+    def _explain_error(self, constraint: Constraint | None) -> str:
+        """vLLM sends only finish_reason "error"; recover the reason where we can."""
+        reason = "vLLM failed this request (finish_reason 'error', no text)"
+        if constraint is None:
+            return reason + "; the server log says why"
+        try:
+            from playground.engines.xgrammar_adapter import to_grammar
+
+            to_grammar(constraint)
+        except Exception as exc:
+            return f"{reason}: {exc}"
+        return reason + ": the constraint failed inside the engine; the server log says why"
+
+    def shutdown(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            self.llm.shutdown()
+
+
+def _timings(metrics: Any) -> dict[str, float]:
+    """vLLM's own per-request timings (need stats logging, which this engine turns on)."""
+    if metrics is None:
+        return {}
+    timings = {}
+    if getattr(metrics, "first_token_latency", 0):
+        timings["vllm_ttft_s"] = metrics.first_token_latency
+    first, last = getattr(metrics, "first_token_ts", 0), getattr(metrics, "last_token_ts", 0)
+    if first and last >= first:
+        timings["vllm_decode_s"] = last - first
+    queued, scheduled = getattr(metrics, "queued_ts", 0), getattr(metrics, "scheduled_ts", 0)
+    if queued and scheduled >= queued:
+        timings["vllm_queue_s"] = scheduled - queued
+    return timings

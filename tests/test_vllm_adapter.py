@@ -1,0 +1,94 @@
+"""The vLLM adapter and vLLM's own request validation, on the CPU (no GPU needed)."""
+
+import importlib.util
+
+import pytest
+
+from playground.constraints import Choice, JsonSchema, LarkGrammar, Regex
+from playground.engines import create_engine, defaults
+from playground.engines.base import SamplingSettings
+from playground.engines.vllm_engine import sampling_kwargs, structured_outputs_kwargs
+from playground.presets import load_presets
+
+PRESETS = load_presets()
+needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                reason="vllm is not installed")
+SQL = PRESETS["SQL SELECT"].constraint_text
+
+
+@pytest.mark.parametrize(
+    ("constraint", "expected"),
+    [
+        (Choice(("yes", "no")), {"choice": ["yes", "no"]}),
+        (Regex(r"\d+"), {"regex": r"\d+"}),
+        (JsonSchema({"type": "object"}), {"json": {"type": "object"}}),
+    ],
+)
+def test_structured_outputs_kwargs(constraint, expected):
+    assert structured_outputs_kwargs(constraint) == expected
+
+
+def test_lark_goes_to_vllm_as_ebnf():
+    grammar = structured_outputs_kwargs(LarkGrammar(SQL))["grammar"]
+    assert "::=" in grammar and "?start" not in grammar
+
+
+def test_sampling_kwargs_keep_stop_strings_in_the_output():
+    kwargs = sampling_kwargs(SamplingSettings(max_tokens=9, stop=["\n"], seed=3))
+    assert kwargs == {"max_tokens": 9, "temperature": 0.0, "top_p": 1.0, "seed": 3,
+                      "stop": ["\n"], "include_stop_str_in_output": True}
+
+
+def test_engine_vllm_without_a_gpu_stops_with_a_clear_message(monkeypatch):
+    monkeypatch.setattr("playground.engines.gpu_available", lambda: False)
+    args = defaults()
+    args.engine = "vllm"
+    with pytest.raises(RuntimeError, match="needs an NVIDIA GPU"):
+        create_engine(args)
+
+
+@needs_vllm
+@pytest.mark.parametrize("preset", PRESETS.values(), ids=list(PRESETS))
+@pytest.mark.parametrize("backend", ["auto", "xgrammar", "guidance"])
+def test_vllm_accepts_every_preset_after_conversion(preset, backend):
+    from playground.engines.vllm_engine import vllm_check
+
+    assert vllm_check(preset.to_constraint(), backend) == (True, None)
+
+
+@needs_vllm
+def test_vllm_rejects_the_raw_lark_grammar_which_is_why_it_is_converted():
+    from vllm import SamplingParams
+    from vllm.config import StructuredOutputsConfig
+    from vllm.sampling_params import StructuredOutputsParams
+
+    params = SamplingParams(structured_outputs=StructuredOutputsParams(grammar=SQL))
+    with pytest.raises(ValueError):
+        params._validate_structured_outputs(
+            type("ModelConfig", (), {"is_diffusion": False})(),
+            StructuredOutputsConfig(backend="xgrammar"), object())
+
+
+@needs_vllm
+def test_check_command_reports_vllm_acceptance(capsys):
+    import json
+
+    from playground.cli import main
+
+    assert main(["check", "--mode", "regex", "--regex", r"\d+", "--engine", "vllm"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["vllm_accepts"] is True and result["vllm_message"] is None
+
+
+@pytest.mark.parametrize(
+    ("grammar", "expected"),
+    [
+        ('?start: a\n?a: "x"', 'start: a\na: "x"'),
+        ('  ?expr.2: "x"  // ?not: a rule', '  expr.2: "x"  // ?not: a rule'),
+        ('start: "?a:"', 'start: "?a:"'),
+    ],
+)
+def test_lark_for_guidance_drops_only_inline_markers(grammar, expected):
+    from playground.engines.vllm_engine import lark_for_guidance
+
+    assert lark_for_guidance(grammar) == expected
