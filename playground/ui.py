@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import html
 import json
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from playground import batch
 from playground.constraints import MODE_LABELS, MODES, Mode
 from playground.engines.base import Engine, SamplingSettings
 from playground.presets import Preset
@@ -123,6 +126,58 @@ async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
         raise gr.Error(str(exc)) from None
 
 
+async def batch_click(engine: Engine, mode: str, constraint_text: str, prompts_text: str,
+                      file: str | None, *controls: Any
+                      ) -> AsyncIterator[tuple[Any, ...]]:
+    """Stream (status, table rows, totals, download files) while a batch runs."""
+    try:
+        prompts = batch.parse_prompts(prompts_text, file)
+        options = options_from_controls(*controls)
+        if not engine.ready:
+            yield ("Waiting for the model to finish loading …", gr.skip(), "", None)
+        result = None
+        async for result in batch.run_batch(engine, mode, constraint_text, prompts, options):
+            status = f"{result.done} of {len(prompts)} prompts done, {result.wall_s:.1f} s"
+            yield (status, _table(result), gr.skip(), None)
+        assert result is not None
+        yield (f"Done: {len(prompts)} prompts in {result.wall_s:.1f} s", _table(result),
+               totals_markdown(result.totals), _export(result))
+    except (InputError, OSError) as exc:
+        yield (f'<span class="bad">{html.escape(str(exc))}</span>', gr.skip(), gr.skip(), None)
+
+
+def _table(result: batch.BatchResult) -> list[list[Any]]:
+    def cell(value: Any) -> Any:
+        return round(value, 3) if isinstance(value, float) else value
+
+    return [[cell(row[c]) if c != "errors" else "; ".join(row[c] or [])
+             for c in batch.COLUMNS] for row in result.rows()]
+
+
+def totals_markdown(totals: dict[str, Any]) -> str:
+    rate = totals.get("validity_rate")
+    speed = totals.get("tokens_per_s")
+    return (f"**Validity:** {'–' if rate is None else f'{rate:.0%}'} "
+            f"({totals['valid']} valid, {totals['invalid']} invalid, "
+            f"{totals['truncated']} truncated, {totals['error']} errors of "
+            f"{totals['prompts']}) · **Output tokens:** {totals['output_tokens']} · "
+            f"**Throughput:** {'–' if speed is None else f'{speed:.1f}'} tokens/s · "
+            f"**Wall time:** {totals['wall_s']:.2f} s")
+
+
+def _export(result: batch.BatchResult) -> list[str]:
+    folder = Path(tempfile.mkdtemp(prefix="playground-batch-"))
+    (folder / "batch.jsonl").write_text(batch.to_jsonl(result), encoding="utf-8")
+    (folder / "batch.csv").write_text(batch.to_csv(result), encoding="utf-8")
+    return [str(folder / "batch.jsonl"), str(folder / "batch.csv")]
+
+
+def engine_status(engine: Engine) -> dict[str, Any]:
+    fraction, message = engine.progress
+    return {"ready": engine.ready, "error": engine.load_error, "progress": fraction,
+            "message": message, "engine": engine.info.as_dict()}
+
+
 def engine_markdown(engine: Engine) -> str:
     info = engine.info
     fraction, message = engine.progress
@@ -159,6 +214,21 @@ def _editor(mode: Mode, value: str) -> gr.components.Component:
                       elem_id=f"{mode}-constraint")
 
 
+def _sampling_controls(defaults: SamplingSettings) -> list[gr.components.Component]:
+    with gr.Accordion("Sampling", open=False):
+        return [
+            gr.Number(defaults.max_tokens, label="Max tokens", precision=0, minimum=1,
+                      maximum=8192),
+            gr.Slider(0, 2, defaults.temperature, step=0.05, label="Temperature"),
+            gr.Slider(0.05, 1, defaults.top_p, step=0.05, label="Top-p"),
+            gr.Number(defaults.seed, label="Seed (empty: random)", precision=0),
+            gr.Textbox(controls_from_settings(defaults)[4], lines=2,
+                       label="Stop strings (one per line; \\n for newline)"),
+            gr.Checkbox(defaults.chat_template, label="Use the chat template"),
+            gr.Textbox(defaults.system_prompt, label="System prompt (optional)"),
+        ]
+
+
 def _result_column(title: str, elem: str) -> list[gr.components.Component]:
     with gr.Column():
         gr.Markdown(f"### {title}")
@@ -183,18 +253,7 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode) -> None:
                 gr.Markdown(f"<small>{EDITOR_HINTS[mode]}</small>")
                 check = gr.Markdown(check_message(mode, editor.value or ""),
                                     elem_id=f"{mode}-check")
-                with gr.Accordion("Sampling", open=False):
-                    controls = [
-                        gr.Number(defaults.max_tokens, label="Max tokens", precision=0,
-                                  minimum=1, maximum=8192),
-                        gr.Slider(0, 2, defaults.temperature, step=0.05, label="Temperature"),
-                        gr.Slider(0.05, 1, defaults.top_p, step=0.05, label="Top-p"),
-                        gr.Number(defaults.seed, label="Seed (empty: random)", precision=0),
-                        gr.Textbox(controls_from_settings(defaults)[4], lines=2,
-                                   label="Stop strings (one per line; \\n for newline)"),
-                        gr.Checkbox(defaults.chat_template, label="Use the chat template"),
-                        gr.Textbox(defaults.system_prompt, label="System prompt (optional)"),
-                    ]
+                controls = _sampling_controls(defaults)
                 run = gr.Button("Run", variant="primary", elem_id=f"{mode}-run")
             with gr.Column(scale=3), gr.Row():
                 constrained = _result_column("Constrained", f"{mode}-constrained")
@@ -213,6 +272,38 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode) -> None:
               api_name=False, concurrency_limit=None)
 
 
+def _batch_tab(engine: Engine, presets: dict[str, Preset]) -> None:
+    example = next(iter(presets.values()), None)
+    with gr.Tab("Batch", elem_id="tab-batch"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                mode = gr.Radio(list(MODES), value=example.mode if example else "choice",
+                                label="Mode", elem_id="batch-mode")
+                editor = gr.Code(value=example.constraint_text if example else "",
+                                 language=None, label="Constraint (as in the mode's tab)",
+                                 lines=8, elem_id="batch-constraint")
+                prompts = gr.Textbox(label="Prompts, one per line", lines=8,
+                                     value=example.prompt if example else "",
+                                     elem_id="batch-prompts")
+                upload = gr.File(label="…or a .txt / .jsonl file of prompts",
+                                 file_types=[".txt", ".jsonl"], type="filepath")
+                controls = _sampling_controls(example.settings if example
+                                              else SamplingSettings())
+                run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
+            with gr.Column(scale=3):
+                status = gr.Markdown(elem_id="batch-status")
+                totals = gr.Markdown(elem_id="batch-totals")
+                table = gr.Dataframe(headers=batch.COLUMNS, wrap=True, elem_id="batch-table")
+                files = gr.File(label="Download (JSONL, CSV)", file_count="multiple")
+
+    async def on_run(*values: Any) -> AsyncIterator[tuple[Any, ...]]:
+        async for update in batch_click(engine, *values):
+            yield update
+
+    run.click(on_run, [mode, editor, prompts, upload, *controls],
+              [status, table, totals, files], api_name=False, concurrency_limit=None)
+
+
 def build_ui(engine: Engine, presets: dict[str, Preset]) -> gr.Blocks:
     with gr.Blocks(title="structured-playground") as demo:
         gr.Markdown("# structured-playground\nWatch a model write output that is *guaranteed* "
@@ -224,10 +315,16 @@ def build_ui(engine: Engine, presets: dict[str, Preset]) -> gr.Blocks:
         with gr.Tabs():
             for mode in MODES:
                 _mode_tab(engine, presets, mode)
+            _batch_tab(engine, presets)
 
         async def generate(mode: str, constraint: str, prompt: str,
                            options: dict[str, Any] | str | None) -> dict[str, Any]:
             return await api_generate(engine, mode, constraint, prompt, options)
 
         gr.api(generate, api_name="generate", concurrency_limit=None)
+
+        def status() -> dict[str, Any]:
+            return engine_status(engine)
+
+        gr.api(status, api_name="status", concurrency_limit=None)
     return demo

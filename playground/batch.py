@@ -1,0 +1,146 @@
+"""Many prompts under one constraint, run as one batch, with totals and exports."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playground.engines.base import Engine
+from playground.service import (
+    InputError,
+    RunResult,
+    engine_check,
+    parse_constraint,
+    parse_settings,
+    stream_run,
+)
+
+MAX_PROMPTS = 1000
+COLUMNS = ["index", "prompt", "text", "verdict", "errors", "prompt_tokens", "output_tokens",
+           "latency_s", "ttft_s", "tokens_per_s", "finish_reason"]
+
+
+def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
+    """Prompts one per line, or from a .txt (one per line) or .jsonl file ({"prompt": ...}
+    or a JSON string per line)."""
+    prompts = [line for line in (text or "").splitlines() if line.strip()]
+    if file:
+        path = Path(file)
+        content = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            for number, line in enumerate(content.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path.name}: line {number}: not JSON: {exc.msg}") from None
+                prompt = item.get("prompt") if isinstance(item, dict) else item
+                if not isinstance(prompt, str):
+                    raise InputError(f"{path.name}: line {number}: give a string or "
+                                     '{"prompt": "..."}')
+                prompts.append(prompt)
+        else:
+            prompts += [line for line in content.splitlines() if line.strip()]
+    if not prompts:
+        raise InputError("batch: give at least one prompt (one per line, or a file)")
+    if len(prompts) > MAX_PROMPTS:
+        raise InputError(f"batch: {len(prompts)} prompts; at most {MAX_PROMPTS} in one batch")
+    return prompts
+
+
+@dataclass
+class BatchResult:
+    prompts: list[str]
+    results: list[RunResult | None]
+    wall_s: float = 0.0
+    totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return sum(1 for r in self.results if r is not None and r.verdict != "running")
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for index, (prompt, result) in enumerate(zip(self.prompts, self.results, strict=True)):
+            data = result.as_dict() if result else {}
+            rows.append({"index": index, "prompt": prompt, **{k: data.get(k) for k in COLUMNS[2:]}})
+        return rows
+
+    def summarize(self) -> dict[str, Any]:
+        finished = [r for r in self.results if r is not None]
+        tokens = sum(r.output_tokens for r in finished)
+        counts = {status: sum(r.verdict == status for r in finished)
+                  for status in ("valid", "invalid", "truncated", "error")}
+        self.totals = {
+            "prompts": len(self.prompts), "finished": len(finished), **counts,
+            "validity_rate": counts["valid"] / len(finished) if finished else None,
+            "output_tokens": tokens, "wall_s": self.wall_s,
+            "tokens_per_s": tokens / self.wall_s if self.wall_s else None,
+        }
+        return self.totals
+
+
+async def run_batch(engine: Engine, mode: str, constraint_text: str, prompts: list[str],
+                    options: dict[str, Any] | None = None) -> AsyncIterator[BatchResult]:
+    """Yield the batch after each finished prompt; the last one has its totals.
+
+    A concurrent engine (vLLM) gets every prompt at once and batches them itself.
+    """
+    settings = parse_settings(options)
+    constraint, _ = parse_constraint(mode, constraint_text)
+    await engine.wait_ready()
+    engine_check(engine, constraint)
+    batch = BatchResult(prompts, [None] * len(prompts))
+    start = time.perf_counter()
+
+    async def one(index: int) -> None:
+        async for result in stream_run(engine, prompts[index], constraint, settings, constraint):
+            batch.results[index] = result
+
+    if engine.concurrent:
+        tasks = [asyncio.create_task(one(index)) for index in range(len(prompts))]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                await finished
+                batch.wall_s = time.perf_counter() - start
+                yield batch
+        finally:
+            for task in tasks:
+                task.cancel()
+    else:
+        for index in range(len(prompts)):
+            await one(index)
+            batch.wall_s = time.perf_counter() - start
+            yield batch
+    batch.wall_s = time.perf_counter() - start
+    batch.summarize()
+    yield batch
+
+
+async def run_batch_to_end(engine: Engine, mode: str, constraint_text: str,
+                           prompts: list[str], options: dict[str, Any] | None = None
+                           ) -> BatchResult:
+    updates = [update async for update in run_batch(engine, mode, constraint_text, prompts,
+                                                    options)]
+    return updates[-1]
+
+
+def to_jsonl(batch: BatchResult) -> str:
+    return "".join(json.dumps(row) + "\n" for row in batch.rows())
+
+
+def to_csv(batch: BatchResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in batch.rows():
+        writer.writerow({**row, "errors": "; ".join(row["errors"] or [])})
+    return buffer.getvalue()

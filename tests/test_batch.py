@@ -1,0 +1,84 @@
+import asyncio
+import csv
+import io
+import json
+
+import pytest
+
+from playground import batch
+from playground.service import InputError
+from playground.ui import batch_click
+
+
+def run_to_end(engine, mode, constraint, prompts, options=None):
+    return asyncio.run(batch.run_batch_to_end(engine, mode, constraint, prompts, options))
+
+
+def test_batch_totals_and_exports(fake_engine):
+    fake_engine.enqueue("yes", "maybe", "no")
+    result = run_to_end(fake_engine, "choice", "yes\nno", ["a?", "b?", "c?"])
+    assert [r.verdict for r in result.results] == ["valid", "invalid", "valid"]
+    totals = result.totals
+    assert (totals["prompts"], totals["valid"], totals["invalid"]) == (3, 2, 1)
+    assert totals["validity_rate"] == pytest.approx(2 / 3)
+    assert totals["wall_s"] > 0 and totals["tokens_per_s"] > 0
+    rows = [json.loads(line) for line in batch.to_jsonl(result).splitlines()]
+    assert [r["prompt"] for r in rows] == ["a?", "b?", "c?"]
+    table = list(csv.DictReader(io.StringIO(batch.to_csv(result))))
+    assert table[1]["verdict"] == "invalid" and "not one of" in table[1]["errors"]
+
+
+@pytest.mark.parametrize(
+    ("text", "content", "suffix", "expected"),
+    [
+        ("one\n\ntwo\n", None, None, ["one", "two"]),
+        ("", "x\ny\n", ".txt", ["x", "y"]),
+        ("first", '{"prompt": "p1"}\n"p2"\n', ".jsonl", ["first", "p1", "p2"]),
+    ],
+)
+def test_parse_prompts(tmp_path, text, content, suffix, expected):
+    path = None
+    if content is not None:
+        path = tmp_path / f"prompts{suffix}"
+        path.write_text(content)
+    assert batch.parse_prompts(text, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{bad\n", "line 1: not JSON"), ('{"text": 1}\n', "line 1: give a string")],
+)
+def test_bad_prompt_files_say_which_line(tmp_path, content, message):
+    path = tmp_path / "p.jsonl"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        batch.parse_prompts("", path)
+
+
+def test_no_prompts_is_an_input_error():
+    with pytest.raises(InputError, match="at least one prompt"):
+        batch.parse_prompts("\n \n")
+
+
+def test_batch_click_streams_progress_then_totals_and_files(fake_engine):
+    fake_engine.enqueue("1", "2")
+    controls = (16, 0.0, 1.0, 0, "", True, "")
+
+    async def go():
+        return [u async for u in batch_click(fake_engine, "regex", r"\d", "a\nb", None,
+                                             *controls)]
+
+    updates = asyncio.run(go())
+    status, table, totals, files = updates[-1]
+    assert status.startswith("Done: 2 prompts")
+    assert [row[3] for row in table] == ["valid", "valid"]
+    assert "**Validity:** 100%" in totals
+    assert [f.rsplit(".", 1)[1] for f in files] == ["jsonl", "csv"]
+
+
+@pytest.mark.slow
+def test_batch_on_the_embedded_model(embedded_engine):
+    prompts = ["Is the sky blue?", "Is fire cold?", "Is water wet?"]
+    result = run_to_end(embedded_engine, "choice", "yes\nno", prompts, {"max_tokens": 8})
+    assert result.totals["finished"] == 3
+    assert all(r.verdict in {"valid", "truncated"} for r in result.results)

@@ -1,0 +1,110 @@
+"""vLLM on the GPU, in-process: every preset, streaming, batching, the batch runner.
+
+Run on the GPU machine (see README): with $GPU_MODEL set, the model loads with
+load_format="dummy" (real architecture and tokenizer, random weights). Results are also
+written to $OUT when it is set.
+"""
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from playground import batch
+from playground.engines import create_engine, defaults
+from playground.presets import load_presets
+from playground.service import run_request, stream_request
+
+pytestmark = pytest.mark.gpu
+PRESETS = load_presets()
+MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
+OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
+
+
+def record(name: str, data) -> None:
+    if OUT:
+        with open(OUT / name, "a") as file:
+            file.write(json.dumps(data) + "\n")
+
+
+def gpu_args():
+    args = defaults()
+    args.engine, args.model = "vllm", MODEL
+    args.load_format = "dummy" if os.environ.get("GPU_MODEL") else "auto"
+    # Random weights fill JSON with whitespace unless whitespace is restricted.
+    args.disable_any_whitespace = True
+    args.gpu_memory_utilization = 0.45
+    return args
+
+
+@pytest.fixture(scope="module")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def engine(loop):
+    engine = create_engine(gpu_args())
+    start = time.perf_counter()
+    engine.load()
+    record("gpu_engine.jsonl", {"load_s": time.perf_counter() - start,
+                                "engine": engine.info.as_dict()})
+    yield engine
+    engine.shutdown()
+
+
+@pytest.mark.parametrize("preset", PRESETS.values(), ids=list(PRESETS))
+def test_every_preset_on_vllm(loop, engine, preset):
+    result = loop.run_until_complete(run_request(
+        engine, preset.mode, preset.constraint_text, preset.prompt,
+        preset.settings.model_dump()))
+    record("gpu_presets.jsonl", {"preset": preset.name, **result})
+    assert result["constrained"]["verdict"] in {"valid", "truncated"}, result["constrained"]
+    assert result["unconstrained"]["verdict"] != "error", result["unconstrained"]
+    assert "vllm_ttft_s" in result["constrained"]["engine_timings"]
+
+
+def test_tokens_stream(loop, engine):
+    async def collect():
+        return [u async for u in stream_request(
+            engine, "regex", "[a-z]+( [a-z]+)*", "Write a long sentence.",
+            {"max_tokens": 64})]
+
+    updates = loop.run_until_complete(collect())
+    lengths = {len(u["constrained"]["text"]) for u in updates}
+    assert len(lengths) > 10, "the text should grow over many updates"
+
+
+def test_eight_concurrent_clicks_are_batched(loop, engine):
+    presets = list(PRESETS.values())[:8]
+
+    async def one(preset):
+        return await run_request(engine, preset.mode, preset.constraint_text, preset.prompt,
+                                 {**preset.settings.model_dump(), "max_tokens": 64})
+
+    async def all_eight():
+        return await asyncio.gather(*(one(p) for p in presets))
+
+    start = time.perf_counter()
+    results = loop.run_until_complete(all_eight())
+    wall = time.perf_counter() - start
+    summed = sum(r[k]["latency_s"] for r in results for k in ("constrained", "unconstrained"))
+    record("gpu_concurrency.jsonl", {"requests": 16, "wall_s": wall, "sum_latency_s": summed})
+    assert all(r["constrained"]["verdict"] in {"valid", "truncated"} for r in results)
+    # 16 requests in flight together: the wall time is far below their summed latency.
+    assert wall < summed / 4
+
+
+def test_batch_runner_on_vllm(loop, engine):
+    prompts = [f"Give me a number between {i} and {i + 10}." for i in range(64)]
+
+    result = loop.run_until_complete(batch.run_batch_to_end(
+        engine, "regex", r"[0-9]{1,3}", prompts, {"max_tokens": 8}))
+    record("gpu_batch.jsonl", result.totals)
+    assert result.totals["finished"] == 64
+    assert result.totals["valid"] + result.totals["truncated"] == 64
