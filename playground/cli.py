@@ -144,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from playground.app import serve
 
-        return serve(args)
+        try:
+            return serve(args)
+        except (RuntimeError, ValueError) as exc:  # e.g. --engine vllm without a GPU
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     command = {"check": cmd_check, "run": cmd_run, "presets": cmd_presets}[args.command]
     try:
         print(json.dumps(command(args), indent=2))
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # never a traceback for a user; the reason in one line
         from playground.engines.base import EngineNotReady
 
-        if isinstance(exc, EngineNotReady | RuntimeError | OSError):
+        if isinstance(exc, EngineNotReady | RuntimeError | OSError | ValueError):
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

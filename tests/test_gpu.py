@@ -56,6 +56,7 @@ def engine(loop):
                                 "engine": engine.info.as_dict()})
     yield engine
     engine.shutdown()
+    loop.run_until_complete(asyncio.sleep(0.5))  # let vLLM's output task see the shutdown
 
 
 @pytest.mark.parametrize("preset", PRESETS.values(), ids=list(PRESETS))

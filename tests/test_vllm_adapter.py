@@ -92,3 +92,21 @@ def test_lark_for_guidance_drops_only_inline_markers(grammar, expected):
     from playground.engines.vllm_engine import lark_for_guidance
 
     assert lark_for_guidance(grammar) == expected
+
+
+@pytest.mark.parametrize(
+    ("backend", "disable", "expected"),
+    [("auto", False, "auto"), ("auto", True, "xgrammar"), ("guidance", True, "guidance"),
+     ("outlines", False, "outlines")],
+)
+def test_effective_backend(backend, disable, expected):
+    from playground.engines.vllm_engine import effective_backend
+
+    assert effective_backend(backend, disable) == expected
+
+
+def test_outlines_without_whitespace_is_refused():
+    from playground.engines.vllm_engine import effective_backend
+
+    with pytest.raises(ValueError, match="xgrammar and guidance"):
+        effective_backend("outlines", True)

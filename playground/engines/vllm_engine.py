@@ -58,6 +58,17 @@ def sampling_kwargs(settings: SamplingSettings) -> dict[str, Any]:
             "include_stop_str_in_output": True}
 
 
+def effective_backend(backend: str, disable_any_whitespace: bool) -> str:
+    """vLLM allows disable_any_whitespace with xgrammar and guidance only; under auto
+    the playground picks xgrammar, vLLM's own first choice."""
+    if not disable_any_whitespace:
+        return backend
+    if backend == "outlines":
+        raise ValueError("--disable-any-whitespace works with the xgrammar and guidance "
+                         "backends only, not outlines")
+    return "xgrammar" if backend == "auto" else backend
+
+
 def require_gpu() -> None:
     from playground.engines import gpu_available
 
@@ -79,6 +90,7 @@ def vllm_check(constraint: Constraint, backend: str = "auto",
     from vllm.sampling_params import StructuredOutputsParams
 
     try:
+        backend = effective_backend(backend, disable_any_whitespace)
         params = SamplingParams(structured_outputs=StructuredOutputsParams(
             **structured_outputs_kwargs(constraint, backend)))
         config = StructuredOutputsConfig(backend=backend,
@@ -124,7 +136,8 @@ class VllmEngine(Engine):
             "tensor_parallel_size": args.tensor_parallel_size,
             "load_format": args.load_format,
             "structured_outputs_config": {
-                "backend": args.structured_outputs_backend,
+                "backend": effective_backend(args.structured_outputs_backend,
+                                             args.disable_any_whitespace),
                 "disable_any_whitespace": args.disable_any_whitespace},
         }
         return cls(args.model, options)
