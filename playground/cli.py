@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("presets", help="list the presets")
 
+    bench = commands.add_parser("bench", help="playground path vs raw engine, side by side")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions and levels")
+    bench.add_argument("--json", help="write the full report to this file")
+    bench.add_argument("--plot", help="write a PNG plot to this file")
+    add_engine_flags(bench)
+
     serve = commands.add_parser("serve", help="serve the web playground")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
@@ -141,6 +147,11 @@ def cmd_presets(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from playground.bench import main as bench
+
+        bench(args)
+        return 0
     if args.command == "serve":
         from playground.app import serve
 

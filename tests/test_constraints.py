@@ -75,3 +75,22 @@ def test_constraints_round_trip_through_editor_text():
     for constraint in [Choice(("x", "y")), Regex("a+"), JsonSchema({"type": "string"}),
                        LarkGrammar('start: "a"')]:
         assert from_text(constraint.mode, constraint.to_text()) == constraint
+
+
+@pytest.mark.parametrize(
+    ("schema", "warning"),
+    [
+        ('{"type": "string", "maxLength": 400}', "slow: maxLength 400 at $"),
+        ('{"properties": {"a": {"type": "string", "pattern": "^[a-z]{1,200}$"}}}',
+         "in the pattern at $.properties.a"),
+        ('{"type": "array", "maxItems": 100}', "slow: maxItems 100"),
+    ],
+)
+def test_slow_json_schemas_warn(schema, warning):
+    assert any(warning in w for w in from_text("json", schema).warnings)
+
+
+@pytest.mark.parametrize("schema", ['{"type": "string", "maxLength": 20}',
+                                    '{"type": "array", "minItems": 90, "maxItems": 100}'])
+def test_tight_bounds_do_not_warn(schema):
+    assert from_text("json", schema).warnings == []

@@ -1,0 +1,451 @@
+"""`python -m playground bench`: the playground's path against the raw engine, side by side.
+
+Every ratio is measured in one run, on one loaded model: the playground's path is what a
+click does without the browser (`service.stream_run`: chat template, streaming, timing,
+validation); the raw path is the engine alone doing the same work (raw vLLM `AsyncLLM`
+requests, or raw transformers `generate` with xgrammar's logits processor), with the
+same prompt, constraint, settings and weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from playground.constraints import Constraint
+from playground.engines import create_engine
+from playground.engines.base import Engine, SamplingSettings
+from playground.presets import load_presets
+from playground.service import stream_run
+
+ROOT = Path(__file__).resolve().parent.parent
+_RAW_IDS = itertools.count()
+MODES_PRESETS = {"choice": "Sentiment", "regex": "Email address", "json": "Iconic 90s car",
+                 "grammar": "SQL SELECT"}
+GOALS = {"latency_ratio": ("<=", 1.03), "throughput_ratio@32": (">=", 0.97),
+         "throughput_ratio@128": (">=", 0.97), "json_constrained_free_ratio@32": (">=", 0.9),
+         "page_served_s": ("<=", 5.0), "cpu_tokens_per_s": (">=", 30.0),
+         "cpu_ttft_s": ("<", 1.0), "model_ready_s (second start)": ("<", 5.0)}
+# Prompts for throughput runs: different, so no prefix cache makes one request free.
+TOPICS = ["a car", "a city", "a book", "a song", "a planet", "a dog", "a river", "a game"]
+THROUGHPUT_SCHEMA = ('{"type": "object", "properties": {"name": {"type": "string"}, '
+                     '"year": {"type": "integer"}, "tags": {"type": "array", "items": '
+                     '{"type": "string"}}}, "required": ["name", "year", "tags"]}')
+
+
+# ---- one request, two paths ------------------------------------------------------------
+
+async def playground_request(engine: Engine, prompt: str, constraint: Constraint | None,
+                             settings: SamplingSettings, judge: Constraint) -> dict[str, Any]:
+    result = [r async for r in stream_run(engine, prompt, constraint, settings, judge)][-1]
+    return {"tokens": result.output_tokens, "ttft_s": result.ttft_s,
+            "latency_s": result.latency_s, "verdict": result.verdict}
+
+
+async def raw_request(engine: Engine, prompt: str, constraint: Constraint | None,
+                      settings: SamplingSettings) -> dict[str, Any]:
+    if engine.info.device == "cuda":
+        return await _raw_vllm(engine, prompt, constraint, settings)
+    return await asyncio.get_running_loop().run_in_executor(
+        engine.worker, _raw_transformers, engine, prompt, constraint, settings)
+
+
+async def _raw_vllm(engine: Any, prompt: str, constraint: Constraint | None,
+                    settings: SamplingSettings) -> dict[str, Any]:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    from playground.engines.vllm_engine import sampling_kwargs, structured_outputs_kwargs
+
+    start = time.perf_counter()
+    backend = engine.engine_options["structured_outputs_config"]["backend"]
+    structured = (StructuredOutputsParams(**structured_outputs_kwargs(constraint, backend))
+                  if constraint else None)
+    params = SamplingParams(**sampling_kwargs(settings), structured_outputs=structured,
+                            output_kind=RequestOutputKind.DELTA)
+    ids = engine._prompt_ids(prompt, settings)  # the same chat template and tokenizer
+    tokens, ttft = 0, None
+    request_id = f"raw-{next(_RAW_IDS)}"
+    async for output in engine.llm.generate({"prompt_token_ids": ids}, params, request_id):
+        tokens += len(output.outputs[0].token_ids)
+        if ttft is None and tokens:
+            ttft = time.perf_counter() - start
+    return {"tokens": tokens, "ttft_s": ttft, "latency_s": time.perf_counter() - start}
+
+
+def _raw_transformers(engine: Any, prompt: str, constraint: Constraint | None,
+                      settings: SamplingSettings) -> dict[str, Any]:
+    import torch
+    import transformers
+    import xgrammar as xgr
+
+    from playground.engines.xgrammar_adapter import to_grammar
+
+    start = time.perf_counter()
+    first: list[float] = []
+
+    class FirstToken(transformers.generation.streamers.BaseStreamer):
+        calls = 0
+
+        def put(self, value: Any) -> None:
+            self.calls += 1
+            if self.calls == 2:  # the first call hands over the prompt
+                first.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+    ids = torch.tensor([engine._encode(prompt, settings)])  # same chat template, tokenizer
+    processors = []
+    if constraint is not None:
+        compiled = engine.compiler.compile_grammar(to_grammar(constraint))
+        processors.append(xgr.contrib.hf.LogitsProcessor(compiled))
+    stops = {"stop_strings": settings.stop, "tokenizer": engine.tokenizer} if settings.stop else {}
+    with torch.inference_mode():
+        out = engine.model.generate(
+            ids, max_new_tokens=settings.max_tokens, do_sample=False, temperature=None,
+            top_p=None, top_k=None, logits_processor=processors, streamer=FirstToken(),
+            pad_token_id=engine.tokenizer.eos_token_id, **stops)
+    end = time.perf_counter()
+    return {"tokens": out.shape[1] - ids.shape[1], "ttft_s": first[0] - start if first else None,
+            "latency_s": end - start}
+
+
+# ---- measurements ----------------------------------------------------------------------
+
+def _median(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [run[key] for run in runs if run.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _rate(run: dict[str, Any]) -> float | None:
+    if run["ttft_s"] is None or run["tokens"] < 2 or run["latency_s"] <= run["ttft_s"]:
+        return None
+    return (run["tokens"] - 1) / (run["latency_s"] - run["ttft_s"])
+
+
+async def single_requests(engine: Engine, reps: int, log) -> dict[str, Any]:
+    """Per mode: one request at a time, the two paths alternating."""
+    presets = load_presets()
+    per_mode: dict[str, Any] = {}
+    for mode, name in MODES_PRESETS.items():
+        preset = presets[name]
+        constraint = preset.to_constraint()
+        settings = preset.settings.model_copy(update={"temperature": 0.0})
+        ours, raw = [], []
+        await playground_request(engine, preset.prompt, constraint, settings, constraint)
+        for _ in range(reps):
+            raw.append(await raw_request(engine, preset.prompt, constraint, settings))
+            ours.append(await playground_request(engine, preset.prompt, constraint, settings,
+                                                 constraint))
+        row = {
+            "playground": {"latency_s": _median(ours, "latency_s"),
+                           "ttft_s": _median(ours, "ttft_s"),
+                           "tokens_per_s": statistics.median([_rate(r) or 0 for r in ours]),
+                           "output_tokens": ours[-1]["tokens"], "verdict": ours[-1]["verdict"]},
+            "raw": {"latency_s": _median(raw, "latency_s"), "ttft_s": _median(raw, "ttft_s"),
+                    "tokens_per_s": statistics.median([_rate(r) or 0 for r in raw]),
+                    "output_tokens": raw[-1]["tokens"]},
+        }
+        row["latency_ratio"] = row["playground"]["latency_s"] / row["raw"]["latency_s"]
+        per_mode[mode] = row
+        log(f"  {mode:8} latency {row['playground']['latency_s']:.3f} s vs raw "
+            f"{row['raw']['latency_s']:.3f} s (ratio {row['latency_ratio']:.3f}), "
+            f"{row['playground']['tokens_per_s']:.1f} tok/s, ttft "
+            f"{row['playground']['ttft_s']:.3f} s")
+    return per_mode
+
+
+async def throughput(engine: Engine, concurrency: int, constrained: bool, path: str,
+                     max_tokens: int) -> dict[str, Any]:
+    from playground.constraints import from_text
+
+    constraint = from_text("json", THROUGHPUT_SCHEMA)
+    settings = SamplingSettings(max_tokens=max_tokens)
+    prompts = [f"Describe {TOPICS[i % len(TOPICS)]} number {i} as JSON with name, year and "
+               "tags." for i in range(concurrency)]
+    used = constraint if constrained else None
+
+    async def one(prompt: str) -> dict[str, Any]:
+        if path == "playground":
+            return await playground_request(engine, prompt, used, settings, constraint)
+        return await raw_request(engine, prompt, used, settings)
+
+    start = time.perf_counter()
+    runs = await asyncio.gather(*(one(p) for p in prompts))
+    wall = time.perf_counter() - start
+    tokens = sum(run["tokens"] for run in runs)
+    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
+
+
+async def throughput_table(engine: Engine, levels: list[int], reps: int, max_tokens: int,
+                           log) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for level in levels:
+        cell: dict[str, Any] = {}
+        for constrained in (True, False):
+            for path in ("raw", "playground"):
+                runs = [await throughput(engine, level, constrained, path, max_tokens)
+                        for _ in range(reps)]
+                key = f"{path}_{'constrained' if constrained else 'free'}"
+                cell[key] = statistics.median(run["tokens_per_s"] for run in runs)
+        cell["throughput_ratio"] = cell["playground_constrained"] / cell["raw_constrained"]
+        cell["throughput_ratio_free"] = cell["playground_free"] / cell["raw_free"]
+        cell["constrained_free_ratio"] = cell["playground_constrained"] / cell["playground_free"]
+        cell["raw_constrained_free_ratio"] = cell["raw_constrained"] / cell["raw_free"]
+        table[str(level)] = cell
+        log(f"  {level:4} concurrent: constrained {cell['playground_constrained']:.1f} tok/s "
+            f"(raw {cell['raw_constrained']:.1f}), free {cell['playground_free']:.1f} "
+            f"(raw {cell['raw_free']:.1f}); throughput ratio {cell['throughput_ratio']:.3f}, "
+            f"constrained/free {cell['constrained_free_ratio']:.3f}")
+    return table
+
+
+async def compile_times(engine: Engine) -> dict[str, Any]:
+    """Grammar compile time, cold (never seen) and cached (seen before)."""
+    from playground.constraints import from_text
+
+    schema = json.loads(THROUGHPUT_SCHEMA)
+    schema["title"] = f"fresh-{time.time_ns()}"  # a schema no cache has seen
+    constraint = from_text("json", json.dumps(schema))
+    if engine.info.device != "cuda":
+        _, cold = engine.worker.submit(engine.compile, constraint).result()
+        _, cached = engine.worker.submit(engine.compile, constraint).result()
+        return {"cold_s": cold, "cached_s": cached, "how": "xgrammar compile, measured directly"}
+    # vLLM compiles inside its engine: the extra time to first token of a new grammar.
+    settings = SamplingSettings(max_tokens=1)
+    cold = (await raw_request(engine, "Hi", constraint, settings))["ttft_s"]
+    cached = (await raw_request(engine, "Hi", constraint, settings))["ttft_s"]
+    return {"cold_s": cold, "cached_s": cached,
+            "how": "time to first token of a 1-token request with a new, then the same, "
+                   "schema (vLLM compiles inside the engine)"}
+
+
+def startup_times(engine_args: list[str], log) -> dict[str, Any]:
+    """Launch `python app.py`: seconds to the page served, and to the model ready."""
+    from gradio_client import Client
+
+    port = 7990
+    command = [sys.executable, str(ROOT / "app.py"), "--port", str(port), *engine_args]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True,
+                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "0"})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                if process.poll() is not None or time.perf_counter() - start > 300:
+                    raise RuntimeError("the app did not serve its page") from None
+                time.sleep(0.05)
+        page = time.perf_counter() - start
+        client = Client(url, verbose=False)
+        while not (status := client.predict(api_name="/status"))["ready"]:
+            if status["error"] or time.perf_counter() - start > 600:
+                raise RuntimeError(f"the model did not load: {status['error']}")
+            time.sleep(0.5)
+        ready = time.perf_counter() - start
+    finally:
+        # The whole group: vLLM's engine core is a child that holds the GPU's memory.
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        _wait_for_gpu_memory()
+    log(f"  page served {page:.2f} s, model ready {ready:.2f} s after launch")
+    return {"page_served_s": page, "model_ready_s": ready}
+
+
+def _wait_for_gpu_memory(limit_s: float = 90) -> None:
+    """Until the launched app's GPU memory is given back (no-op without a GPU)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            used = subprocess.run(["nvidia-smi", "--query-gpu=memory.used",
+                                   "--format=csv,noheader,nounits"], capture_output=True,
+                                  text=True, timeout=10).stdout.split()
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        if not used or int(used[0]) < 2000:
+            return
+        time.sleep(1)
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpus": os.cpu_count()}
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+        info["gpu"] = gpu or None
+    except (OSError, subprocess.TimeoutExpired):
+        info["gpu"] = None
+    return info
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for package in ("torch", "transformers", "xgrammar", "vllm", "gradio"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def goals(report: dict[str, Any]) -> dict[str, Any]:
+    tp = report.get("throughput", {})
+    values: dict[str, Any] = {
+        "latency_ratio": report["latency_ratio"],
+        "throughput_ratio@32": tp.get("32", {}).get("throughput_ratio"),
+        "throughput_ratio@128": tp.get("128", {}).get("throughput_ratio"),
+        "json_constrained_free_ratio@32": tp.get("32", {}).get("constrained_free_ratio"),
+        "page_served_s": report.get("page_served_s") if report["engine"] == "vllm" else None,
+    }
+    if report["engine"] == "cpu":
+        values["cpu_tokens_per_s"] = report["single"]["json"]["playground"]["tokens_per_s"]
+        values["cpu_ttft_s"] = max(row["playground"]["ttft_s"]
+                                   for row in report["single"].values())
+        values["model_ready_s (second start)"] = report.get("model_ready_s")
+    result = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        op, target = GOALS[name]
+        met = value <= target if op == "<=" else value >= target if op == ">=" else value < target
+        result[name] = {"value": value, "target": f"{op} {target}", "met": met}
+    return result
+
+
+async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[str, Any]:
+    reps = 3 if quick else 5
+    levels = [1, 4] if engine_kind == "cpu" else [1, 8, 32, 128]
+    max_tokens = (32 if quick else 64) if engine_kind == "cpu" else 128
+    log("single requests, playground path vs raw engine:")
+    single = await single_requests(engine, reps, log)
+    log(f"throughput, JSON schema, max {max_tokens} tokens:")
+    table = await throughput_table(engine, levels, 1 if quick else 2, max_tokens, log)
+    log("grammar compile:")
+    compile_s = await compile_times(engine)
+    log(f"  cold {compile_s['cold_s']:.4f} s, cached {compile_s['cached_s']:.4f} s")
+    ratios = [row["latency_ratio"] for row in single.values()]
+    return {
+        "engine": engine_kind,
+        "model": engine.info.model,
+        "engine_options": engine.info.options,
+        "quick": quick,
+        "latency_ratio": statistics.median(ratios),
+        "latency_ratio_per_mode": {mode: row["latency_ratio"] for mode, row in single.items()},
+        "throughput_ratio": {level: cell["throughput_ratio"] for level, cell in table.items()},
+        "constrained_free_ratio": {level: cell["constrained_free_ratio"]
+                                   for level, cell in table.items()},
+        "tokens_per_s": {mode: row["playground"]["tokens_per_s"] for mode, row in single.items()},
+        "ttft_s": {mode: row["playground"]["ttft_s"] for mode, row in single.items()},
+        "compile_s": compile_s,
+        "single": single,
+        "throughput": table,
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"\nengine {report['engine']} ({report['model']}) on {report['machine']}")
+    print(f"{'mode':8} {'latency s':>10} {'raw s':>8} {'ratio':>6} {'ttft s':>7} {'tok/s':>7}")
+    for mode, row in report["single"].items():
+        ours, raw = row["playground"], row["raw"]
+        print(f"{mode:8} {ours['latency_s']:10.3f} {raw['latency_s']:8.3f} "
+              f"{row['latency_ratio']:6.3f} {ours['ttft_s']:7.3f} {ours['tokens_per_s']:7.1f}")
+    print(f"\n{'concurrent':>10} {'constr tok/s':>13} {'raw':>9} {'free tok/s':>11} {'raw':>9} "
+          f"{'tp ratio':>9} {'c/f ratio':>10}")
+    for level, cell in report["throughput"].items():
+        print(f"{level:>10} {cell['playground_constrained']:13.1f} {cell['raw_constrained']:9.1f}"
+              f" {cell['playground_free']:11.1f} {cell['raw_free']:9.1f} "
+              f"{cell['throughput_ratio']:9.3f} {cell['constrained_free_ratio']:10.3f}")
+    print(f"\ncompile: cold {report['compile_s']['cold_s']:.4f} s, cached "
+          f"{report['compile_s']['cached_s']:.4f} s; page served "
+          f"{report.get('page_served_s', float('nan')):.2f} s, model ready "
+          f"{report.get('model_ready_s', float('nan')):.2f} s after launch")
+    print("\ngoals:")
+    for name, goal in report["goals"].items():
+        print(f"  {name:32} {goal['value']:9.3f}  target {goal['target']:8}  "
+              f"{'met' if goal['met'] else 'NOT met'}")
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = list(report["throughput"])
+    series = ["playground_constrained", "raw_constrained", "playground_free", "raw_free"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.2
+    for index, name in enumerate(series):
+        values = [report["throughput"][level][name] for level in levels]
+        left.bar([i + (index - 1.5) * width for i in range(len(levels))], values, width,
+                 label=name.replace("_", ", "))
+    left.set_xticks(range(len(levels)), levels)
+    left.set_xlabel("concurrent requests")
+    left.set_ylabel("output tokens/s")
+    left.set_title("JSON schema: playground vs raw engine")
+    left.legend()
+    modes = list(report["single"])
+    for index, path_name in enumerate(["playground", "raw"]):
+        values = [report["single"][m][path_name]["latency_s"] for m in modes]
+        right.bar([i + (index - 0.5) * 0.35 for i in range(len(modes))], values, 0.35,
+                  label=path_name)
+    right.set_xticks(range(len(modes)), modes)
+    right.set_ylabel("latency of one request (s)")
+    right.set_title("one request per mode")
+    right.legend()
+    figure.suptitle(f"{report['engine']}: {report['model']} on "
+                    f"{report['machine'].get('gpu') or platform.processor() or 'CPU'}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    kind = args.engine if args.engine != "auto" else None
+    engine = create_engine(args, log=log)
+    kind = kind or ("vllm" if engine.info.device == "cuda" else "cpu")
+    flags = ["--engine", kind]
+    if kind == "vllm":
+        flags += ["--model", args.model, "--load-format", args.load_format,
+                  "--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+        if args.disable_any_whitespace:
+            flags.append("--disable-any-whitespace")
+    else:
+        flags += ["--cpu-dtype", args.cpu_dtype]
+    log("launch to page served and model ready:")
+    startup = startup_times(flags, log)
+    log("loading the engine in this process …")
+    engine.load()
+    report = asyncio.run(run_bench(engine, kind, args.quick, log))
+    report.update(startup)
+    report["machine"], report["versions"] = machine(), versions()
+    report["goals"] = goals(report)
+    if hasattr(engine, "shutdown"):
+        engine.shutdown()
+    print_table(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        plot(report, args.plot)
+    return report
