@@ -84,3 +84,15 @@ def test_concurrent_engine_gets_both_requests_together():
     last_constrained = max(i for i, u in enumerate(updates)
                            if u["constrained"]["verdict"] == "running")
     assert first_free < last_constrained
+
+
+@pytest.mark.parametrize(
+    ("system", "expected"),
+    [("", [{"role": "user", "content": "hi"}]),
+     ("Be brief.", [{"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "hi"}])],
+)
+def test_chat_messages(system, expected):
+    from playground.engines.base import SamplingSettings, chat_messages
+
+    assert chat_messages("hi", SamplingSettings(system_prompt=system)) == expected

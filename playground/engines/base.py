@@ -33,6 +33,14 @@ class SamplingSettings(BaseModel):
     system_prompt: str = ""
 
 
+def chat_messages(prompt: str, settings: SamplingSettings) -> list[dict[str, str]]:
+    """The messages a chat template renders: the system prompt, if any, then the user's."""
+    messages = [{"role": "user", "content": prompt}]
+    if settings.system_prompt:
+        messages.insert(0, {"role": "system", "content": settings.system_prompt})
+    return messages
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     name: str

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from playground.constraints import Constraint
-from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings
+from playground.engines.base import (
+    Chunk,
+    Engine,
+    EngineInfo,
+    Progress,
+    SamplingSettings,
+    chat_messages,
+)
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 DTYPES = ("int8", "bf16", "fp32")
@@ -210,11 +217,8 @@ class EmbeddedEngine(Engine):
     def _encode(self, prompt: str, settings: SamplingSettings) -> list[int]:
         if not settings.chat_template:
             return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        messages = [{"role": "user", "content": prompt}]
-        if settings.system_prompt:
-            messages.insert(0, {"role": "system", "content": settings.system_prompt})
         text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True)
+            chat_messages(prompt, settings), tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _generate_ids(self, prompt_ids: list[int], compiled: Any, settings: SamplingSettings,

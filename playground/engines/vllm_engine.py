@@ -15,7 +15,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from playground.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
-from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings
+from playground.engines.base import (
+    Chunk,
+    Engine,
+    EngineInfo,
+    Progress,
+    SamplingSettings,
+    chat_messages,
+)
 
 _INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
 
@@ -169,11 +176,8 @@ class VllmEngine(Engine):
     def _prompt_ids(self, prompt: str, settings: SamplingSettings) -> list[int]:
         if not settings.chat_template:
             return self.tokenizer.encode(prompt, add_special_tokens=False)
-        messages = [{"role": "user", "content": prompt}]
-        if settings.system_prompt:
-            messages.insert(0, {"role": "system", "content": settings.system_prompt})
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(chat_messages(prompt, settings),
+                                                  tokenize=False, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     async def stream(self, prompt: str, constraint: Constraint | None,
