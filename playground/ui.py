@@ -61,6 +61,10 @@ def check_message(mode: str, constraint_text: str, engine: Engine | None = None)
         _, warnings = parse_constraint(mode, constraint_text, engine if _ready(engine) else None)
     except InputError as exc:
         return f'<span class="bad">Constraint error:</span> {html.escape(str(exc))}'
+    return warnings_message(warnings)
+
+
+def warnings_message(warnings: list[str]) -> str:
     lines = ['<span class="good">Constraint OK</span>']
     lines += [f'<span class="warn">Warning:</span> {html.escape(w)}' for w in warnings]
     return "<br>".join(lines)
@@ -102,11 +106,10 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
     """Stream (check message, constrained panel x3, unconstrained panel x3)."""
     try:
         options = options_from_controls(*controls)
-        message = check_message(mode, constraint_text)
         if not engine.ready:
             yield ("Waiting for the model to finish loading …",) + (gr.skip(),) * 6
         async for update in stream_request(engine, mode, constraint_text, prompt, options):
-            yield (message, *result_panel(update["constrained"]),
+            yield (warnings_message(update["warnings"]), *result_panel(update["constrained"]),
                    *result_panel(update["unconstrained"]))
     except InputError as exc:
         yield (f'<span class="bad">{html.escape(str(exc))}</span>',) + (gr.skip(),) * 6
