@@ -6,8 +6,13 @@ constrained and unconstrained output, and any engine's.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import re
+import sys
+import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,8 +75,28 @@ def errors_in(constraint: Constraint, text: str) -> list[str]:
 
 
 # ---- JSON Schema -------------------------------------------------------------------
-# jsonschema is imported where used: its IRI format checker (rfc3987-syntax) takes ~2 s to
-# import, which only JSON mode should pay.
+# jsonschema is imported where used, and its IRI format checker (rfc3987-syntax, which
+# builds a Lark parser at import: ~2 s) only when an "iri" format is first checked.
+
+
+def _defer_iri_checker() -> None:
+    if "rfc3987_syntax" in sys.modules or importlib.util.find_spec("rfc3987_syntax") is None:
+        return
+    real: list[Callable[[str, str], bool]] = []
+    stand_in = types.ModuleType("rfc3987_syntax")
+
+    def is_valid_syntax(rule: str, value: str) -> bool:
+        if not real:
+            if sys.modules.get("rfc3987_syntax") is stand_in:
+                del sys.modules["rfc3987_syntax"]
+            real.append(importlib.import_module("rfc3987_syntax").is_valid_syntax)
+        return real[0](rule, value)
+
+    stand_in.is_valid_syntax = is_valid_syntax  # type: ignore[attr-defined]
+    sys.modules["rfc3987_syntax"] = stand_in
+
+
+_defer_iri_checker()
 
 def _refuse_remote(uri: str) -> referencing.Resource:
     import referencing.exceptions

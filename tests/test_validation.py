@@ -31,6 +31,9 @@ CAR = """{"type": "object", "properties": {"brand": {"type": "string"},
          "is not a 'email'"),
         ("json", '{"type": "string", "format": "date"}', '"2024-02-30"', "invalid", "'date'"),
         ("json", '{"type": "string", "format": "date"}', '"2024-02-29"', "valid", None),
+        ("json", '{"type": "string", "format": "iri"}', '"http://exa mple.com"', "invalid",
+         "is not a 'iri'"),
+        ("json", '{"type": "string", "format": "iri"}', '"http://example.com/ü"', "valid", None),
         ("json", '{"$schema": "http://json-schema.org/draft-04/schema#", "type": "number",'
                  ' "minimum": 5, "exclusiveMinimum": true}', "5", "invalid", "$:"),
         ("json", '{"$schema": "https://json-schema.org/draft/2020-12/schema",'

@@ -1,0 +1,58 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+CHECK_IMPORTS = """
+import sys
+from playground.cli import main
+code = main(sys.argv[1:])
+heavy = [m for m in ("torch", "transformers", "vllm", "gradio", "xgrammar") if m in sys.modules]
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import json\n" + CHECK_IMPORTS, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("args", "verdict"),
+    [
+        (["--mode", "choice", "--choice", "yes", "--choice", "no", "--output", "yes"], "valid"),
+        (["--mode", "regex", "--regex", r"\d+", "--output", "12a"], "invalid"),
+        (["--mode", "json", "--schema", "presets/03-car.schema.json"], None),
+    ],
+)
+def test_check_prints_json_and_imports_no_model_code(args, verdict):
+    done = run_cli("check", *args)
+    result = json.loads(done.stdout)
+    assert result["constraint_ok"] is True and result["verdict"] == verdict
+    status = json.loads(done.stderr.strip().splitlines()[-1])
+    assert status == {"code": 0, "heavy": []}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "regex", "--regex", "a("], "regex: missing ), unterminated subpattern"),
+        (["--mode", "json", "--schema", "/nonexistent.json"], "cannot read /nonexistent.json"),
+        (["--mode", "grammar", "--grammar", "README.md"], "grammar:"),
+        (["--mode", "choice"], "give --choice"),
+    ],
+)
+def test_unusable_constraint_exits_2_with_one_line(args, message):
+    done = run_cli("check", *args)
+    first = done.stderr.splitlines()[0]
+    assert first.startswith("error: ") and message in first
+    assert "Traceback" not in done.stderr
+    assert json.loads(done.stderr.strip().splitlines()[-1])["code"] == 2
+
+
+def test_presets_command_lists_every_preset():
+    done = subprocess.run([sys.executable, "-m", "playground", "presets"], capture_output=True,
+                          text=True, timeout=60)
+    names = [p["name"] for p in json.loads(done.stdout)]
+    assert {"Sentiment", "Email address", "Iconic 90s car", "SQL SELECT"} <= set(names)
