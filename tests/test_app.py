@@ -111,3 +111,25 @@ def test_browser_picks_a_preset_runs_it_and_reads_the_verdict(page, mode, label,
     if os.environ.get("PLAYGROUND_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOTS / f"{mode}.png", full_page=True)
+
+
+def test_browser_runs_a_batch_and_offers_downloads(page):
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-mode").get_by_text("choice", exact=True).click()
+    editor = page.locator("#batch-constraint .cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("yes\nno")
+    prompts = page.locator("#batch-prompts textarea")
+    prompts.fill("Is the sky blue?\nIs fire cold?\nIs water wet?")
+    page.locator("#batch-run").click()
+    page.wait_for_selector("#batch-totals:has-text('Validity')", timeout=120_000)
+    totals = page.locator("#batch-totals").inner_text()
+    assert "of 3" in totals and "Throughput" in totals
+    if os.environ.get("PLAYGROUND_SCREENSHOTS"):
+        page.screenshot(path=SCREENSHOTS / "batch.png", full_page=True)
+    table = page.locator("#batch-table")
+    for prompt in ("Is the sky blue?", "Is fire cold?", "Is water wet?"):
+        assert table.get_by_text(prompt, exact=True).count() >= 1
+    page.wait_for_function("() => ['batch.jsonl', 'batch.csv'].every("
+                           "name => document.body.innerHTML.includes(name))", timeout=30_000)
