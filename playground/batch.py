@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from playground.engines.base import Engine
-from playground.service import (
-    InputError,
-    RunResult,
-    engine_check,
-    parse_constraint,
-    parse_settings,
-    stream_run,
-)
+from playground.service import InputError, RunResult, prepare, stream_run
 
 MAX_PROMPTS = 1000
 COLUMNS = ["index", "prompt", "text", "verdict", "errors", "prompt_tokens", "output_tokens",
@@ -94,10 +87,7 @@ async def run_batch(engine: Engine, mode: str, constraint_text: str, prompts: li
 
     A concurrent engine (vLLM) gets every prompt at once and batches them itself.
     """
-    settings = parse_settings(options)
-    constraint, _ = parse_constraint(mode, constraint_text)
-    await engine.wait_ready()
-    engine_check(engine, constraint)
+    constraint, _, settings = await prepare(engine, mode, constraint_text, options)
     batch = BatchResult(prompts, [None] * len(prompts))
     start = time.perf_counter()
 

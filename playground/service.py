@@ -112,6 +112,19 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     yield result
 
 
+async def prepare(engine: Engine, mode: str, constraint_text: str,
+                  options: dict[str, Any] | None
+                  ) -> tuple[Constraint, list[str], SamplingSettings]:
+    """Check a request's input, then wait for the engine and ask it too.
+
+    What needs no engine fails first, before any wait for the model to load.
+    """
+    settings = parse_settings(options)
+    constraint, warnings = parse_constraint(mode, constraint_text)
+    await engine.wait_ready()
+    return constraint, warnings + engine_check(engine, constraint), settings
+
+
 async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,
                       settings: SamplingSettings
                       ) -> AsyncIterator[tuple[RunResult, RunResult]]:
@@ -166,13 +179,9 @@ async def run_request(engine: Engine, mode: str, constraint_text: str, prompt: s
 async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt: str,
                          options: dict[str, Any] | None = None
                          ) -> AsyncIterator[dict[str, Any]]:
-    settings = parse_settings(options)
-    constraint, warnings = parse_constraint(mode, constraint_text)
     if not prompt.strip():
         raise InputError("prompt: write a prompt first")
-    # The engine's own check needs the engine loaded; what needs no engine fails first.
-    await engine.wait_ready()
-    warnings += engine_check(engine, constraint)
+    constraint, warnings, settings = await prepare(engine, mode, constraint_text, options)
     async for constrained, free in stream_pair(engine, prompt, constraint, settings):
         yield {"mode": mode, "engine": engine.info.as_dict(), "warnings": warnings,
                "constrained": constrained.as_dict(), "unconstrained": free.as_dict()}
