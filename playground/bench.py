@@ -3,8 +3,8 @@
 Every ratio is measured in one run, on one loaded model: the playground's path is what a
 click does without the browser (`service.stream_run`: chat template, streaming, timing,
 validation); the raw path is the engine alone doing the same work (raw vLLM `AsyncLLM`
-requests, or raw transformers `generate` with xgrammar's logits processor), with the
-same prompt, constraint, settings and weights.
+requests, or raw transformers `generate` with xgrammar's logits processor, on
+transformers' own Llama), with the same prompt, constraint, settings and weights.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ def _raw_transformers(engine: Any, prompt: str, constraint: Constraint | None,
         def end(self) -> None:
             pass
 
+    model = _transformers_model(engine)
     ids = torch.tensor([engine._encode(prompt, settings)])  # same chat template, tokenizer
     processors = []
     if constraint is not None:
@@ -115,13 +116,25 @@ def _raw_transformers(engine: Any, prompt: str, constraint: Constraint | None,
         processors.append(xgr.contrib.hf.LogitsProcessor(compiled))
     stops = {"stop_strings": settings.stop, "tokenizer": engine.tokenizer} if settings.stop else {}
     with torch.inference_mode():
-        out = engine.model.generate(
+        out = model.generate(
             ids, max_new_tokens=settings.max_tokens, do_sample=False, temperature=None,
             top_p=None, top_k=None, logits_processor=processors, streamer=FirstToken(),
             pad_token_id=engine.tokenizer.eos_token_id, **stops)
     end = time.perf_counter()
     return {"tokens": out.shape[1] - ids.shape[1], "ttft_s": first[0] - start if first else None,
             "latency_s": end - start}
+
+
+def _transformers_model(engine: Any) -> Any:
+    """transformers' own Llama on the engine's weights and dtype, loaded once."""
+    if getattr(engine, "transformers_model", None) is None:
+        import torch
+        import transformers
+
+        model = transformers.AutoModelForCausalLM.from_pretrained(engine.folder,
+                                                                  dtype=torch.float32)
+        engine.transformers_model = engine.prepare(model.eval())
+    return engine.transformers_model
 
 
 # ---- measurements ----------------------------------------------------------------------
@@ -337,6 +350,8 @@ async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[
     reps = 3 if quick else 5
     levels = [1, 4] if engine_kind == "cpu" else [1, 8, 32, 128]
     max_tokens = (32 if quick else 64) if engine_kind == "cpu" else 128
+    if engine_kind == "cpu":
+        engine.worker.submit(_transformers_model, engine).result()
     log("single requests, playground path vs raw engine:")
     single = await single_requests(engine, reps, log)
     log(f"throughput, JSON schema, max {max_tokens} tokens:")

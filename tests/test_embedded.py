@@ -58,3 +58,21 @@ def test_engine_rejects_a_constraint_xgrammar_cannot_compile(embedded_engine):
 
     with pytest.raises(InputError, match="xgrammar"):
         asyncio.run(run_request(embedded_engine, "regex", r"(a)\1", "p", {}))
+
+
+@pytest.mark.parametrize("temperature, top_p, allowed", [
+    (0.0, 1.0, {2}),          # greedy: the largest logit
+    (1.0, 0.5, {2}),          # nucleus: token 2 alone holds more than half the mass
+    (1.0, 0.95, {1, 2}),      # nucleus: tokens 2 and 1 together reach 0.95
+])
+def test_pick_greedy_and_nucleus(temperature, top_p, allowed):
+    import torch
+
+    from playground.engines.base import SamplingSettings
+    from playground.engines.embedded import _pick
+
+    logits = torch.log(torch.tensor([0.01, 0.29, 0.7]))
+    settings = SamplingSettings(temperature=temperature, top_p=top_p)
+    generator = torch.Generator().manual_seed(0)
+    picked = {_pick(torch, logits, settings, generator) for _ in range(200)}
+    assert picked == allowed

