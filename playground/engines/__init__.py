@@ -23,8 +23,12 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--gpu-memory-utilization",), {"type": float, "default": 0.9}),
     (("--enforce-eager",), {"action": "store_true", "help": "vLLM: no CUDA graphs"}),
     (("--tensor-parallel-size",), {"type": int, "default": 1}),
+    # guidance, not vLLM's own auto (xgrammar first): on the H100 with vLLM 0.26, JSON
+    # under guidance ran at 0.95 of free speed with 32 requests and 0.76 with 128, against
+    # xgrammar's 0.89 and 0.53, and bounded regex repetitions 4x faster (README).
     (("--structured-outputs-backend",), {
-        "choices": ["auto", "xgrammar", "guidance", "outlines"], "default": "auto"}),
+        "choices": ["auto", "xgrammar", "guidance", "outlines"], "default": "guidance",
+        "help": "vLLM: constraint backend; auto is vLLM's choice (xgrammar first)"}),
     (("--disable-any-whitespace",), {
         "action": "store_true",
         "help": "JSON without free whitespace (engine-wide; needed with dummy weights)"}),
@@ -35,12 +39,12 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
-def defaults() -> argparse.Namespace:
-    """Engine options with every default, for callers without a command line."""
+def defaults(argv: list[str] | None = None) -> argparse.Namespace:
+    """Engine options from engine flags alone (every default without `argv`)."""
     parser = argparse.ArgumentParser()
     for flags, options in ENGINE_FLAGS:
         parser.add_argument(*flags, **options)
-    return parser.parse_args([])
+    return parser.parse_args(argv or [])
 
 
 def gpu_available() -> bool:

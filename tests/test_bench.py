@@ -1,0 +1,50 @@
+"""The benchmark's arithmetic, with the engine runs replaced by fixed rates."""
+
+import asyncio
+
+import pytest
+
+from playground import bench
+
+RATES = {("raw", True): 90.0, ("playground", True): 99.0, ("raw", False): 100.0,
+         ("playground", False): 110.0}
+
+
+@pytest.fixture
+def fixed_runs(monkeypatch):
+    seen = []
+
+    async def throughput(engine, constrained, path, lengths):
+        seen.append((path, constrained, list(lengths)))
+        tokens = [7] * len(lengths) if constrained else list(lengths)
+        return {"tokens_per_s": RATES[path, constrained], "lengths": tokens}
+
+    monkeypatch.setattr(bench, "throughput", throughput)
+    return seen
+
+
+def test_ratios_and_matched_free_lengths(fixed_runs):
+    table = asyncio.run(bench.throughput_table(None, [4], reps=3, max_tokens=16,
+                                               log=lambda message: None))
+    cell = table["4"]
+    assert cell["throughput_ratio"] == pytest.approx(1.1)
+    assert cell["constrained_free_ratio"] == pytest.approx(0.9)
+    assert cell["raw_constrained_free_ratio"] == pytest.approx(0.9)
+    assert cell["constrained_free_ratio_per_round"] == pytest.approx([0.9] * 3)
+    assert cell["constrained_tokens_mean"] == 7
+    # Constrained runs may use max_tokens; free runs get the constrained lengths.
+    assert {tuple(lengths) for _, constrained, lengths in fixed_runs if constrained} == {
+        (16,) * 4}
+    assert {tuple(lengths) for _, constrained, lengths in fixed_runs if not constrained} == {
+        (7,) * 4}
+    assert len(fixed_runs) == 12  # four runs a round, back to back
+
+
+@pytest.mark.parametrize("value, target, met", [(0.95, (">=", 0.9), True),
+                                                (0.85, (">=", 0.9), False),
+                                                (4.9, ("<", 5.0), True)])
+def test_goal_comparison(value, target, met, monkeypatch):
+    monkeypatch.setitem(bench.GOALS, "cpu_second_start_s", target)
+    report = {"engine": "cpu", "latency_ratio": 1.0, "second_start_s": value,
+              "single": {"json": {"playground": {"tokens_per_s": 40.0, "ttft_s": 0.1}}}}
+    assert bench.goals(report)["cpu_second_start_s"]["met"] is met
