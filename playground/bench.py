@@ -474,7 +474,8 @@ def plot(report: dict[str, Any], path: str) -> None:
     left.set_xlabel("concurrent requests")
     left.set_ylabel("output tokens/s")
     left.set_title("JSON schema: playground vs raw engine")
-    left.legend()
+    left.set_ylim(0, left.get_ylim()[1] * 1.3)  # headroom, so the legend covers no bar
+    left.legend(ncols=2, loc="upper left")
     modes = list(report["single"])
     for index, path_name in enumerate(["playground", "raw"]):
         values = [report["single"][m][path_name]["latency_s"] for m in modes]
@@ -483,7 +484,8 @@ def plot(report: dict[str, Any], path: str) -> None:
     right.set_xticks(range(len(modes)), modes)
     right.set_ylabel("latency of one request (s)")
     right.set_title("one request per mode")
-    right.legend()
+    right.set_ylim(0, right.get_ylim()[1] * 1.2)
+    right.legend(ncols=2, loc="upper left")
     figure.suptitle(f"{report['engine']}: {report['model']} on "
                     f"{report['machine'].get('gpu') or platform.processor() or 'CPU'}")
     figure.tight_layout()

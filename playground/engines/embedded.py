@@ -163,6 +163,8 @@ class EmbeddedEngine(Engine):
             tmp = prepared.with_name(f"{prepared.name}.tmp{os.getpid()}")
             torch.save(bundle, tmp)
             os.replace(tmp, prepared)
+            for stale in self.folder.glob("model-*-torch*.pt"):  # transformers-model pickles
+                stale.unlink(missing_ok=True)                     # of earlier versions
         model, tokenizer = bundle["model"], bundle["tokenizer"]
         progress(0.85, "building xgrammar's tokenizer info")
         tokenizer_info = xgr.TokenizerInfo.from_huggingface(
