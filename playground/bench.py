@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -125,16 +126,14 @@ def _raw_transformers(engine: Any, prompt: str, constraint: Constraint | None,
             "latency_s": end - start}
 
 
+@functools.cache
 def _transformers_model(engine: Any) -> Any:
     """transformers' own Llama on the engine's weights and dtype, loaded once."""
-    if getattr(engine, "transformers_model", None) is None:
-        import torch
-        import transformers
+    import torch
+    import transformers
 
-        model = transformers.AutoModelForCausalLM.from_pretrained(engine.folder,
-                                                                  dtype=torch.float32)
-        engine.transformers_model = engine.prepare(model.eval())
-    return engine.transformers_model
+    model = transformers.AutoModelForCausalLM.from_pretrained(engine.folder, dtype=torch.float32)
+    return engine.prepare(model.eval())
 
 
 # ---- measurements ----------------------------------------------------------------------

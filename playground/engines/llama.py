@@ -89,8 +89,7 @@ class Llama(nn.Module):
         unsupported = {k: v for k, v in config.items()
                        if k in ("attention_bias", "mlp_bias") and v
                        or k == "hidden_act" and v != "silu"}
-        rope = config.get("rope_parameters") or {"rope_type": "default",
-                                                  "rope_theta": config.get("rope_theta")}
+        rope = _rope(config)
         if unsupported or rope.get("rope_type", "default") != "default":
             raise ValueError(f"unsupported Llama options: {unsupported or rope}")
         self.config = config
@@ -100,8 +99,7 @@ class Llama(nn.Module):
         self.lm_head = nn.Linear(config["hidden_size"], config["vocab_size"], bias=False)
         if config.get("tie_word_embeddings"):
             self.lm_head.weight = self.embed_tokens.weight
-        self.register_buffer("inv_freq", _inv_freq(config, rope["rope_theta"]),
-                             persistent=False)
+        self.register_buffer("inv_freq", _inv_freq(config), persistent=False)
 
     @classmethod
     def from_pretrained(cls, folder: Path) -> Llama:
@@ -115,12 +113,11 @@ class Llama(nn.Module):
                    for name, tensor in load_file(folder / "model.safetensors").items()}
         if config.get("tie_word_embeddings"):
             weights.pop("lm_head.weight", None)
-            weights["lm_head.weight"] = weights["embed_tokens.weight"]
         model.load_state_dict(weights, strict=False, assign=True)
         if config.get("tie_word_embeddings"):
             model.lm_head.weight = model.embed_tokens.weight
         # Built on the meta device, so the rotary frequencies are computed again for real.
-        model.inv_freq = _inv_freq(config, (config.get("rope_parameters") or config)["rope_theta"])
+        model.inv_freq = _inv_freq(config)
         return model.eval()
 
     def forward(self, ids: Tensor, cache: Cache | None = None) -> tuple[Tensor, Cache]:
@@ -141,8 +138,14 @@ def _head_dim(config: dict[str, Any]) -> int:
     return config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
 
 
-def _inv_freq(config: dict[str, Any], theta: float) -> Tensor:
-    head_dim = _head_dim(config)
+def _rope(config: dict[str, Any]) -> dict[str, Any]:
+    """transformers 5 writes `rope_parameters`; older checkpoints a bare `rope_theta`."""
+    return config.get("rope_parameters") or {"rope_type": "default",
+                                             "rope_theta": config.get("rope_theta")}
+
+
+def _inv_freq(config: dict[str, Any]) -> Tensor:
+    head_dim, theta = _head_dim(config), _rope(config)["rope_theta"]
     return 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
 
 
