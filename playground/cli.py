@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from playground import limits
 from playground.constraints import MODES, ConstraintError
+from playground.limits import LIMIT_FLAGS
 from playground.service import InputError, parse_constraint
 
 
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", help="text to validate against the constraint")
     check.add_argument("--engine", choices=["none", "cpu", "vllm"], default="none",
                        help="also ask that engine's compiler (vllm: its request validation)")
+    for flags, options in LIMIT_FLAGS:
+        check.add_argument(*flags, **options)
 
     run = commands.add_parser("run", help="generate constrained and unconstrained output")
     _add_constraint_flags(run, required=False)
@@ -147,6 +151,7 @@ def cmd_presets(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    limits.configure(limits.Limits.from_args(args))
     if args.command == "bench":
         from playground.bench import main as bench
 

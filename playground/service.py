@@ -16,11 +16,8 @@ from pydantic import ValidationError
 
 from playground.constraints import Constraint, ConstraintError, from_text
 from playground.engines.base import Engine, SamplingSettings
+from playground.limits import InputError, LimitError  # noqa: F401 (shared with callers)
 from playground.validation import validate
-
-
-class InputError(ValueError):
-    """Bad input from a user: shown to them, never a traceback."""
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from playground.engines.base import Engine
+from playground.limits import LIMIT_FLAGS
 
 DEFAULT_GPU_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 
@@ -36,6 +37,7 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                           "help": "vLLM: 'dummy' runs the architecture with random weights"}),
     (("--cpu-dtype",), {"choices": ["int8", "bf16", "fp32"], "default": "int8",
                         "help": "CPU model: int8 dynamic quantization is fastest"}),
+    *LIMIT_FLAGS,  # every size and time limit (playground/limits.py)
 ]
 
 

@@ -1,0 +1,106 @@
+"""Every size and time limit of the playground in one place, with its flag and its message.
+
+One shared server must never be stalled by one user's input, so everything a request may
+make the process do is bounded here. Each limit is a field of `Limits`; its command-line
+flag is the field name with dashes (`max_prompt_chars` -> `--max-prompt-chars`), and a
+request past it gets one line naming what is wrong, the limit and the flag to raise it.
+
+Imports nothing of the playground: constraints, validation, service and the UI all read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+class InputError(ValueError):
+    """Bad input from a user: shown to them as one line, never a traceback."""
+
+
+class LimitError(InputError):
+    """Input past one of the limits below."""
+
+
+def _limit(default: float, what: str, unit: str) -> Any:
+    return field(default=default, metadata={"what": what, "unit": unit})
+
+
+@dataclass(frozen=True)
+class Limits:
+    # Sizes of one request. Measured on the 2-core CPU machine before these limits: a
+    # 1,000,010-character prompt never answered (300 s, 7.3 GB); a 1 MB regex took 115 s
+    # to compile, 100,000 choices 91 s, a 50,000-value enum 15 s.
+    max_prompt_chars: int = _limit(50_000, "the prompt", "characters")
+    max_system_prompt_chars: int = _limit(20_000, "the system prompt", "characters")
+    max_constraint_chars: int = _limit(100_000, "the constraint", "characters")
+    max_regex_chars: int = _limit(4_000, "the regex", "characters")
+    max_choices: int = _limit(2_000, "the choice list", "choices")
+    max_json_depth: int = _limit(64, "the JSON nesting", "levels")
+    max_stop_strings: int = _limit(16, "the stop list", "strings")
+    # Batches: the file, the prompts, and the work they ask for (prompt + max tokens each).
+    max_batch_file_bytes: int = _limit(5_000_000, "the batch file", "bytes")
+    max_batch_prompts: int = _limit(1_000, "the batch", "prompts")
+    max_batch_tokens: int = _limit(200_000, "the batch's total work", "tokens")
+    # Time. Past these a request stops (its partial output labelled), a verdict or a
+    # compilation is given up as "unjudged" / an error naming the limit.
+    request_timeout_s: float = _limit(300.0, "one request", "seconds")
+    validation_timeout_s: float = _limit(5.0, "validation", "seconds")
+    compile_timeout_s: float = _limit(30.0, "compiling the constraint", "seconds")
+
+    @staticmethod
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    def require(self, name: str, value: float, what: str | None = None) -> None:
+        """Raise LimitError when `value` is past the limit `name`."""
+        if value > getattr(self, name):
+            raise LimitError(self.message(name, value, what))
+
+    def message(self, name: str, value: float | None = None, what: str | None = None) -> str:
+        """'the prompt has 1,000,010 characters; the limit is 50,000 (raise it with
+        --max-prompt-chars)' or, for a time limit, 'validation took over 5 s (...)'."""
+        meta = next(f.metadata for f in fields(self) if f.name == name)
+        what, unit, limit = what or meta["what"], meta["unit"], getattr(self, name)
+        if unit == "seconds":
+            text = f"{what} took longer than {limit:g} s"
+        elif value is None:
+            text = f"{what} is over the limit of {_n(limit)} {unit}"
+        else:
+            text = f"{what} has {_n(value)} {unit}; the limit is {_n(limit)}"
+        return f"{text} (raise it with {self.flag(name)})"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace | None) -> Limits:
+        """The limits the flags set; defaults for flags the command does not have."""
+        given = {f.name: getattr(args, f.name) for f in fields(cls)
+                 if args is not None and getattr(args, f.name, None) is not None}
+        return replace(cls(), **given)
+
+
+def _n(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+# Argparse flags, one per limit (added to the engine flags of run/serve/bench, and to check).
+LIMIT_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    ((Limits.flag(f.name),), {
+        "type": type(f.default), "default": None, "metavar": "N",
+        "help": f"limit on {f.metadata['what']}, in {f.metadata['unit']} "
+                f"(default {_n(f.default)})"})
+    for f in fields(Limits)
+]
+
+_active = Limits()
+
+
+def active() -> Limits:
+    """The limits this process runs under (set once at start from the flags)."""
+    return _active
+
+
+def configure(limits: Limits) -> Limits:
+    global _active
+    _active = limits
+    return limits
