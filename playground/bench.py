@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import itertools
 import json
 import os
 import platform
@@ -27,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from playground.constraints import Constraint
-from playground.engines import create_engine
-from playground.engines.base import Engine, SamplingSettings
+from playground.engines import create_engine, engine_argv
+from playground.engines.base import Engine
 from playground.presets import load_presets
 from playground.service import stream_run
+from playground.settings import SamplingSettings
 
-ROOT = Path(__file__).resolve().parent.parent
-_RAW_IDS = itertools.count()
 MODES_PRESETS = {"choice": "Sentiment", "regex": "Email address", "json": "Iconic 90s car",
                  "grammar": "SQL SELECT"}
 GOALS = {"latency_ratio": ("<=", 1.03), "throughput_ratio@32": (">=", 0.97),
@@ -54,86 +51,6 @@ async def playground_request(engine: Engine, prompt: str, constraint: Constraint
     result = [r async for r in stream_run(engine, prompt, constraint, settings, judge)][-1]
     return {"tokens": result.output_tokens, "ttft_s": result.ttft_s,
             "latency_s": result.latency_s, "verdict": result.verdict}
-
-
-async def raw_request(engine: Engine, prompt: str, constraint: Constraint | None,
-                      settings: SamplingSettings) -> dict[str, Any]:
-    if engine.info.device == "cuda":
-        return await _raw_vllm(engine, prompt, constraint, settings)
-    return await asyncio.get_running_loop().run_in_executor(
-        engine.worker, _raw_transformers, engine, prompt, constraint, settings)
-
-
-async def _raw_vllm(engine: Any, prompt: str, constraint: Constraint | None,
-                    settings: SamplingSettings) -> dict[str, Any]:
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
-    from playground.engines.vllm_engine import sampling_kwargs, structured_outputs_kwargs
-
-    start = time.perf_counter()
-    backend = engine.engine_options["structured_outputs_config"]["backend"]
-    structured = (StructuredOutputsParams(**structured_outputs_kwargs(constraint, backend))
-                  if constraint else None)
-    params = SamplingParams(**sampling_kwargs(settings), structured_outputs=structured,
-                            output_kind=RequestOutputKind.DELTA)
-    ids = engine._prompt_ids(prompt, settings)  # the same chat template and tokenizer
-    tokens, ttft = 0, None
-    request_id = f"raw-{next(_RAW_IDS)}"
-    async for output in engine.llm.generate({"prompt_token_ids": ids}, params, request_id):
-        tokens += len(output.outputs[0].token_ids)
-        if ttft is None and tokens:
-            ttft = time.perf_counter() - start
-    return {"tokens": tokens, "ttft_s": ttft, "latency_s": time.perf_counter() - start}
-
-
-def _raw_transformers(engine: Any, prompt: str, constraint: Constraint | None,
-                      settings: SamplingSettings) -> dict[str, Any]:
-    import torch
-    import transformers
-    import xgrammar as xgr
-
-    from playground.engines.xgrammar_adapter import to_grammar
-
-    start = time.perf_counter()
-    first: list[float] = []
-
-    class FirstToken(transformers.generation.streamers.BaseStreamer):
-        calls = 0
-
-        def put(self, value: Any) -> None:
-            self.calls += 1
-            if self.calls == 2:  # the first call hands over the prompt
-                first.append(time.perf_counter())
-
-        def end(self) -> None:
-            pass
-
-    model = _transformers_model(engine)
-    ids = torch.tensor([engine._encode(prompt, settings)])  # same chat template, tokenizer
-    processors = []
-    if constraint is not None:
-        compiled = engine.compiler.compile_grammar(to_grammar(constraint))
-        processors.append(xgr.contrib.hf.LogitsProcessor(compiled))
-    stops = {"stop_strings": settings.stop, "tokenizer": engine.tokenizer} if settings.stop else {}
-    with torch.inference_mode():
-        out = model.generate(
-            ids, max_new_tokens=settings.max_tokens, do_sample=False, temperature=None,
-            top_p=None, top_k=None, logits_processor=processors, streamer=FirstToken(),
-            pad_token_id=engine.tokenizer.eos_token_id, **stops)
-    end = time.perf_counter()
-    return {"tokens": out.shape[1] - ids.shape[1], "ttft_s": first[0] - start if first else None,
-            "latency_s": end - start}
-
-
-@functools.cache
-def _transformers_model(engine: Any) -> Any:
-    """transformers' own Llama on the engine's weights and dtype, loaded once."""
-    import torch
-    import transformers
-
-    model = transformers.AutoModelForCausalLM.from_pretrained(engine.folder, dtype=torch.float32)
-    return engine.prepare(model.eval())
 
 
 # ---- measurements ----------------------------------------------------------------------
@@ -160,7 +77,7 @@ async def single_requests(engine: Engine, reps: int, log) -> dict[str, Any]:
         ours, raw = [], []
         await playground_request(engine, preset.prompt, constraint, settings, constraint)
         for _ in range(reps):
-            raw.append(await raw_request(engine, preset.prompt, constraint, settings))
+            raw.append(await engine.raw_request(preset.prompt, constraint, settings))
             ours.append(await playground_request(engine, preset.prompt, constraint, settings,
                                                  constraint))
         row = {
@@ -195,7 +112,7 @@ async def throughput(engine: Engine, constrained: bool, path: str,
         settings = SamplingSettings(max_tokens=length)
         if path == "playground":
             return await playground_request(engine, prompt, used, settings, constraint)
-        return await raw_request(engine, prompt, used, settings)
+        return await engine.raw_request(prompt, used, settings)
 
     start = time.perf_counter()
     runs = await asyncio.gather(*(one(p, n) for p, n in zip(prompts, lengths, strict=True)))
@@ -258,17 +175,14 @@ async def compile_times(engine: Engine) -> dict[str, Any]:
     # and so its cache key, unchanged.
     schema["properties"][f"nonce_{time.time_ns()}"] = {"type": "string"}
     constraint = from_text("json", json.dumps(schema))
-    if engine.info.device != "cuda":
-        _, cold = engine.worker.submit(engine.compile, constraint).result()
-        _, cached = engine.worker.submit(engine.compile, constraint).result()
-        return {"cold_s": cold, "cached_s": cached, "how": "xgrammar compile, measured directly"}
-    # vLLM compiles inside its engine: the extra time to first token of a new grammar.
+    # vLLM compiles inside its engine, so for every engine alike: the time to first token
+    # of a new grammar against that of one seen before.
     settings = SamplingSettings(max_tokens=1)
-    cold = (await raw_request(engine, "Hi", constraint, settings))["ttft_s"]
-    cached = (await raw_request(engine, "Hi", constraint, settings))["ttft_s"]
+    cold = (await engine.raw_request("Hi", constraint, settings))["ttft_s"]
+    cached = (await engine.raw_request("Hi", constraint, settings))["ttft_s"]
     return {"cold_s": cold, "cached_s": cached,
             "how": "time to first token of a 1-token request with a new, then the same, "
-                   "schema (vLLM compiles inside the engine)"}
+                   "schema (the difference is the compile)"}
 
 
 def startup_times(engine_args: list[str], log) -> dict[str, Any]:
@@ -276,9 +190,9 @@ def startup_times(engine_args: list[str], log) -> dict[str, Any]:
     from gradio_client import Client
 
     port = 7990
-    command = [sys.executable, str(ROOT / "app.py"), "--port", str(port), *engine_args]
+    command = [sys.executable, "-m", "playground", "serve", "--port", str(port), *engine_args]
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True,
                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "0"})
     url = f"http://127.0.0.1:{port}/"
@@ -316,7 +230,7 @@ def second_start_s(engine_args: list[str], log, runs: int = 3) -> list[float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-c", code, *engine_args], cwd=ROOT,
+        process = subprocess.Popen([sys.executable, "-c", code, *engine_args],
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                    text=True)
         line = process.stdout.readline() if process.stdout else ""
@@ -396,8 +310,8 @@ async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[
     reps = 3 if quick else 5
     levels = [1, 4] if engine_kind == "cpu" else [1, 8, 32, 128]
     max_tokens = (32 if quick else 64) if engine_kind == "cpu" else 256
-    if engine_kind == "cpu":
-        engine.worker.submit(_transformers_model, engine).result()
+    # The raw path may load its own reference model on first use: not in any timing.
+    await engine.raw_request("Hi", None, SamplingSettings(max_tokens=1))
     log("single requests, playground path vs raw engine:")
     single = await single_requests(engine, reps, log)
     log(f"throughput, JSON schema, max {max_tokens} tokens:")
@@ -498,15 +412,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     kind = args.engine if args.engine != "auto" else None
     engine = create_engine(args, log=log)
     kind = kind or ("vllm" if engine.info.device == "cuda" else "cpu")
-    flags = ["--engine", kind]
-    if kind == "vllm":
-        flags += ["--model", args.model, "--load-format", args.load_format,
-                  "--gpu-memory-utilization", str(args.gpu_memory_utilization),
-                  "--structured-outputs-backend", args.structured_outputs_backend]
-        if args.disable_any_whitespace:
-            flags.append("--disable-any-whitespace")
-    else:
-        flags += ["--cpu-dtype", args.cpu_dtype]
+    # Every engine flag the bench was given, so the launched app runs the same engine.
+    flags = engine_argv(args, engine=kind)
     log("launch to page served and model ready:")
     startup = startup_times(flags, log)
     if kind == "cpu":  # the app above has filled the caches, so this start is a second one
@@ -518,8 +425,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     report.update(startup)
     report["machine"], report["versions"] = machine(), versions()
     report["goals"] = goals(report)
-    if hasattr(engine, "shutdown"):
-        engine.shutdown()
+    engine.shutdown()
     print_table(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

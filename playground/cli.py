@@ -11,6 +11,7 @@ from typing import Any
 
 from playground import limits
 from playground.constraints import MODES, ConstraintError
+from playground.engines import add_engine_flags
 from playground.limits import LIMIT_FLAGS
 from playground.service import InputError, parse_constraint
 
@@ -40,14 +41,6 @@ def _add_constraint_flags(parser: argparse.ArgumentParser, required: bool) -> No
     parser.add_argument("--regex")
     parser.add_argument("--schema", help="file holding a JSON Schema")
     parser.add_argument("--grammar", help="file holding a Lark grammar")
-
-
-def add_engine_flags(parser: argparse.ArgumentParser) -> None:
-    """Engine flags, named as in `vllm serve` where vLLM has them."""
-    from playground.engines import ENGINE_FLAGS
-
-    for flags, options in ENGINE_FLAGS:
-        parser.add_argument(*flags, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from playground.constraints import Constraint, ConstraintError, Mode, from_text
-from playground.engines.base import SamplingSettings
+from playground.settings import SamplingSettings
 from playground.validation import validate
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"

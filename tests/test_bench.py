@@ -48,3 +48,24 @@ def test_goal_comparison(value, target, met, monkeypatch):
     report = {"engine": "cpu", "latency_ratio": 1.0, "second_start_s": value,
               "single": {"json": {"playground": {"tokens_per_s": 40.0, "ttft_s": 0.1}}}}
     assert bench.goals(report)["cpu_second_start_s"]["met"] is met
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--engine", "vllm", "--dtype", "half", "--max-model-len", "2048", "--enforce-eager",
+     "--tensor-parallel-size", "2", "--disable-any-whitespace"],
+    ["--engine", "cpu", "--cpu-dtype", "fp32"],
+])
+def test_the_launched_app_gets_every_engine_flag(argv):
+    from playground.engines import defaults, engine_argv
+
+    args = defaults(argv)
+    assert defaults(engine_argv(args)) == args
+
+
+def test_the_raw_path_is_the_engines_own(fake_engine):
+    from playground.settings import SamplingSettings
+
+    fake_engine.enqueue("a b c")
+    run = asyncio.run(fake_engine.raw_request("p", None, SamplingSettings()))
+    assert run["tokens"] == 3 and run["latency_s"] >= run["ttft_s"] >= 0

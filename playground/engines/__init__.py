@@ -41,12 +41,30 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """Engine flags, named as in `vllm serve` where vLLM has them."""
+    for flags, options in ENGINE_FLAGS:
+        parser.add_argument(*flags, **options)
+
+
 def defaults(argv: list[str] | None = None) -> argparse.Namespace:
     """Engine options from engine flags alone (every default without `argv`)."""
     parser = argparse.ArgumentParser()
-    for flags, options in ENGINE_FLAGS:
-        parser.add_argument(*flags, **options)
+    add_engine_flags(parser)
     return parser.parse_args(argv or [])
+
+
+def engine_argv(args: argparse.Namespace, **overrides: Any) -> list[str]:
+    """The engine flags that give `args`' engine options back (for a child process)."""
+    argv: list[str] = []
+    for flags, options in ENGINE_FLAGS:
+        dest = flags[0].removeprefix("--").replace("-", "_")
+        value = overrides.get(dest, getattr(args, dest, options.get("default")))
+        if options.get("action") == "store_true":
+            argv += [flags[0]] if value else []
+        elif value is not None:
+            argv += [flags[0], str(value)]
+    return argv
 
 
 def gpu_available() -> bool:

@@ -14,31 +14,26 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from playground.constraints import Constraint
+from playground.settings import SamplingSettings, chat_messages  # re-exported
 
 Progress = Callable[[float, str], None]
 
-
-class SamplingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_tokens: int = Field(128, ge=1, le=8192)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = 0
-    stop: list[str] = Field(default_factory=list)
-    chat_template: bool = True
-    system_prompt: str = ""
+__all__ = ["Chunk", "Engine", "EngineInfo", "EngineNotReady", "Progress", "SamplingSettings",
+           "chat_messages", "encode_prompt"]
 
 
-def chat_messages(prompt: str, settings: SamplingSettings) -> list[dict[str, str]]:
-    """The messages a chat template renders: the system prompt, if any, then the user's."""
-    messages = [{"role": "user", "content": prompt}]
-    if settings.system_prompt:
-        messages.insert(0, {"role": "system", "content": settings.system_prompt})
-    return messages
+def encode_prompt(tokenizer: Any, prompt: str, settings: SamplingSettings) -> list[int]:
+    """Prompt token ids, through the model's chat template unless the settings turn it off.
+
+    Every engine and every raw path encodes with this, so both sides of a comparison see
+    the same tokens. Special tokens come from the template alone (none added twice).
+    """
+    text = prompt
+    if settings.chat_template:
+        text = tokenizer.apply_chat_template(chat_messages(prompt, settings), tokenize=False,
+                                             add_generation_prompt=True)
+    return list(tokenizer.encode(text, add_special_tokens=False))
 
 
 @dataclass(frozen=True)
@@ -134,6 +129,18 @@ class Engine(ABC):
     def stream(self, prompt: str, constraint: Constraint | None,
                settings: SamplingSettings) -> AsyncIterator[Chunk]:
         """Generate for one prompt, yielding text as it comes and a final `done` chunk."""
+
+    @abstractmethod
+    async def raw_request(self, prompt: str, constraint: Constraint | None,
+                          settings: SamplingSettings) -> dict[str, Any]:
+        """The same work done by the underlying library alone, for the bench's baseline.
+
+        Returns {"tokens", "ttft_s", "latency_s"}, timed inside (the raw path has no
+        service around it), with the same prompt encoding, constraint and weights.
+        """
+
+    def shutdown(self) -> None:  # noqa: B027 (a hook: most engines hold nothing to give back)
+        """Give back what the engine holds (processes, GPU memory); safe to call twice."""
 
     def check(self, constraint: Constraint) -> list[str]:
         """Engine-specific problems with a constraint (compiled or converted); [] if none.

@@ -32,7 +32,7 @@ from playground.engines.base import (
     EngineInfo,
     Progress,
     SamplingSettings,
-    chat_messages,
+    encode_prompt,
 )
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -120,6 +120,7 @@ class EmbeddedEngine(Engine):
         # with the first one's spinning workers and halves the speed on a small machine
         # (measured on 2 cores: 32 tok/s on one thread, 16 when generation moved threads).
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu-model")
+        self._reference: Any = None  # transformers' model, loaded by the first raw request
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -223,11 +224,7 @@ class EmbeddedEngine(Engine):
     # ---- generating ------------------------------------------------------------------
 
     def _encode(self, prompt: str, settings: SamplingSettings) -> list[int]:
-        if not settings.chat_template:
-            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        text = self.tokenizer.apply_chat_template(
-            chat_messages(prompt, settings), tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, prompt, settings)
 
     def _generate_ids(self, prompt_ids: list[int], compiled: Any, settings: SamplingSettings,
                       on_token, cancelled: threading.Event) -> tuple[list[int], str]:
@@ -329,6 +326,35 @@ class EmbeddedEngine(Engine):
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # ---- the bench's baseline --------------------------------------------------------
+
+    async def raw_request(self, prompt: str, constraint: Constraint | None,
+                          settings: SamplingSettings) -> dict[str, Any]:
+        """transformers' `generate` with xgrammar's logits processor, on the same worker."""
+        await self.wait_ready()
+        return await asyncio.get_running_loop().run_in_executor(
+            self.worker, self._raw_generate, prompt, constraint, settings)
+
+    def _raw_generate(self, prompt: str, constraint: Constraint | None,
+                      settings: SamplingSettings) -> dict[str, Any]:
+        from playground.engines.reference import generate
+
+        if self._reference is None:
+            self._reference = self._reference_model()
+        start = time.perf_counter()
+        compiled = self.compile(constraint)[0] if constraint is not None else None
+        return generate(self._reference, self.tokenizer, self._encode(prompt, settings),
+                        compiled, settings, start)
+
+    def _reference_model(self) -> Any:
+        """transformers' own model class on this engine's weights, in its dtype."""
+        import torch
+        import transformers
+
+        model = transformers.AutoModelForCausalLM.from_pretrained(self.folder,
+                                                                  dtype=torch.float32)
+        return self.prepare(model.eval())
 
 
 def _pick(torch: Any, logits: Any, settings: SamplingSettings, generator: Any) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 from playground.constraints import Constraint
 from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings
@@ -37,3 +39,14 @@ class FakeEngine(Engine):
         yield Chunk(done=True, output_tokens=final.output_tokens or len(words),
                     finish_reason=final.finish_reason, prompt_tokens=len(prompt.split()),
                     compile_s=0.0 if constraint else None, error=final.error)
+
+    async def raw_request(self, prompt: str, constraint: Constraint | None,
+                          settings: SamplingSettings) -> dict[str, Any]:
+        """The same queued output, timed as a raw path is."""
+        start, ttft, tokens = time.perf_counter(), None, 0
+        async for chunk in self.stream(prompt, constraint, settings):
+            if chunk.done:
+                tokens = chunk.output_tokens
+            elif ttft is None:
+                ttft = time.perf_counter() - start
+        return {"tokens": tokens, "ttft_s": ttft, "latency_s": time.perf_counter() - start}

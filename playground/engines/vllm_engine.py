@@ -10,6 +10,7 @@ import argparse
 import itertools
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +22,7 @@ from playground.engines.base import (
     EngineInfo,
     Progress,
     SamplingSettings,
-    chat_messages,
+    encode_prompt,
 )
 
 _INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
@@ -173,25 +174,21 @@ class VllmEngine(Engine):
             raise ConstraintError(f"{constraint.mode}: vLLM rejects it: {message}")
         return []
 
-    def _prompt_ids(self, prompt: str, settings: SamplingSettings) -> list[int]:
-        if not settings.chat_template:
-            return self.tokenizer.encode(prompt, add_special_tokens=False)
-        text = self.tokenizer.apply_chat_template(chat_messages(prompt, settings),
-                                                  tokenize=False, add_generation_prompt=True)
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    async def stream(self, prompt: str, constraint: Constraint | None,
-                     settings: SamplingSettings) -> AsyncIterator[Chunk]:
+    def _params(self, constraint: Constraint | None, settings: SamplingSettings) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
-        await self.wait_ready()
         backend = self.engine_options["structured_outputs_config"]["backend"]
         structured = (StructuredOutputsParams(**structured_outputs_kwargs(constraint, backend))
                       if constraint is not None else None)
-        params = SamplingParams(**sampling_kwargs(settings), structured_outputs=structured,
-                                output_kind=RequestOutputKind.DELTA)
-        prompt_ids = self._prompt_ids(prompt, settings)
+        return SamplingParams(**sampling_kwargs(settings), structured_outputs=structured,
+                              output_kind=RequestOutputKind.DELTA)
+
+    async def stream(self, prompt: str, constraint: Constraint | None,
+                     settings: SamplingSettings) -> AsyncIterator[Chunk]:
+        await self.wait_ready()
+        params = self._params(constraint, settings)
+        prompt_ids = encode_prompt(self.tokenizer, prompt, settings)
         request_id = f"playground-{next(self._ids)}"
         total = 0
         finished = False
@@ -213,6 +210,21 @@ class VllmEngine(Engine):
             if not finished:
                 await self.llm.abort(request_id)
 
+    async def raw_request(self, prompt: str, constraint: Constraint | None,
+                          settings: SamplingSettings) -> dict[str, Any]:
+        """A bare `AsyncLLM.generate`: the same request with nothing of the playground."""
+        await self.wait_ready()
+        start = time.perf_counter()
+        params = self._params(constraint, settings)
+        ids = encode_prompt(self.tokenizer, prompt, settings)
+        tokens, ttft = 0, None
+        async for output in self.llm.generate({"prompt_token_ids": ids}, params,
+                                              f"raw-{next(self._ids)}"):
+            tokens += len(output.outputs[0].token_ids)
+            if ttft is None and tokens:
+                ttft = time.perf_counter() - start
+        return {"tokens": tokens, "ttft_s": ttft, "latency_s": time.perf_counter() - start}
+
     def _explain_error(self, constraint: Constraint | None) -> str:
         """vLLM sends only finish_reason "error"; recover the reason where we can."""
         reason = "vLLM failed this request (finish_reason 'error', no text)"
@@ -229,6 +241,7 @@ class VllmEngine(Engine):
     def shutdown(self) -> None:
         if getattr(self, "llm", None) is not None:
             self.llm.shutdown()
+            self.llm = None
 
 
 def _timings(metrics: Any) -> dict[str, float]:
