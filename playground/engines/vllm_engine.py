@@ -1,7 +1,7 @@
 """vLLM 0.26 in-process (`AsyncLLM`): requests from every session are batched by vLLM.
 
-`structured_outputs_kwargs` is the pure adapter from a constraint to vLLM's
-`StructuredOutputsParams` fields; it is tested without vLLM installed.
+The pure adapters from a constraint to vLLM's `StructuredOutputsParams` fields live in
+`vllm_adapter` (shared with the server engine) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import re
 import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
-from playground.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
+from playground.constraints import Constraint
 from playground.engines.base import (
     Chunk,
     Engine,
@@ -24,57 +23,12 @@ from playground.engines.base import (
     SamplingSettings,
     encode_prompt,
 )
-
-_INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
-
-
-def lark_for_guidance(grammar: str) -> str:
-    """llguidance reads Lark but not `?rule:` (which only shapes Lark's parse tree, never
-    the language), so the `?` goes."""
-    return _INLINED_RULE.sub(r"\1", grammar)
-
-
-def structured_outputs_kwargs(constraint: Constraint, backend: str = "auto") -> dict[str, Any]:
-    """The StructuredOutputsParams fields for a constraint, for vLLM's `backend`.
-
-    vLLM 0.26 rejects common Lark grammars (`?rule:` with a regex terminal: "Referenced
-    rules are not defined"), so for xgrammar (and auto, which tries xgrammar first)
-    grammars go through xgrammar's Lark front end to EBNF, which vLLM accepts; guidance
-    cannot read that EBNF's `{1, -1}` repetitions but reads Lark without `?rule`.
-    Validation still uses the user's original grammar.
-    """
-    match constraint:
-        case Choice(choices=choices):
-            return {"choice": list(choices)}
-        case Regex(pattern=pattern):
-            return {"regex": pattern}
-        case JsonSchema(schema=schema):
-            return {"json": schema}
-        case LarkGrammar(grammar=grammar):
-            if backend == "guidance":
-                return {"grammar": lark_for_guidance(grammar)}
-            from playground.engines.xgrammar_adapter import lark_to_ebnf
-
-            return {"grammar": lark_to_ebnf(grammar)}
-    raise TypeError(f"not a constraint: {constraint!r}")
-
-
-def sampling_kwargs(settings: SamplingSettings) -> dict[str, Any]:
-    """SamplingParams fields; stop strings stay in the output so it can be judged."""
-    return {"max_tokens": settings.max_tokens, "temperature": settings.temperature,
-            "top_p": settings.top_p, "seed": settings.seed, "stop": settings.stop or None,
-            "include_stop_str_in_output": True}
-
-
-def effective_backend(backend: str, disable_any_whitespace: bool) -> str:
-    """vLLM allows disable_any_whitespace with xgrammar and guidance only; under auto
-    the playground picks xgrammar, vLLM's own first choice."""
-    if not disable_any_whitespace:
-        return backend
-    if backend == "outlines":
-        raise ValueError("--disable-any-whitespace works with the xgrammar and guidance "
-                         "backends only, not outlines")
-    return "xgrammar" if backend == "auto" else backend
+from playground.engines.vllm_adapter import (  # noqa: F401  re-exported for callers and tests
+    effective_backend,
+    lark_for_guidance,
+    sampling_kwargs,
+    structured_outputs_kwargs,
+)
 
 
 def require_gpu() -> None:
