@@ -1,9 +1,11 @@
-"""Presets are data files in presets/ (YAML or JSON), validated here and nowhere else."""
+"""Presets are data files shipped in the package (playground/presets/, YAML or JSON),
+validated here and nowhere else."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
@@ -13,7 +15,9 @@ from playground.constraints import Constraint, ConstraintError, Mode, from_text
 from playground.settings import SamplingSettings
 from playground.validation import validate
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+# Package data, found through importlib.resources: the same from a source tree, an
+# installed wheel or a zip.
+PRESETS_DIR: Traversable = resources.files("playground") / "presets"
 
 
 class PresetError(ValueError):
@@ -54,13 +58,15 @@ class Preset(BaseModel):
         return from_text(self.mode, self.constraint_text)
 
 
-def load_preset(path: Path) -> Preset:
+def load_preset(path: Traversable, folder: Traversable | None = None) -> Preset:
+    """One preset file; a sidecar it names is read from `folder` (default: the file's own)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         if isinstance(data, dict) and data.get("constraint_file"):
-            sidecar = path.parent / data.pop("constraint_file")
+            base = folder if folder is not None else path.parent  # a Path when no folder
+            sidecar = base / data.pop("constraint_file")
             raw = sidecar.read_text(encoding="utf-8")
-            data["constraint"] = json.loads(raw) if sidecar.suffix == ".json" else raw
+            data["constraint"] = json.loads(raw) if sidecar.name.endswith(".json") else raw
         preset = Preset.model_validate(data)
         verdict = validate(preset.to_constraint(), preset.example_output)
     except (OSError, yaml.YAMLError, ValidationError, ConstraintError) as exc:
@@ -70,13 +76,13 @@ def load_preset(path: Path) -> Preset:
     return preset
 
 
-def load_presets(directory: Path = PRESETS_DIR) -> dict[str, Preset]:
-    """Every preset in `directory`, by name, in file-name order."""
+def load_presets(directory: Traversable = PRESETS_DIR) -> dict[str, Preset]:
+    """Every preset in `directory` (a folder or package data), by name, in file-name order."""
     presets: dict[str, Preset] = {}
-    for path in sorted(directory.glob("*")):
-        if path.suffix not in {".yaml", ".yml", ".json"} or ".schema." in path.name:
+    for path in sorted(directory.iterdir(), key=lambda entry: entry.name):
+        if not path.name.endswith((".yaml", ".yml", ".json")) or ".schema." in path.name:
             continue
-        preset = load_preset(path)
+        preset = load_preset(path, directory)
         if preset.name in presets:
             raise PresetError(f"{path.name}: preset name {preset.name!r} is used twice")
         presets[preset.name] = preset
