@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int)
     run.add_argument("--temperature", type=float)
     run.add_argument("--seed", type=int)
+    run.add_argument("--export", choices=["python", "openai", "curl"],
+                     help="print this as vLLM code (offline API, openai client, curl) instead "
+                          "of running; loads no model")
     add_engine_flags(run)
 
     commands.add_parser("presets", help="list the presets")
@@ -103,7 +106,7 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
     from playground.engines import create_engine
     from playground.presets import load_presets
     from playground.service import run_request
@@ -129,7 +132,11 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("max_tokens", "temperature", "seed"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
-    parse_constraint(mode, constraint_text)  # fail on bad input before loading a model
+    constraint, _ = parse_constraint(mode, constraint_text)  # fail before loading a model
+    if args.export:
+        from playground.export import from_args
+
+        return from_args(args, constraint, prompt, options)
     engine = create_engine(args, log=lambda message: print(message, file=sys.stderr))
     engine.load(lambda fraction, message: print(f"[{fraction:4.0%}] {message}", file=sys.stderr))
     return asyncio.run(run_request(engine, mode, constraint_text, prompt, options))
@@ -160,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     command = {"check": cmd_check, "run": cmd_run, "presets": cmd_presets}[args.command]
     try:
-        print(json.dumps(command(args), indent=2))
+        result = command(args)
+        print(result if isinstance(result, str) else json.dumps(result, indent=2),
+              end="" if isinstance(result, str) else "\n")
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
