@@ -14,12 +14,10 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -186,36 +184,14 @@ async def compile_times(engine: Engine) -> dict[str, Any]:
 
 
 def startup_times(engine_args: list[str], log) -> dict[str, Any]:
-    """Launch `python app.py`: seconds to the page served, and to the model ready."""
-    from gradio_client import Client
+    """Launch `playground serve`: seconds to the page served, and to the model ready."""
+    from playground.launch import launched_app
 
-    port = 7990
-    command = [sys.executable, "-m", "playground", "serve", "--port", str(port), *engine_args]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True,
-                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "0"})
-    url = f"http://127.0.0.1:{port}/"
     try:
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                if process.poll() is not None or time.perf_counter() - start > 300:
-                    raise RuntimeError("the app did not serve its page") from None
-                time.sleep(0.05)
-        page = time.perf_counter() - start
-        client = Client(url, verbose=False)
-        while not (status := client.predict(api_name="/status"))["ready"]:
-            if status["error"] or time.perf_counter() - start > 600:
-                raise RuntimeError(f"the model did not load: {status['error']}")
-            time.sleep(0.5)
-        ready = time.perf_counter() - start
+        with launched_app(engine_args) as app:
+            page = app.wait_served(limit_s=300)
+            ready = app.wait_ready(limit_s=600)
     finally:
-        # The whole group: vLLM's engine core is a child that holds the GPU's memory.
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
         _wait_for_gpu_memory()
     log(f"  page served {page:.2f} s, model ready {ready:.2f} s after launch")
     return {"page_served_s": page, "model_ready_s": ready}

@@ -2,14 +2,11 @@
 driven in headless Chromium (Debian's, with Playwright)."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from playground.launch import launched_app
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,32 +14,15 @@ CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def app_url():
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "app.py", "--engine", "cpu", "--port", str(port)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "0"})
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
+def app_url(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    with open(log_path, "w") as log, launched_app(["--engine", "cpu"], output=log) as app:
         try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the app did not start:\n{process.stdout.read()}")
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+            app.wait_served(limit_s=120)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}:\n{log_path.read_text()}")
+        yield app.url
 
 
 def test_generate_endpoint_through_gradio_client(app_url):
