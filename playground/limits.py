@@ -43,11 +43,20 @@ class Limits:
     max_batch_file_bytes: int = _limit(5_000_000, "the batch file", "bytes")
     max_batch_prompts: int = _limit(1_000, "the batch", "prompts")
     max_batch_tokens: int = _limit(200_000, "the batch's total work", "tokens")
+    # History: runs kept per browser session, and the size of a history file loaded back.
+    max_history_runs: int = _limit(50, "the history", "runs")
+    max_history_file_bytes: int = _limit(20_000_000, "the history file", "bytes")
     # Time. Past these a request stops (its partial output labelled), a verdict or a
     # compilation is given up as "unjudged" / an error naming the limit.
     request_timeout_s: float = _limit(300.0, "one request", "seconds")
     validation_timeout_s: float = _limit(5.0, "validation", "seconds")
     compile_timeout_s: float = _limit(30.0, "compiling the constraint", "seconds")
+    # A vLLM server (--engine openai): how long to wait for a connection, and for its
+    # next streamed chunk (the first one waits for the queue, the compile and prefill).
+    server_connect_timeout_s: float = _limit(10.0, "connecting to the vLLM server",
+                                             "seconds")
+    server_stream_timeout_s: float = _limit(
+        60.0, "waiting for the vLLM server's next streamed chunk", "seconds")
 
     @staticmethod
     def flag(name: str) -> str:

@@ -1,0 +1,184 @@
+"""History (pure functions and files) and the comparison views."""
+
+import json
+
+import pytest
+
+from playground import history
+from playground.compare import compare_runs, metrics_table
+from playground.limits import InputError, Limits, configure
+from playground.settings import SamplingSettings
+
+DONE = {"text": '{"a": 1}', "verdict": "valid", "errors": [], "prompt_tokens": 12,
+        "output_tokens": 8, "latency_s": 0.5, "ttft_s": 0.1, "tokens_per_s": 17.5,
+        "compile_s": 0.01, "finish_reason": "stop", "engine_timings": {},
+        "constraint_escaped": False}
+FREE = {**DONE, "text": "Sure! Here", "verdict": "invalid", "errors": ["not JSON"],
+        "output_tokens": 10, "latency_s": 0.6, "tokens_per_s": 20.0, "compile_s": None,
+        "finish_reason": "length"}
+
+
+def _update(constrained=DONE, free=FREE, mode="json"):
+    return {"mode": mode, "engine": {"name": "fake"}, "warnings": ["w"],
+            "constrained": dict(constrained), "unconstrained": dict(free)}
+
+
+def _history(count):
+    runs = []
+    for i in range(count):
+        runs = history.add(runs, history.record(_update(), f"prompt {i}", "{}",
+                                                SamplingSettings(seed=i), runs))
+    return runs
+
+
+@pytest.fixture(autouse=True)
+def default_limits():
+    yield
+    configure(Limits())
+
+
+def test_record_keeps_everything_a_run_showed():
+    run = history.record(_update(), "p", '{"type": "object"}', SamplingSettings(), [])
+    assert run.id == 1 and run.mode == "json" and run.warnings == ["w"]
+    assert run.constrained.model_dump() == DONE
+    assert run.unconstrained.verdict == "invalid"
+
+
+def test_side_result_knows_every_run_result_field():
+    assert history.result_fields() <= set(history.SideResult.model_fields)
+
+
+def test_history_keeps_the_last_50_numbered_in_order():
+    runs = _history(53)
+    assert len(runs) == 50
+    assert [run.id for run in runs] == list(range(4, 54))
+    rows = history.table(runs)
+    assert rows[0][0] == 53 and rows[-1][0] == 4  # newest first
+    assert rows[0][2:] == ["json", "prompt 52", "valid", "invalid", 17.5, 20.0]
+    assert len(rows[0]) == len(history.COLUMNS)
+
+
+def test_long_prompts_are_shortened_in_the_table():
+    run = history.record(_update(), "word " * 40, "{}", SamplingSettings(), [])
+    assert history.table([run])[0][3].endswith("…")
+
+
+@pytest.mark.parametrize("kind", ["history", "run"])
+def test_a_file_loads_back_exactly(kind):
+    runs = _history(3) if kind == "history" else _history(3)[1:2]
+    loaded = history.loads(history.dumps(runs, kind))
+    assert loaded.kind == kind and loaded.runs == runs
+
+
+def test_loading_a_history_replaces_and_a_run_adds():
+    saved = _history(3)
+    restored, shown = history.restore(_history(1), history.loads(history.dumps(saved,
+                                                                               "history")))
+    assert restored == saved and shown == saved[-1]
+    mine = _history(2)
+    restored, shown = history.restore(mine, history.loads(history.dumps(saved[:1], "run")))
+    assert [run.id for run in restored] == [1, 2, 3]  # #1 is taken: renumbered
+    assert shown.id == 3 and shown.prompt == saved[0].prompt
+
+
+def _file(**changes):
+    data = json.loads(history.dumps(_history(2), "history"))
+    data.update(changes)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("not json", "history file: not JSON"),
+        ("[1, 2]", "not a structured-playground-history file"),
+        (json.dumps({"runs": []}), "not a structured-playground-history file"),
+        (_file(extra=1), "history file: extra: Extra inputs are not permitted"),
+        (_file(version=2), "history file: version: Input should be 1"),
+        (_file(kind="batch"), "history file: kind: "),
+        (_file(runs=[{"id": 1}]), "history file: runs.0.created: Field required (and "),
+        (_file(runs=json.loads(history.dumps(_history(1) * 2, "history"))["runs"]),
+         "a run number is used twice"),
+    ],
+)
+def test_a_bad_file_is_one_clear_line(data, message):
+    with pytest.raises(InputError) as caught:
+        history.loads(data)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_files_and_histories_are_size_limited(tmp_path):
+    configure(Limits(max_history_file_bytes=100, max_history_runs=1))
+    with pytest.raises(InputError, match="max-history-file-bytes"):
+        history.loads("x" * 101)
+    big = tmp_path / "big.json"
+    big.write_text("x" * 101)
+    with pytest.raises(InputError, match="max-history-file-bytes"):
+        history.load_file(big)
+    two = history.dumps(_history(2), "history")
+    configure(Limits(max_history_runs=1))
+    with pytest.raises(InputError, match="max-history-runs"):
+        history.loads(two)
+
+
+def test_download_writes_a_file_that_loads_back():
+    runs = _history(2)
+    path = history.download(runs[:1], "run")
+    assert "run-1-" in path
+    assert history.load_file(path).runs == runs[:1]
+
+
+def test_session_store_keys_files_by_the_random_id_only(tmp_path):
+    store = history.SessionStore(tmp_path)
+    session = history.new_session_id()
+    assert store.load(session) == []
+    store.save(session, _history(2))
+    assert store.load(session) == _history(2)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{session}.json"]
+    other = history.new_session_id()
+    assert store.load(other) == []  # another session sees nothing of this one
+    for bad in ["../etc/passwd", "alice", "", None, session + "x", "a/" + session[2:]]:
+        assert store.path(bad) is None
+        store.save(bad, _history(1))
+        assert store.load(bad) == []
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_damaged_session_file_starts_afresh(tmp_path):
+    store = history.SessionStore(tmp_path)
+    session = history.new_session_id()
+    store.path(session).write_text("{")
+    assert store.load(session) == []
+
+
+# ---- comparison views ------------------------------------------------------------------
+
+
+def test_one_table_has_both_sides_and_their_difference():
+    table = metrics_table(DONE, FREE).splitlines()
+    assert table[0] == "| metric | constrained | unconstrained | difference |"
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table[2:]}
+    assert rows["output tokens"] == "| output tokens | 8 | 10 | -2 |"
+    assert rows["total latency"] == "| total latency | 0.500 s | 0.600 s | -0.100 s |"
+    assert rows["tokens/s (decode)"] == "| tokens/s (decode) | 17.5 | 20.0 | -2.5 (×0.88) |"
+    assert rows["grammar compile"] == "| grammar compile | 0.010 s | – |  |"
+    assert rows["finish reason"] == "| finish reason | stop | length | differs |"
+
+
+def test_the_table_while_running_and_with_engine_timings():
+    running = metrics_table({"output_tokens": 3}, {})
+    assert "| tokens/s (decode) | – | – |  |" in running
+    timed = metrics_table({**DONE, "engine_timings": {"vllm_ttft_s": 0.2}},
+                          {**FREE, "engine_timings": {"vllm_ttft_s": 0.05}})
+    assert "| engine: vllm_ttft_s | 0.200 s | 0.050 s | +0.150 s |" in timed
+
+
+def test_two_runs_side_by_side_mark_what_differs():
+    a, b = _history(2)
+    b = b.model_copy(update={"constrained": b.constrained.model_copy(
+        update={"text": "<b>x</b>"})})
+    page = compare_runs(a, b)
+    assert "run #1 (json)" in page and "run #2 (json)" in page
+    assert "<tr class=differs><th>setting: seed</th><td>0</td><td>1</td></tr>" in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    assert "<tr><th>mode</th>" in page  # same mode: not marked
