@@ -108,7 +108,7 @@ def test_a_bad_file_is_one_clear_line(data, message):
 
 
 def test_files_and_histories_are_size_limited(tmp_path):
-    configure(Limits(max_history_file_bytes=100, max_history_runs=1))
+    configure(Limits(max_history_file_bytes=100))
     with pytest.raises(InputError, match="max-history-file-bytes"):
         history.loads("x" * 101)
     big = tmp_path / "big.json"
