@@ -71,9 +71,10 @@ class BatchResult:
         finished = [r for r in self.results if r is not None]
         tokens = sum(r.output_tokens for r in finished)
         counts = {status: sum(r.verdict == status for r in finished)
-                  for status in ("valid", "invalid", "truncated", "error")}
+                  for status in ("valid", "invalid", "truncated", "error", "stopped")}
         self.totals = {
             "prompts": len(self.prompts), "finished": len(finished), **counts,
+            "constraint_escaped": sum(r.constraint_escaped for r in finished),
             "validity_rate": counts["valid"] / len(finished) if finished else None,
             "output_tokens": tokens, "wall_s": self.wall_s,
             "tokens_per_s": tokens / self.wall_s if self.wall_s else None,
@@ -95,23 +96,27 @@ async def run_batch(engine: Engine, mode: str, constraint_text: str, prompts: li
         async for result in stream_run(engine, prompts[index], constraint, settings, constraint):
             batch.results[index] = result
 
-    if engine.concurrent:
-        tasks = [asyncio.create_task(one(index)) for index in range(len(prompts))]
-        try:
-            for finished in asyncio.as_completed(tasks):
-                await finished
+    try:
+        if engine.concurrent:
+            tasks = [asyncio.create_task(one(index)) for index in range(len(prompts))]
+            try:
+                for finished in asyncio.as_completed(tasks):
+                    await finished
+                    batch.wall_s = time.perf_counter() - start
+                    yield batch
+            finally:
+                for task in tasks:
+                    task.cancel()
+                # Stopped: every request leaves the engine (labelled "stopped") first.
+                await asyncio.gather(*tasks, return_exceptions=True)
+        else:
+            for index in range(len(prompts)):
+                await one(index)
                 batch.wall_s = time.perf_counter() - start
                 yield batch
-        finally:
-            for task in tasks:
-                task.cancel()
-    else:
-        for index in range(len(prompts)):
-            await one(index)
-            batch.wall_s = time.perf_counter() - start
-            yield batch
-    batch.wall_s = time.perf_counter() - start
-    batch.summarize()
+    finally:  # a stopped batch keeps its totals, for whoever holds it (the Stop button)
+        batch.wall_s = time.perf_counter() - start
+        batch.summarize()
     yield batch
 
 

@@ -9,15 +9,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
+from playground import log as logs
 from playground.constraints import Constraint, ConstraintError, from_text
-from playground.engines.base import Engine, SamplingSettings
+from playground.engines.base import Engine, EngineDead, SamplingSettings
 from playground.limits import InputError, LimitError  # noqa: F401 (shared with callers)
 from playground.validation import validate
+
+log = logs.get("service")
+# A run cut short by Stop or a closed page: its partial output is kept and labelled.
+STOPPED = "stopped"
 
 
 @dataclass
@@ -34,6 +40,8 @@ class RunResult:
     compile_s: float | None = None
     finish_reason: str | None = None
     engine_timings: dict[str, float] = field(default_factory=dict)
+    # The constraint was on, yet the output does not fit it: the engine did not enforce it.
+    constraint_escaped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,35 +86,93 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     result = RunResult()
     start = time.perf_counter()
     first_token_at: float | None = None
+    first_tokens, last_token_at = 0, None  # tokens in the first delta; when the last came
     try:
-        async for chunk in engine.stream(prompt, constraint, settings):
-            now = time.perf_counter()
-            if first_token_at is None and (chunk.output_tokens or chunk.text):
-                first_token_at = now
-                result.ttft_s = now - start
-            result.text += chunk.text
-            result.output_tokens = max(result.output_tokens, chunk.output_tokens)
-            if chunk.done:
-                result.finish_reason = chunk.finish_reason
-                result.prompt_tokens = chunk.prompt_tokens
-                result.compile_s = chunk.compile_s
-                result.engine_timings = chunk.engine_timings
-                error = chunk.error
-                break
-            yield result
-        else:
-            error = "the engine ended the stream without finishing"
+        # Closed at once when this run is stopped, so the engine drops the request (vLLM
+        # aborts it, the CPU loop ends at its next token) instead of running to max tokens.
+        async with aclosing(engine.stream(prompt, constraint, settings)) as chunks:
+            async for chunk in chunks:
+                now = time.perf_counter()
+                if first_token_at is None and (chunk.output_tokens or chunk.text):
+                    first_token_at = now
+                    first_tokens = chunk.output_tokens
+                    result.ttft_s = now - start
+                result.text += chunk.text
+                if chunk.output_tokens > result.output_tokens:
+                    result.output_tokens, last_token_at = chunk.output_tokens, now
+                if chunk.done:
+                    result.finish_reason = chunk.finish_reason
+                    result.prompt_tokens = chunk.prompt_tokens
+                    result.compile_s = chunk.compile_s
+                    result.engine_timings = chunk.engine_timings
+                    error = chunk.error
+                    break
+                yield result
+            else:
+                error = "the engine ended the stream without finishing"
+    except (asyncio.CancelledError, GeneratorExit):
+        # Whoever holds this (same) result object sees it labelled; nothing more is yielded.
+        _time(result, start, first_token_at, first_tokens, last_token_at)
+        mark_stopped(result)
+        raise
+    except EngineDead as exc:  # logged once, when the engine was marked failed
+        error = str(exc)
     except Exception as exc:  # an engine failure is a result to show, not a crash
+        log.exception("the engine failed a request")
         error = f"{type(exc).__name__}: {exc}"
-    end = time.perf_counter()
-    result.latency_s = end - start
-    if first_token_at is not None and result.output_tokens > 1 and end > first_token_at:
-        result.tokens_per_s = (result.output_tokens - 1) / (end - first_token_at)
+    _time(result, start, first_token_at, first_tokens, last_token_at)
     if error:
         result.finish_reason = "error"
-    verdict = validate(judge_by, result.text, result.finish_reason, error)
+    verdict = validate(judge_by, result.text, result.finish_reason, error,
+                       engine.matcher_backend, engine.any_whitespace)
     result.verdict, result.errors = verdict.status, verdict.errors
+    # Constrained output that does not fit its constraint (or left it before max tokens)
+    # means the engine did not enforce it: said loudly, never passed off as "truncated".
+    result.constraint_escaped = constraint is not None and verdict.status == "invalid"
     yield result
+
+
+def _time(result: RunResult, start: float, first_token_at: float | None, first_tokens: int,
+          last_token_at: float | None) -> None:
+    result.latency_s = time.perf_counter() - start
+    result.tokens_per_s = decode_rate(result, first_token_at, first_tokens, last_token_at)
+
+
+# No single request decodes faster than this on any engine the playground drives (an H100
+# runs a 135M model at ~1,000 tokens/s per request): a higher figure is a measurement
+# artefact, such as several tokens arriving in one delta, and is not shown.
+MAX_TOKENS_PER_S = 10_000.0
+
+
+def decode_rate(result: RunResult, first_token_at: float | None, first_tokens: int,
+                last_token_at: float | None) -> float | None:
+    """Decode tokens/s, or None where nothing honest can be said.
+
+    The engine's own first-to-last token span where it reports one (vLLM: from its request
+    stats). Otherwise only tokens that arrived after the first delta count, over the time
+    from that delta to the last: an engine that delivers several tokens at once (vLLM
+    under load) would make "tokens after the first over the time after the first" divide
+    by almost nothing.
+    """
+    engine_span = result.engine_timings.get("vllm_decode_s")
+    if engine_span is not None and result.output_tokens > 1:
+        tokens, span = result.output_tokens - 1, engine_span
+    elif first_token_at is not None and last_token_at is not None:
+        tokens, span = result.output_tokens - first_tokens, last_token_at - first_token_at
+    else:
+        return None
+    if tokens < 1 or span <= 0 or tokens / span > MAX_TOKENS_PER_S:
+        return None
+    return tokens / span
+
+
+def mark_stopped(result: RunResult, reason: str = "stopped by user") -> None:
+    """Label a run that never finished: its partial text stays, unjudged."""
+    if result.verdict == "running":
+        result.verdict, result.finish_reason = STOPPED, STOPPED
+        started = bool(result.text or result.output_tokens)
+        result.errors = [f"{reason}; the output above is partial" if started
+                         else f"{reason} before any output"]
 
 
 async def prepare(engine: Engine, mode: str, constraint_text: str,
@@ -123,22 +189,29 @@ async def prepare(engine: Engine, mode: str, constraint_text: str,
 
 
 async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,
-                      settings: SamplingSettings
+                      settings: SamplingSettings, live: list[RunResult] | None = None
                       ) -> AsyncIterator[tuple[RunResult, RunResult]]:
     """Constrained and unconstrained runs of one click, same prompt and settings.
 
     Both go to the engine together where it batches (vLLM); one after the other where
     it runs one request at a time (the CPU model), so each is timed on its own.
+    `live`, if given, always holds the two results, labelled "stopped" after a Stop.
     """
     await engine.wait_ready()
-    latest = [RunResult(), RunResult()]
+    latest = live if live is not None else []
+    latest[:] = [RunResult(), RunResult()]
     runs = [stream_run(engine, prompt, constraint, settings, constraint),
             stream_run(engine, prompt, None, settings, constraint)]
     if not engine.concurrent:
-        for index, run in enumerate(runs):
-            async for snapshot in run:
-                latest[index] = snapshot
-                yield latest[0], latest[1]
+        try:
+            for index, run in enumerate(runs):
+                async with aclosing(run):
+                    async for snapshot in run:
+                        latest[index] = snapshot
+                        yield latest[0], latest[1]
+        finally:
+            for result in latest:  # a run stopped before it started
+                mark_stopped(result)
         return
     queue: asyncio.Queue[tuple[int, RunResult | None]] = asyncio.Queue()
 
@@ -162,23 +235,34 @@ async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,
     finally:
         for task in tasks:
             task.cancel()
+        # Wait for both runs to leave the engine (vLLM aborts them) before returning.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for result in latest:
+            mark_stopped(result)
 
 
 async def run_request(engine: Engine, mode: str, constraint_text: str, prompt: str,
                       options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole run as one JSON-ready object (the API, the CLI and benchmarks use it)."""
     final: dict[str, Any] = {}
-    async for update in stream_request(engine, mode, constraint_text, prompt, options):
-        final = update
+    async with aclosing(stream_request(engine, mode, constraint_text, prompt, options)) as run:
+        async for update in run:
+            final = update
     return final
 
 
 async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt: str,
-                         options: dict[str, Any] | None = None
+                         options: dict[str, Any] | None = None,
+                         live: list[RunResult] | None = None
                          ) -> AsyncIterator[dict[str, Any]]:
+    """Updates of one click as JSON-ready objects; `live` as in `stream_pair`."""
     if not prompt.strip():
         raise InputError("prompt: write a prompt first")
     constraint, warnings, settings = await prepare(engine, mode, constraint_text, options)
-    async for constrained, free in stream_pair(engine, prompt, constraint, settings):
-        yield {"mode": mode, "engine": engine.info.as_dict(), "warnings": warnings,
-               "constrained": constrained.as_dict(), "unconstrained": free.as_dict()}
+    log.info("request: %s constraint of %d characters, prompt %s, max_tokens %d", mode,
+             len(constraint_text), logs.prompt(prompt), settings.max_tokens)
+    pair = stream_pair(engine, prompt, constraint, settings, live)
+    async with aclosing(pair):
+        async for constrained, free in pair:
+            yield {"mode": mode, "engine": engine.info.as_dict(), "warnings": warnings,
+                   "constrained": constrained.as_dict(), "unconstrained": free.as_dict()}

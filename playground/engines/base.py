@@ -8,6 +8,7 @@ way for every engine.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
@@ -19,8 +20,8 @@ from playground.settings import SamplingSettings, chat_messages  # re-exported
 
 Progress = Callable[[float, str], None]
 
-__all__ = ["Chunk", "Engine", "EngineInfo", "EngineNotReady", "Progress", "SamplingSettings",
-           "chat_messages", "encode_prompt"]
+__all__ = ["Chunk", "Engine", "EngineDead", "EngineInfo", "EngineNotReady", "Progress",
+           "SamplingSettings", "chat_messages", "encode_prompt"]
 
 
 def encode_prompt(tokenizer: Any, prompt: str, settings: SamplingSettings) -> list[int]:
@@ -67,6 +68,10 @@ class EngineNotReady(RuntimeError):
     pass
 
 
+class EngineDead(EngineNotReady):
+    """The engine loaded, then died (vLLM's engine core killed, out of memory)."""
+
+
 class Engine(ABC):
     """Loaded once per process, in the background; runs wait until it is ready."""
 
@@ -74,10 +79,19 @@ class Engine(ABC):
     # Whether requests may run at the same time (vLLM batches them; the CPU model
     # runs one at a time, so concurrent runs would only slow each other down).
     concurrent: bool = True
+    # Whose token matcher tells whether this engine's output is still on the way to a match
+    # (playground.matcher): the backend that constrained it, with its whitespace rule.
+    matcher_backend: str = "xgrammar"
+    any_whitespace: bool = True
+    # The model's context in tokens (vLLM's max_model_len), which prompt plus max tokens
+    # must fit; None where unknown. Set by `_load`.
+    context_length: int | None = None
 
     def __init__(self) -> None:
         self._ready = threading.Event()
         self.load_error: str | None = None
+        # Set when a loaded engine dies. It is not restarted: the app must be (say so).
+        self.failure: str | None = None
         self.progress: tuple[float, str] = (0.0, "not started")
 
     def _report(self, fraction: float, message: str) -> None:
@@ -105,8 +119,8 @@ class Engine(ABC):
         def run() -> None:
             try:
                 self.load()
-            except Exception:
-                pass  # kept in load_error, shown in the UI
+            except Exception:  # kept in load_error, shown in the UI; the log has why
+                logging.getLogger("playground.engine").exception("the engine failed to load")
 
         thread = threading.Thread(target=run, name="engine-load", daemon=True)
         thread.start()
@@ -114,13 +128,38 @@ class Engine(ABC):
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and self.load_error is None
+        return self._ready.is_set() and self.load_error is None and self.failure is None
+
+    @property
+    def health(self) -> str:
+        """"loading", "ready", "load failed" or "failed" (died after loading)."""
+        self.poll_health()
+        if self.failure:
+            return "failed"
+        if not self._ready.is_set():
+            return "loading"
+        return "load failed" if self.load_error else "ready"
+
+    def poll_health(self) -> None:  # noqa: B027 (a hook: engines with a process check it)
+        """Notice a death the engine has not reported yet, and `mark_failed` it."""
+
+    def mark_failed(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+            logging.getLogger("playground.engine").error(
+                "engine died: %s; it is not restarted, restart the app", reason)
+
+    def dead_message(self) -> str:
+        return f"engine died: {self.failure}; restart the app"
 
     async def wait_ready(self) -> None:
         while not self._ready.is_set():
             await asyncio.sleep(0.1)
         if self.load_error:
             raise EngineNotReady(f"the engine failed to load: {self.load_error}")
+        self.poll_health()
+        if self.failure:
+            raise EngineDead(self.dead_message())
 
     @abstractmethod
     def _load(self, progress: Progress) -> None: ...
@@ -141,6 +180,11 @@ class Engine(ABC):
 
     def shutdown(self) -> None:  # noqa: B027 (a hook: most engines hold nothing to give back)
         """Give back what the engine holds (processes, GPU memory); safe to call twice."""
+
+    def count_prompt_tokens(self, prompt: str, settings: SamplingSettings) -> int | None:
+        """The tokens a prompt takes as the engine encodes it; None where it cannot tell."""
+        tokenizer = getattr(self, "tokenizer", None)
+        return None if tokenizer is None else len(encode_prompt(tokenizer, prompt, settings))
 
     def check(self, constraint: Constraint) -> list[str]:
         """Engine-specific problems with a constraint (compiled or converted); [] if none.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -172,6 +173,7 @@ class EmbeddedEngine(Engine):
             tokenizer, vocab_size=model.config["vocab_size"])
         self.compiler = xgr.GrammarCompiler(tokenizer_info, cache_enabled=True)
         self.model, self.tokenizer, self.torch = model, tokenizer, torch
+        self.context_length = int(model.config.get("max_position_embeddings", 8192))
         self.stop_ids = {tokenizer.eos_token_id}
         progress(0.95, "warming up")
         self._generate_ids(self._encode("Hi", SamplingSettings()), None,
@@ -292,7 +294,8 @@ class EmbeddedEngine(Engine):
                                                  cancelled)
                 final.append(Chunk(done=True, output_tokens=len(ids), finish_reason=reason,
                                    prompt_tokens=len(prompt_ids), compile_s=compile_s))
-            except Exception as exc:
+            except Exception as exc:  # the user sees one line; the log has the traceback
+                logging.getLogger("playground.engines.embedded").exception("generation failed")
                 final.append(Chunk(done=True, finish_reason="error",
                                    error=f"{type(exc).__name__}: {exc}"))
             notify()

@@ -13,12 +13,14 @@ from playground.engines.base import Chunk, Engine, EngineInfo, Progress, Samplin
 
 
 class FakeEngine(Engine):
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, concurrent: bool = True) -> None:
         super().__init__()
         self.info = EngineInfo("fake", "fake-model", "none")
         self.queue: deque[Chunk | str] = deque()
         self.requests: list[tuple[str, Constraint | None, SamplingSettings]] = []
         self.delay_s = delay_s
+        self.concurrent = concurrent
+        self.active = 0  # requests inside the engine now (a stopped one must leave at once)
 
     def enqueue(self, *outputs: Chunk | str) -> None:
         """Queue outputs, one per request: a string (finish "stop") or a final Chunk."""
@@ -33,9 +35,13 @@ class FakeEngine(Engine):
         output = self.queue.popleft() if self.queue else ""
         final = output if isinstance(output, Chunk) else Chunk(text=output, finish_reason="stop")
         words = final.text.split(" ")
-        for index, word in enumerate(words):
-            await asyncio.sleep(self.delay_s)
-            yield Chunk(text=word if index == 0 else " " + word, output_tokens=index + 1)
+        self.active += 1
+        try:
+            for index, word in enumerate(words):
+                await asyncio.sleep(self.delay_s)
+                yield Chunk(text=word if index == 0 else " " + word, output_tokens=index + 1)
+        finally:
+            self.active -= 1
         yield Chunk(done=True, output_tokens=final.output_tokens or len(words),
                     finish_reason=final.finish_reason, prompt_tokens=len(prompt.split()),
                     compile_s=0.0 if constraint else None, error=final.error)

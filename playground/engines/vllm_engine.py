@@ -9,15 +9,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+from playground import log as logs
 from playground.constraints import Constraint
 from playground.engines.base import (
     Chunk,
     Engine,
+    EngineDead,
     EngineInfo,
     Progress,
     SamplingSettings,
@@ -29,6 +32,8 @@ from playground.engines.vllm_adapter import (  # noqa: F401  re-exported for cal
     sampling_kwargs,
     structured_outputs_kwargs,
 )
+
+log = logs.get("engines.vllm")
 
 
 def require_gpu() -> None:
@@ -88,6 +93,10 @@ class VllmEngine(Engine):
                                 if k != "structured_outputs_config"}
                                | engine_options["structured_outputs_config"])
         self._ids = itertools.count()
+        config = engine_options["structured_outputs_config"]
+        # outlines has no CPU matcher here; xgrammar's reads the same constraint.
+        self.matcher_backend = "guidance" if config["backend"] == "guidance" else "xgrammar"
+        self.any_whitespace = not config["disable_any_whitespace"]
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> VllmEngine:
@@ -98,11 +107,13 @@ class VllmEngine(Engine):
             "tensor_parallel_size": args.tensor_parallel_size,
             "load_format": args.load_format,
             "structured_outputs_config": {
-                "backend": effective_backend(args.structured_outputs_backend,
+                "backend": effective_backend(args.structured_outputs_backend or "guidance",
                                              args.disable_any_whitespace),
                 "disable_any_whitespace": args.disable_any_whitespace},
         }
-        return cls(args.model, options)
+        from playground.engines import DEFAULT_GPU_MODEL
+
+        return cls(args.model or DEFAULT_GPU_MODEL, options)
 
     def _load(self, progress: Progress) -> None:
         progress(0.05, "importing vllm (~20 s)")
@@ -116,6 +127,7 @@ class VllmEngine(Engine):
         args = AsyncEngineArgs(model=self.model, disable_log_stats=False, **self.engine_options)
         self.llm = AsyncLLM.from_engine_args(args)
         self.tokenizer = self.llm.get_tokenizer()
+        self.context_length = self.engine_options.get("max_model_len")
 
     def check(self, constraint: Constraint) -> list[str]:
         """vLLM's own validation, with this engine's backend and tokenizer."""
@@ -146,9 +158,9 @@ class VllmEngine(Engine):
         request_id = f"playground-{next(self._ids)}"
         total = 0
         finished = False
+        outputs = self.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id)
         try:
-            async for output in self.llm.generate({"prompt_token_ids": prompt_ids}, params,
-                                                  request_id):
+            async for output in outputs:
                 completion = output.outputs[0]
                 total += len(completion.token_ids)
                 if not output.finished:
@@ -160,9 +172,28 @@ class VllmEngine(Engine):
                             finish_reason=reason, prompt_tokens=len(prompt_ids),
                             error=self._explain_error(constraint) if reason == "error" else None,
                             engine_timings=_timings(output.metrics))
+        except Exception as exc:
+            self.poll_health()
+            if self.failure:
+                raise EngineDead(self.dead_message()) from exc
+            raise
         finally:
-            if not finished:
-                await self.llm.abort(request_id)
+            # Stopped or disconnected: the request leaves the engine now, not at max tokens.
+            # Closing vLLM's generator aborts it too; the explicit abort covers a request
+            # whose generator never started.
+            await outputs.aclose()
+            if not finished and self.failure is None:
+                try:
+                    await self.llm.abort(request_id)
+                except Exception:
+                    log.exception("vLLM could not abort request %s", request_id)
+
+    def poll_health(self) -> None:
+        """vLLM's engine core is a process of its own: killed (out of memory, kill -9) it
+        leaves AsyncLLM `errored`. The engine is then failed for good: no restart."""
+        llm = getattr(self, "llm", None)
+        if llm is not None and self.failure is None and llm.errored:
+            self.mark_failed(death_reason(llm))
 
     async def raw_request(self, prompt: str, constraint: Constraint | None,
                           settings: SamplingSettings) -> dict[str, Any]:
@@ -196,6 +227,21 @@ class VllmEngine(Engine):
         if getattr(self, "llm", None) is not None:
             self.llm.shutdown()
             self.llm = None
+
+
+def death_reason(llm: Any) -> str:
+    """Why vLLM's engine core stopped, from its process's exit code where vLLM kept it."""
+    try:
+        codes = llm.engine_core.resources.engine_manager.finished_procs()
+    except Exception:  # other vLLM versions keep their processes elsewhere
+        codes = {}
+    for name, code in codes.items():
+        if code < 0:
+            killer = signal.Signals(-code).name
+            hint = " (the kernel's out-of-memory killer does this)" if killer == "SIGKILL" else ""
+            return f"the vLLM engine core process {name} was killed by {killer}{hint}"
+        return f"the vLLM engine core process {name} exited with code {code}; the log says why"
+    return "the vLLM engine core stopped (EngineDeadError); the log says why"
 
 
 def _timings(metrics: Any) -> dict[str, float]:
