@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check a constraint (and --output) without a model")
     _add_constraint_flags(check, required=True)
     check.add_argument("--output", help="text to validate against the constraint")
+    check.add_argument("--cut", action="store_true",
+                       help="judge --output as if generation had stopped at max tokens: "
+                            "truncated while still on the way to a match, else invalid")
+    check.add_argument("--backend", choices=["xgrammar", "guidance"], default="xgrammar",
+                       help="whose token matcher judges a --cut output (default xgrammar)")
     check.add_argument("--engine", choices=["none", "cpu", "vllm"], default="none",
                        help="also ask that engine's compiler (vllm: its request validation)")
     for flags, options in LIMIT_FLAGS:
@@ -101,7 +106,8 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
 
         result["vllm_accepts"], result["vllm_message"] = vllm_check(constraint)
     if args.output is not None:
-        verdict = validate(constraint, args.output)
+        verdict = validate(constraint, args.output, "length" if args.cut else "stop",
+                           backend=args.backend)
         result["verdict"], result["errors"] = verdict.status, verdict.errors
     return result
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -172,10 +171,9 @@ def describe_bytes(allowed: list[int]) -> str:
 
 
 def _first_line(message: str) -> str:
-    """A backend's message without its internal source paths or stack."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    text = lines[0] if lines else "no reason given"
-    return re.sub(r"\S*/(?:src|include|cpp|python)/\S*:\d+:?\s*", "", text)
+    from playground.engines.xgrammar_adapter import backend_message
+
+    return backend_message(message)
 
 
 # ---- the matcher -------------------------------------------------------------------------

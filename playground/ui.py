@@ -30,6 +30,8 @@ CSS = """
 .badge.valid {background:#15803d} .badge.invalid {background:#b91c1c}
 .badge.truncated {background:#b45309} .badge.error {background:#6b21a8}
 .badge.running {background:#475569}
+.escaped {background:#b91c1c;color:white;font-weight:700;padding:6px 10px;border-radius:6px;
+  margin-bottom:6px}
 .good {color:#15803d;font-weight:600} .bad {color:#b91c1c;font-weight:600}
 .warn {color:#b45309;font-weight:600}
 """
@@ -74,7 +76,10 @@ def verdict_html(result: dict[str, Any]) -> str:
     status = result.get("verdict", "running")
     label = {"error": "engine error", "truncated": "truncated at max tokens"}.get(status, status)
     items = "".join(f"<li>{html.escape(e)}</li>" for e in result.get("errors", []))
-    return (f'<span class="badge {status}">{label}</span>'
+    escaped = ('<div class="escaped">constraint not enforced by the engine: this output was '
+               "generated under the constraint and does not fit it</div>"
+               if result.get("constraint_escaped") else "")
+    return (f'{escaped}<span class="badge {status}">{label}</span>'
             + (f"<ul>{items}</ul>" if items else ""))
 
 
@@ -165,7 +170,9 @@ def totals_markdown(totals: dict[str, Any]) -> str:
             f"{totals['truncated']} truncated, {totals['error']} errors of "
             f"{totals['prompts']}) · **Output tokens:** {totals['output_tokens']} · "
             f"**Throughput:** {'–' if speed is None else f'{speed:.1f}'} tokens/s · "
-            f"**Wall time:** {totals['wall_s']:.2f} s")
+            f"**Wall time:** {totals['wall_s']:.2f} s"
+            + (f" · **Constraint not enforced by the engine: {totals['constraint_escaped']} "
+               "outputs**" if totals.get("constraint_escaped") else ""))
 
 
 def _export(result: batch.BatchResult) -> list[str]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import lark
 
+from playground import linear_re
 from playground.constraints import (
     Choice,
     Constraint,
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     import jsonschema.protocols
     import referencing
 
-Status = Literal["valid", "invalid", "truncated", "error"]
+# unjudged: validation ran past its time limit (playground.judge); the errors say why.
+Status = Literal["valid", "invalid", "truncated", "error", "unjudged"]
 
 
 @dataclass(frozen=True)
@@ -46,15 +48,59 @@ class Verdict:
 
 
 def validate(constraint: Constraint, text: str, finish_reason: str | None = "stop",
-             engine_error: str | None = None) -> Verdict:
-    """Judge `text`. Output cut at max tokens is "truncated" whatever it looks like."""
+             engine_error: str | None = None, backend: str = "xgrammar",
+             any_whitespace: bool = True) -> Verdict:
+    """Judge `text`.
+
+    Output cut at max tokens is never "valid": it is "truncated" while it is still a
+    viable prefix of the constraint's language, as the engine's own `backend` matcher
+    sees it, and "invalid" once it has left that language (it was never on the way to a
+    match, so calling it cut short would hide an escaped output).
+    """
     if finish_reason == "error" or engine_error:
         return Verdict("error", [engine_error or "the engine failed this request"])
     errors = errors_in(constraint, text)
-    if finish_reason == "length":
-        return Verdict("truncated", ["stopped at max tokens before the output was complete",
-                                     *errors])
-    return Verdict("invalid" if errors else "valid", errors)
+    if finish_reason != "length":
+        return Verdict("invalid" if errors else "valid", errors)
+    prefix = prefix_check(constraint, text, backend, any_whitespace)
+    if prefix.accepted is False:
+        return Verdict("invalid", [f"stopped at max tokens, and not on the way to a match: "
+                                   f"{prefix.message}", *errors])
+    cut = ["stopped at max tokens before the output was complete"]
+    if prefix.accepted is None:
+        cut.append(f"whether it was still on the way to a match is unknown: {prefix.message}")
+    return Verdict("truncated", cut + errors)
+
+
+@dataclass(frozen=True)
+class PrefixCheck:
+    accepted: bool | None  # None: no matcher could compile the constraint
+    message: str | None = None
+
+
+def prefix_check(constraint: Constraint, text: str, backend: str = "xgrammar",
+                 any_whitespace: bool = True) -> PrefixCheck:
+    """Whether `text` can still grow into a match, by the backend's matcher on bytes."""
+    from playground.matcher import BACKENDS
+
+    tried: list[str] = []
+    # The engine's backend first; the other where it cannot compile the constraint.
+    for name in dict.fromkeys([backend if backend in BACKENDS else "xgrammar", *BACKENDS]):
+        try:
+            found = _text_matcher(constraint, name, any_whitespace).test(text)
+        except ConstraintError as exc:
+            tried.append(str(exc))
+            continue
+        where = "" if name == backend else f" (checked with {name})"
+        return PrefixCheck(found.accepted, (found.message or "") + where)
+    return PrefixCheck(None, "; ".join(tried))
+
+
+@lru_cache(maxsize=32)
+def _text_matcher(constraint: Constraint, backend: str, any_whitespace: bool) -> Any:
+    from playground.matcher import Matcher
+
+    return Matcher.create(constraint, None, backend, any_whitespace)  # type: ignore[arg-type]
 
 
 def errors_in(constraint: Constraint, text: str) -> list[str]:
@@ -64,7 +110,12 @@ def errors_in(constraint: Constraint, text: str) -> list[str]:
                 return []
             return [f"{_short(text)} is not one of the {len(choices)} choices"]
         case Regex(pattern=pattern):
-            if re.fullmatch(pattern, text):
+            # RE2 in linear time; Python `re` only for what RE2 refuses (backreferences,
+            # lookarounds), which playground.judge runs in a worker under a time limit.
+            matched = linear_re.fullmatch(pattern, text)
+            if matched is None:
+                matched = re.fullmatch(pattern, text) is not None
+            if matched:
                 return []
             return [f"{_short(text)} does not fully match /{pattern}/"]
         case JsonSchema():

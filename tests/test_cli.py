@@ -56,3 +56,16 @@ def test_presets_command_lists_every_preset():
                           text=True, timeout=60)
     names = [p["name"] for p in json.loads(done.stdout)]
     assert {"Sentiment", "Email address", "Iconic 90s car", "SQL SELECT"} <= set(names)
+
+
+@pytest.mark.parametrize("backend", ["xgrammar", "guidance"])
+@pytest.mark.parametrize(("output", "verdict"), [
+    ("alan@turing.or", "truncated"),  # still on the way to a match
+    ("alan@turing.org\n", "truncated"),  # cut at max tokens is never "valid"
+    ("Alan Turing was a British mathematician", "invalid"),  # left the language at char 4
+])
+def test_check_cut_judges_as_if_stopped_at_max_tokens(backend, output, verdict):
+    done = run_cli("check", "--mode", "regex", "--regex", r"\w+@\w+\.(com|org|net)\n",
+                   "--output", output, "--cut", "--backend", backend)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["verdict"] == verdict

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from playground.engines.base import Chunk
+from playground.engines.fake import FakeEngine
 from playground.service import InputError, run_request, stream_request
 
 SCHEMA = '{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}'
@@ -96,3 +97,84 @@ def test_chat_messages(system, expected):
     from playground.engines.base import SamplingSettings, chat_messages
 
     assert chat_messages("hi", SamplingSettings(system_prompt=system)) == expected
+
+
+# ---- issue 8: escaped outputs are never "truncated"; rates are honest under load ------------
+
+EMAIL = r"\w+@\w+\.(com|org|net)\n"
+
+
+@pytest.mark.parametrize(("text", "verdict", "escaped"), [
+    ("alan@turing.org\n", "valid", False),
+    ("alan@tur", "truncated", False),  # cut, but still on the way to a match
+    ("Alan Turing was a British mathematician", "invalid", True),  # cut off the language
+])
+def test_a_cut_constrained_output_off_the_language_is_an_escape(fake_engine, text, verdict,
+                                                                  escaped):
+    reason = "stop" if verdict == "valid" else "length"
+    fake_engine.enqueue(Chunk(text=text, finish_reason=reason), Chunk(text=text,
+                                                                      finish_reason=reason))
+    result = asyncio.run(run_request(fake_engine, "regex", EMAIL, "email?", {}))
+    constrained, free = result["constrained"], result["unconstrained"]
+    assert (constrained["verdict"], constrained["constraint_escaped"]) == (verdict, escaped)
+    assert free["verdict"] == verdict and not free["constraint_escaped"]  # free may leave it
+
+
+def test_invalid_constrained_output_is_flagged_and_counted_in_batches(fake_engine):
+    from playground.batch import run_batch
+
+    fake_engine.enqueue("maybe", "yes")
+    result = asyncio.run(run_request(fake_engine, "choice", "yes\nno", "q?", {}))
+    assert result["constrained"]["constraint_escaped"] is True
+
+    async def batch():
+        fake_engine.enqueue("maybe", "yes")
+        return [b async for b in run_batch(fake_engine, "choice", "yes\nno", ["a", "b"], {})][-1]
+
+    totals = asyncio.run(batch()).summarize()
+    assert totals["constraint_escaped"] == 1 and totals["valid"] == 1
+
+
+class PileEngine(FakeEngine):
+    """Delivers a whole output in two deltas microseconds apart, as vLLM does under load."""
+
+    def __init__(self, timings: dict[str, float] | None = None) -> None:
+        super().__init__()
+        self.timings = timings or {}
+
+    async def stream(self, prompt, constraint, settings):
+        yield Chunk(text="a", output_tokens=1)
+        yield Chunk(text=" b c", output_tokens=31)
+        yield Chunk(text=" d", output_tokens=32, done=True, finish_reason="stop",
+                    prompt_tokens=3, engine_timings=self.timings)
+
+
+@pytest.mark.parametrize(("timings", "rate"), [
+    ({}, None),  # 31 tokens in microseconds: no honest rate, shown as "–"
+    ({"vllm_decode_s": 0.31}, 100.0),  # the engine's own first-to-last token span
+    ({"vllm_decode_s": 1e-6}, None),  # even an engine's figure must be physically possible
+])
+def test_coalesced_deltas_give_no_absurd_rate(timings, rate):
+    engine = PileEngine(timings)
+    engine.load()
+    results = asyncio.run(run_request(engine, "regex", ".*", "q?", {}))
+    for side in ("constrained", "unconstrained"):
+        found = results[side]["tokens_per_s"]
+        assert found == pytest.approx(rate) if rate else found is None, found
+
+
+def test_many_concurrent_requests_never_show_an_impossible_rate():
+    from playground.service import MAX_TOKENS_PER_S
+
+    engine = FakeEngine(delay_s=0.0)
+    engine.load()
+    engine.enqueue(*[" ".join("w" * 40) for _ in range(128)])
+
+    async def many():
+        return await asyncio.gather(*(run_request(engine, "regex", "[w ]*", "q", {})
+                                      for _ in range(64)))
+
+    for result in asyncio.run(many()):
+        for side in ("constrained", "unconstrained"):
+            rate = result[side]["tokens_per_s"]
+            assert rate is None or rate <= MAX_TOKENS_PER_S

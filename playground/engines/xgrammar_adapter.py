@@ -7,6 +7,7 @@ import this file; the constraint checker and the UI editor never do.
 from __future__ import annotations
 
 import functools
+import re
 
 import xgrammar as xgr
 
@@ -60,6 +61,16 @@ def to_grammar(constraint: Constraint, any_whitespace: bool = True) -> xgr.Gramm
     raise TypeError(f"not a constraint: {constraint!r}")
 
 
+_NOISE = re.compile(r"\[\d\d:\d\d:\d\d\]\s*|\S+\.(?:cc|cpp|h|hpp|rs|py):\d+:?\s*")
+
+
+def backend_message(text: str, limit: int = 300) -> str:
+    """A backend's error in one line, without its timestamps and internal source paths."""
+    lines = [" ".join(_NOISE.sub("", line).split()) for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("Stack trace", "File "))]
+    message = " ".join(lines).strip() or "no reason given"
+    return message if len(message) <= limit else message[:limit] + "…"
+
+
 def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return backend_message(str(exc)) if str(exc).strip() else type(exc).__name__
