@@ -16,9 +16,14 @@ DEFAULT_GPU_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 
 # Named as in `vllm serve`, so a vLLM user needs no translation.
 ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--engine",), {"choices": ["auto", "cpu", "vllm"], "default": "auto",
-                     "help": "auto: vLLM where CUDA and vllm are present, else the CPU model"}),
-    (("--model",), {"default": DEFAULT_GPU_MODEL, "help": "vLLM: model name or folder"}),
+    (("--engine",), {"choices": ["auto", "cpu", "vllm", "openai"], "default": "auto",
+                     "help": "auto: vLLM where CUDA and vllm are present, else the CPU model; "
+                             "openai: a vLLM server (vllm serve) at --base-url"}),
+    (("--model",), {"default": None,
+                    "help": f"vLLM: model name or folder (default {DEFAULT_GPU_MODEL}); "
+                            "openai: a served model (default the server's first)"}),
+    (("--base-url",), {"help": "openai: the vLLM server, e.g. http://127.0.0.1:8000"}),
+    (("--api-key",), {"help": "openai: the server's API key (default $PLAYGROUND_API_KEY)"}),
     (("--dtype",), {"default": "auto", "help": "vLLM: weights dtype"}),
     (("--max-model-len",), {"type": int, "default": 4096, "help": "vLLM: context length"}),
     (("--gpu-memory-utilization",), {"type": float, "default": 0.9}),
@@ -28,8 +33,9 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     # under guidance ran at 0.95 of free speed with 32 requests and 0.76 with 128, against
     # xgrammar's 0.89 and 0.53, and bounded regex repetitions 4x faster (README).
     (("--structured-outputs-backend",), {
-        "choices": ["auto", "xgrammar", "guidance", "outlines"], "default": "guidance",
-        "help": "vLLM: constraint backend; auto is vLLM's choice (xgrammar first)"}),
+        "choices": ["auto", "xgrammar", "guidance", "outlines"], "default": None,
+        "help": "vLLM: constraint backend (default guidance); auto is vLLM's choice (xgrammar "
+                "first). openai: the server's, where it cannot be read from the server"}),
     (("--disable-any-whitespace",), {
         "action": "store_true",
         "help": "JSON without free whitespace (engine-wide; needed with dummy weights)"}),
@@ -86,6 +92,10 @@ def create_engine(args: argparse.Namespace | None = None,
 
         require_gpu()
         return VllmEngine.from_args(args)
+    if choice == "openai":
+        from playground.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine.from_args(args)
     from playground.engines.embedded import EmbeddedEngine
 
     return EmbeddedEngine(dtype=args.cpu_dtype,
