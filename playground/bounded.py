@@ -1,0 +1,152 @@
+"""Run pure-Python work that may not end (an Earley parse, a backtracking regex, building a
+parser) in a worker process that is killed past a time limit.
+
+A thread cannot be stopped and holds the GIL against the server's event loop, so work
+whose cost a user's input decides runs here: a few long-lived worker processes, each
+doing one call at a time. Past its limit a worker is killed and replaced; the caller gets
+`WorkTimeout`. Measured on the 2-core machine: a call costs ~0.3 ms over running it in
+place once a worker is warm; a fresh worker starts in ~5 ms (forked from the fork server,
+which has the playground's modules preloaded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+MAX_WORKERS = min(2, os.cpu_count() or 1)
+# Imported once in the fork server, so every worker starts with them loaded.
+PRELOAD = ["playground.validation"]
+
+
+class WorkTimeout(TimeoutError):
+    """The work ran past its limit; its worker was killed."""
+
+
+class WorkerDied(RuntimeError):
+    """The worker process ended mid-call (killed, or out of memory)."""
+
+
+def _serve(conn: multiprocessing.connection.Connection) -> None:
+    while True:
+        try:
+            fn, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            reply: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as exc:  # sent back and raised in the caller
+            reply = (False, _portable(exc))
+        try:
+            conn.send(reply)
+        except Exception as exc:  # an unpicklable result
+            conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself where it survives pickling, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc.with_traceback(None)
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+class _Worker:
+    def __init__(self) -> None:
+        # fork is safe and fastest while the process has one thread (the CLI); a server
+        # has threads, so its workers come from a clean fork server.
+        method = "fork" if threading.active_count() == 1 else "forkserver"
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload(PRELOAD)
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child,), daemon=True,
+                                       name="playground-worker")
+        self.process.start()
+        child.close()
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
+        self.conn.send((fn, args))
+        if not self.conn.poll(timeout):
+            raise WorkTimeout(f"still running after {timeout:g} s")
+        ok, value = self.conn.recv()
+        if not ok:
+            raise value
+        return value
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+_idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+_lock = threading.Lock()
+_started = 0
+
+
+def _acquire(timeout: float) -> _Worker:
+    global _started
+    try:
+        return _idle.get_nowait()
+    except queue.Empty:
+        pass
+    with _lock:
+        if _started < MAX_WORKERS:
+            _started += 1
+            try:
+                return _Worker()
+            except BaseException:
+                _started -= 1
+                raise
+    try:
+        return _idle.get(timeout=timeout)
+    except queue.Empty:
+        raise WorkTimeout(f"every worker stayed busy for {timeout:g} s") from None
+
+
+def _retire(worker: _Worker) -> None:
+    global _started
+    worker.kill()
+    with _lock:
+        _started -= 1
+
+
+def call(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+    """`fn(*args)` in a worker process (fn and args picklable), at most `timeout` seconds
+    counting the wait for a free worker. Raises WorkTimeout past it, the work's own
+    exception where it raised one, WorkerDied where the worker was lost."""
+    deadline = time.monotonic() + timeout
+    worker = _acquire(timeout)
+    try:
+        value = worker.call(fn, args, max(0.0, deadline - time.monotonic()))
+    except WorkTimeout:
+        _retire(worker)
+        raise
+    except (EOFError, OSError) as exc:
+        _retire(worker)
+        raise WorkerDied(f"the worker process ended ({type(exc).__name__})") from None
+    except BaseException:
+        _idle.put(worker)
+        raise
+    _idle.put(worker)
+    return value
+
+
+async def acall(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+    """`call` from async code: the event loop only waits."""
+    return await asyncio.to_thread(call, fn, *args, timeout=timeout)
+
+
+def warm_up() -> None:
+    """Start a worker now (a server calls this at start, so no request pays for it)."""
+    call(os.getpid, timeout=60)
