@@ -185,7 +185,8 @@ def _export(result: batch.BatchResult) -> list[str]:
 def engine_status(engine: Engine) -> dict[str, Any]:
     fraction, message = engine.progress
     return {"ready": engine.ready, "error": engine.load_error, "progress": fraction,
-            "message": message, "engine": engine.info.as_dict()}
+            "message": message, "engine": engine.info.as_dict(),
+            "last_error": engine.last_error}
 
 
 def engine_markdown(engine: Engine) -> str:
@@ -193,9 +194,12 @@ def engine_markdown(engine: Engine) -> str:
     fraction, message = engine.progress
     state = ("ready" if engine.ready else f"failed to load: {engine.load_error}"
              if engine.load_error else f"loading {fraction:.0%}: {message}")
+    if engine.ready and engine.last_error:
+        state += f", but the last request failed: {engine.last_error}"
     options = ", ".join(f"{k}={v}" for k, v in info.options.items()) or "defaults"
     return (f"**Engine:** {info.name} · **Model:** {info.model} · **Device:** {info.device}"
-            f" · **State:** {state}  \n<small>Options: {html.escape(options)}</small>")
+            f" · **State:** {html.escape(state, quote=False)}  \n"
+            f"<small>Options: {html.escape(options)}</small>")
 
 
 def preset_values(presets: dict[str, Preset], name: str | None) -> list[Any]:

@@ -423,8 +423,9 @@ def test_a_click_gets_verdicts_and_timings_through_the_service(engine, server):
     assert constrained["verdict"] == "valid" and constrained["text"] == "positive"
     assert constrained["ttft_s"] > 0 and constrained["latency_s"] >= constrained["ttft_s"]
     assert result["engine"]["name"] == "vLLM 0.26.0 server"
-    assert server.bodies[0]["structured_outputs"] == {"choice": ["positive", "negative"]}
-    assert "structured_outputs" not in server.bodies[1]  # the unconstrained run
+    # Both runs go to the server together, in either order.
+    constraints = sorted(str(body.get("structured_outputs")) for body in server.bodies)
+    assert constraints == ["None", str({"choice": ["positive", "negative"]})]
 
 
 def test_raw_request_counts_the_same_tokens(engine, server):
@@ -553,3 +554,25 @@ def test_sixteen_concurrent_sessions(engine, server):
 
 def test_check_converts_like_the_request(engine):
     assert engine.check(from_text("grammar", SQL)) == []
+
+
+def test_the_engine_panel_shows_server_version_backend_and_the_last_failure(engine, server):
+    from playground.ui import engine_markdown, engine_status
+
+    panel = engine_markdown(engine)
+    assert "vLLM 0.26.0 server" in panel and server.url in panel and "fake-model" in panel
+    assert "xgrammar (read from the server)" in panel and "**State:** ready" in panel
+    server.script = Script(status=500, error={"message": "engine dead", "type": "X",
+                                              "code": 500})
+    run(collect(engine))
+    assert "but the last request failed: " in engine_markdown(engine)
+    assert "HTTP 500: engine dead" in engine_status(engine)["last_error"]
+
+
+def test_the_engine_panel_says_why_the_server_could_not_be_used():
+    from playground.ui import engine_markdown
+
+    engine = OpenAIEngine(f"http://127.0.0.1:{free_port()}", limits=FAST)
+    engine.start_background_load().join(10)
+    assert "failed to load: ServerError: cannot reach the vLLM server" in \
+        engine_markdown(engine)
