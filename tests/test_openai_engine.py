@@ -215,24 +215,20 @@ CHAT = SamplingSettings(max_tokens=9, temperature=0.5, top_p=0.9, seed=3, stop=[
 
 
 @pytest.mark.parametrize(
-    ("constraint", "backend", "whitespace", "expected"),
+    ("constraint", "backend", "expected"),
     [
-        (None, "auto", False, {}),
-        (Choice(("yes", "no")), "auto", False, {"structured_outputs": {"choice": ["yes", "no"]}}),
-        (Regex(r"\d+"), "guidance", False, {"structured_outputs": {"regex": r"\d+"}}),
-        (JsonSchema({"type": "object"}), "auto", False,
+        (None, "auto", {}),
+        (Choice(("yes", "no")), "auto", {"structured_outputs": {"choice": ["yes", "no"]}}),
+        (Regex(r"\d+"), "guidance", {"structured_outputs": {"regex": r"\d+"}}),
+        (JsonSchema({"type": "object"}), "auto",
          {"response_format": {"type": "json_schema", "json_schema": {
              "name": "playground", "schema": {"type": "object"}}}}),
-        (JsonSchema({"type": "object"}), "xgrammar", True,
-         {"structured_outputs": {"json": {"type": "object"}, "disable_any_whitespace": True}}),
-        (Regex("a"), "xgrammar", True,
-         {"structured_outputs": {"regex": "a", "disable_any_whitespace": True}}),
-        (LarkGrammar('?start: a\n?a: "x"'), "guidance", False,
+        (LarkGrammar('?start: a\n?a: "x"'), "guidance",
          {"structured_outputs": {"grammar": 'start: a\na: "x"'}}),
     ],
 )
-def test_openai_request_constraint_fields(constraint, backend, whitespace, expected):
-    path, body = openai_request("Hi", constraint, CHAT, "m", backend, whitespace)
+def test_openai_request_constraint_fields(constraint, backend, expected):
+    path, body = openai_request("Hi", constraint, CHAT, "m", backend)
     constraint_keys = {"structured_outputs", "response_format"}
     assert path == "/v1/chat/completions"
     assert {k: v for k, v in body.items() if k in constraint_keys} == expected
@@ -335,6 +331,7 @@ def test_load_reads_model_version_and_backend(engine):
     assert engine.info.device == f"server {engine.base_url}"
     assert engine.info.options["structured_outputs_backend"] == "xgrammar (read from the server)"
     assert engine.backend == "xgrammar" and engine.info.options["max_model_len"] == 4096
+    assert (engine.matcher_backend, engine.any_whitespace) == ("xgrammar", True)
 
 
 def test_without_dev_mode_the_backend_comes_from_the_flag():
@@ -343,7 +340,7 @@ def test_without_dev_mode_the_backend_comes_from_the_flag():
     try:
         engine = OpenAIEngine(url, backend="guidance", limits=FAST)
         engine.load()
-        assert engine.backend == "guidance"
+        assert engine.backend == "guidance" and engine.matcher_backend == "guidance"
         assert engine.info.options["structured_outputs_backend"].startswith(
             "guidance (from --structured-outputs-backend")
     finally:

@@ -126,7 +126,10 @@ class OpenAIEngine(Engine):
         # (or where it cannot be), the flag's value, else vLLM's own default.
         self.backend_flag = backend
         self.backend = backend or "auto"
+        # Whitespace in JSON is the server's setting (vLLM 0.26 reads no request's); the
+        # flag says how the server runs where the server does not show it.
         self.disable_any_whitespace = disable_any_whitespace
+        self._set_matcher(disable_any_whitespace)
         self.limits = limits or Limits()
         self.last_error: str | None = None
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
@@ -234,10 +237,17 @@ class OpenAIEngine(Engine):
             options["structured_outputs_backend"] = (
                 f"{self.backend} (from {source}; the server shows its own only with "
                 "VLLM_SERVER_DEV_MODE=1)")
-        if config.get("disable_any_whitespace") or self.disable_any_whitespace:
+        restricted = config.get("disable_any_whitespace", self.disable_any_whitespace)
+        if restricted:
             options["disable_any_whitespace"] = True
+        self._set_matcher(bool(restricted))
         self.info = replace(self.info, name=f"vLLM {version} server" if version else NAME,
                             model=self.model, options=options)
+
+    def _set_matcher(self, disable_any_whitespace: bool) -> None:
+        """The playground's own matcher judges cut outputs as the server's backend would."""
+        self.matcher_backend = "guidance" if self.backend == "guidance" else "xgrammar"
+        self.any_whitespace = not disable_any_whitespace
 
     def _get(self, client: httpx.Client, path: str, optional: bool = False) -> Any:
         response = client.get(path)
@@ -299,8 +309,7 @@ class OpenAIEngine(Engine):
 
     def request(self, prompt: str, constraint: Constraint | None,
                 settings: SamplingSettings) -> tuple[str, dict[str, Any]]:
-        return openai_request(prompt, constraint, settings, self.model, self.backend,
-                              self.disable_any_whitespace)
+        return openai_request(prompt, constraint, settings, self.model, self.backend)
 
     async def events(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The JSON events of one streamed request, up to `[DONE]`; ServerError otherwise."""

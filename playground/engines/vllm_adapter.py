@@ -71,18 +71,17 @@ def effective_backend(backend: str, disable_any_whitespace: bool) -> str:
 
 
 def openai_request(prompt: str, constraint: Constraint | None, settings: SamplingSettings,
-                   model: str, backend: str = "auto", disable_any_whitespace: bool = False
-                   ) -> tuple[str, dict[str, Any]]:
+                   model: str, backend: str = "auto") -> tuple[str, dict[str, Any]]:
     """(path, JSON body) of one streamed request to an OpenAI-compatible vLLM server.
 
     The chat template on: /v1/chat/completions with the messages, rendered by the server;
     off: /v1/completions with the raw prompt, no special tokens added (as in-process).
     JSON goes as OpenAI's `response_format` json_schema; choice, regex and grammar as
     vLLM's top-level `structured_outputs` (what the openai client sends as `extra_body`).
-    Per-request whitespace control exists only inside `structured_outputs`, and vLLM
-    refuses `structured_outputs` naming no constraint, so with `disable_any_whitespace`
-    the schema travels there too. Usage on every chunk (a vLLM extension) gives the
-    token count of each delta, which may hold several tokens.
+    No whitespace setting travels: vLLM 0.26 accepts `disable_any_whitespace` in a
+    request but its backends read only the server's (`--structured-outputs-config`).
+    Usage on every chunk (a vLLM extension) gives the token count of each delta, which
+    may hold several tokens.
     """
     body: dict[str, Any] = {"model": model}
     if settings.chat_template:
@@ -102,11 +101,9 @@ def openai_request(prompt: str, constraint: Constraint | None, settings: Samplin
     if constraint is None:
         return path, body
     fields = structured_outputs_kwargs(constraint, backend)
-    if "json" in fields and not disable_any_whitespace:
+    if "json" in fields:
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": SCHEMA_NAME, "schema": fields["json"]}}
-        return path, body
-    if disable_any_whitespace:
-        fields["disable_any_whitespace"] = True
-    body["structured_outputs"] = fields
+    else:
+        body["structured_outputs"] = fields
     return path, body
