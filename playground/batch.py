@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from playground import limits
 from playground.engines.base import Engine
 from playground.service import InputError, RunResult, prepare, stream_run
 
-MAX_PROMPTS = 1000
 COLUMNS = ["index", "prompt", "text", "verdict", "errors", "prompt_tokens", "output_tokens",
            "latency_s", "ttft_s", "tokens_per_s", "finish_reason"]
 
@@ -23,10 +23,19 @@ COLUMNS = ["index", "prompt", "text", "verdict", "errors", "prompt_tokens", "out
 def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
     """Prompts one per line, or from a .txt (one per line) or .jsonl file ({"prompt": ...}
     or a JSON string per line)."""
+    limit = limits.active()
+    if not isinstance(text or "", str):
+        raise InputError("batch: give the prompts as text, one per line")
+    limit.require("max_batch_file_bytes", len((text or "").encode()), "the prompts box")
     prompts = [line for line in (text or "").splitlines() if line.strip()]
     if file:
         path = Path(file)
-        content = path.read_text(encoding="utf-8")
+        limit.require("max_batch_file_bytes", path.stat().st_size, f"{path.name}")
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path.name}: not UTF-8 text (a byte at offset {exc.start} "
+                             "cannot be read); save it as UTF-8") from None
         if path.suffix == ".jsonl":
             for number, line in enumerate(content.splitlines(), start=1):
                 if not line.strip():
@@ -35,6 +44,8 @@ def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
                     item = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise InputError(f"{path.name}: line {number}: not JSON: {exc.msg}") from None
+                except RecursionError:
+                    raise InputError(f"{path.name}: line {number}: nested too deeply") from None
                 prompt = item.get("prompt") if isinstance(item, dict) else item
                 if not isinstance(prompt, str):
                     raise InputError(f"{path.name}: line {number}: give a string or "
@@ -44,9 +55,18 @@ def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
             prompts += [line for line in content.splitlines() if line.strip()]
     if not prompts:
         raise InputError("batch: give at least one prompt (one per line, or a file)")
-    if len(prompts) > MAX_PROMPTS:
-        raise InputError(f"batch: {len(prompts)} prompts; at most {MAX_PROMPTS} in one batch")
+    limit.require("max_batch_prompts", len(prompts))
+    longest = max(prompts, key=len)
+    limit.require("max_prompt_chars", len(longest), f"prompt {prompts.index(longest) + 1}")
     return prompts
+
+
+def check_work(prompts: list[str], max_tokens: int) -> None:
+    """The tokens a batch may take (prompts at ~4 characters a token, plus max tokens
+    each) within --max-batch-tokens: 1,000 prompts of 50 KB would be ~13 hours on a CPU."""
+    work = sum(len(prompt) // 4 + max_tokens for prompt in prompts)
+    limits.active().require("max_batch_tokens", work, "the batch (prompts plus max tokens "
+                            "each, about 4 characters a token)")
 
 
 @dataclass
@@ -71,7 +91,8 @@ class BatchResult:
         finished = [r for r in self.results if r is not None]
         tokens = sum(r.output_tokens for r in finished)
         counts = {status: sum(r.verdict == status for r in finished)
-                  for status in ("valid", "invalid", "truncated", "error", "stopped")}
+                  for status in ("valid", "invalid", "truncated", "error", "stopped",
+                                 "unjudged")}
         self.totals = {
             "prompts": len(self.prompts), "finished": len(finished), **counts,
             "constraint_escaped": sum(r.constraint_escaped for r in finished),
@@ -84,11 +105,13 @@ class BatchResult:
 
 async def run_batch(engine: Engine, mode: str, constraint_text: str, prompts: list[str],
                     options: dict[str, Any] | None = None) -> AsyncIterator[BatchResult]:
-    """Yield the batch after each finished prompt; the last one has its totals.
+    """Yield the batch as it starts and after each finished prompt; the last one has its
+    totals. Results fill in place as they stream, so a holder sees them (Stop does).
 
     A concurrent engine (vLLM) gets every prompt at once and batches them itself.
     """
     constraint, _, settings = await prepare(engine, mode, constraint_text, options)
+    check_work(prompts, settings.max_tokens)
     batch = BatchResult(prompts, [None] * len(prompts))
     start = time.perf_counter()
 
@@ -96,6 +119,7 @@ async def run_batch(engine: Engine, mode: str, constraint_text: str, prompts: li
         async for result in stream_run(engine, prompts[index], constraint, settings, constraint):
             batch.results[index] = result
 
+    yield batch
     try:
         if engine.concurrent:
             tasks = [asyncio.create_task(one(index)) for index in range(len(prompts))]

@@ -80,11 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="fewer repetitions and levels")
     bench.add_argument("--json", help="write the full report to this file")
     bench.add_argument("--plot", help="write a PNG plot to this file")
+    bench.add_argument("--browser", action="store_true",
+                       help="only this: a preset's decode speed through a real page (headless "
+                            "Chromium) against the API, on the same launched app")
     add_engine_flags(bench)
 
     serve = commands.add_parser("serve", help="serve the web playground")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--history-dir", metavar="DIR",
+                       help="also keep each browser session's history in DIR, one file per "
+                            "session named by a random id (default: in the session only)")
     for flags, options in limits.SERVE_FLAGS:
         serve.add_argument(*flags, **options)
     add_engine_flags(serve)

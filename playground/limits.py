@@ -113,3 +113,34 @@ def configure(limits: Limits) -> Limits:
     global _active
     _active = limits
     return limits
+
+
+# ---- serving: the queue, access (serve only; read by playground.app) ----------------------
+# The upload limit is max_batch_file_bytes above (Gradio's max_file_size), so one flag
+# bounds a batch file however it arrives.
+DEFAULT_QUEUE_SIZE = 100
+AUTH_ENV = "PLAYGROUND_AUTH"
+
+SERVE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--queue-size",), {
+        "type": int, "default": DEFAULT_QUEUE_SIZE, "metavar": "N",
+        "help": "model requests that may wait for the engine; past it a user is told the "
+                f"queue is full (default {DEFAULT_QUEUE_SIZE})"}),
+    (("--concurrency",), {
+        "type": int, "default": None, "metavar": "N",
+        "help": "model requests run at once; others wait in the queue and see their place "
+                "(default: 1 on the CPU model, 64 with vLLM)"}),
+    (("--auth",), {
+        "default": None, "metavar": "USER:PASSWORD",
+        "help": f"ask for this login (or set {AUTH_ENV}); needed to serve beyond this machine"}),
+]
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """'user:password' -> (user, password); None for no auth. Raises InputError."""
+    if not value:
+        return None
+    user, colon, password = value.partition(":")
+    if not colon or not user or not password:
+        raise InputError(f"--auth / {AUTH_ENV}: give USER:PASSWORD, both non-empty")
+    return user, password

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,10 +18,11 @@ from pydantic import ValidationError
 from playground import limits
 from playground import log as logs
 from playground.constraints import Constraint, ConstraintError
-from playground.engines.base import Chunk, Engine, EngineDead, SamplingSettings
+from playground.engines.base import Chunk, Engine, EngineDead, SamplingSettings, TokenDist
 from playground.inputs import check_context, check_options, check_request
 from playground.judge import build_constraint, judge
 from playground.limits import InputError, LimitError  # noqa: F401 (shared with callers)
+from playground.settings import RequestOptions, split_options
 
 log = logs.get("service")
 # A run cut short by Stop or a closed page: its partial output is kept and labelled.
@@ -44,14 +45,44 @@ class RunResult:
     engine_timings: dict[str, float] = field(default_factory=dict)
     # The constraint was on, yet the output does not fit it: the engine did not enforce it.
     constraint_escaped: bool = False
+    # The token inspector (request option "inspect"; in as_dict only then): the strip
+    # (playground.inspect), its counts, the first token the constraint's matcher rejected,
+    # and the seconds the inspection took after the run.
+    tokens: list[dict[str, Any]] | None = None
+    inspect_summary: dict[str, Any] | None = None
+    left_format_at: int | None = None
+    inspect_s: float | None = None
+    inspect_error: str | None = None
+    # What the inspector reads from the engine (never in as_dict).
+    token_ids: list[int] | None = None
+    distributions: list[TokenDist] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        if self.token_ids is None:  # not inspected: the fields it always had
+            data = asdict(self)
+            for key in INSPECT_FIELDS:
+                del data[key]
+        else:
+            data = asdict(replace(self, token_ids=None, distributions=None))
+        del data["token_ids"], data["distributions"]
+        return data
+
+
+INSPECT_FIELDS = ("tokens", "inspect_summary", "left_format_at", "inspect_s", "inspect_error")
 
 
 def parse_settings(options: dict[str, Any] | None) -> SamplingSettings:
+    """The sampling settings of an options object (its request options are left out)."""
+    return _validated(SamplingSettings, split_options(options or {})[0])
+
+
+def parse_request_options(options: dict[str, Any] | None) -> RequestOptions:
+    return _validated(RequestOptions, split_options(options or {})[1])
+
+
+def _validated(model: Any, data: dict[str, Any]) -> Any:
     try:
-        return SamplingSettings.model_validate(options or {})
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
@@ -79,17 +110,24 @@ def engine_check(engine: Engine, constraint: Constraint) -> list[str]:
 
 
 async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
-                     settings: SamplingSettings, judge_by: Constraint
+                     settings: SamplingSettings, judge_by: Constraint, inspect: bool = False
                      ) -> AsyncIterator[RunResult]:
-    """Yield a growing RunResult as text arrives; the last one carries the verdict."""
+    """Yield a growing RunResult as text arrives; the last one carries the verdict.
+
+    `inspect`: also keep the token ids (and distributions, where the engine records them)
+    for `inspect_pair`.
+    """
     result = RunResult()
+    extra: dict[str, Any] = {}
+    if inspect:
+        result.token_ids, extra = [], {"inspect": True}
     start = time.perf_counter()
     first_token_at: float | None = None
     first_tokens, last_token_at = 0, None  # tokens in the first delta; when the last came
     try:
         # Closed at once when this run is stopped, so the engine drops the request (vLLM
         # aborts it, the CPU loop ends at its next token) instead of running to max tokens.
-        async with aclosing(engine.stream(prompt, constraint, settings)) as chunks:
+        async with aclosing(engine.stream(prompt, constraint, settings, **extra)) as chunks:
             async for chunk in within(chunks, start + limits.active().request_timeout_s):
                 now = time.perf_counter()
                 if first_token_at is None and (chunk.output_tokens or chunk.text):
@@ -97,6 +135,8 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
                     first_tokens = chunk.output_tokens
                     result.ttft_s = now - start
                 result.text += chunk.text
+                if inspect:
+                    result.token_ids.extend(chunk.token_ids)
                 if chunk.output_tokens > result.output_tokens:
                     result.output_tokens, last_token_at = chunk.output_tokens, now
                 if chunk.done:
@@ -104,6 +144,7 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
                     result.prompt_tokens = chunk.prompt_tokens
                     result.compile_s = chunk.compile_s
                     result.engine_timings = chunk.engine_timings
+                    result.distributions = chunk.distributions
                     error = chunk.error
                     break
                 yield result
@@ -144,8 +185,12 @@ async def within(chunks: AsyncIterator[Chunk], deadline: float) -> AsyncIterator
     """The engine's chunks until `deadline` (perf_counter), then RequestTimeout; a wait
     for the next chunk is bounded too, so a stalled engine cannot hold the request."""
     while True:
+        # asyncio.timeout, not wait_for: the wait stays in this task, so a Stop (this task
+        # cancelled) reaches the engine's generator and closes it; wait_for would run it in
+        # a task of its own, which Python 3.11 can leave half-cancelled.
         try:
-            chunk = await asyncio.wait_for(anext(chunks), deadline - time.perf_counter())
+            async with asyncio.timeout(deadline - time.perf_counter()):
+                chunk = await anext(chunks)
         except StopAsyncIteration:
             return
         except TimeoutError:
@@ -211,7 +256,8 @@ async def prepare(engine: Engine, mode: str, constraint_text: str,
 
 
 async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,
-                      settings: SamplingSettings, live: list[RunResult] | None = None
+                      settings: SamplingSettings, live: list[RunResult] | None = None,
+                      inspect: bool = False
                       ) -> AsyncIterator[tuple[RunResult, RunResult]]:
     """Constrained and unconstrained runs of one click, same prompt and settings.
 
@@ -222,8 +268,8 @@ async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,
     await engine.wait_ready()
     latest = live if live is not None else []
     latest[:] = [RunResult(), RunResult()]
-    runs = [stream_run(engine, prompt, constraint, settings, constraint),
-            stream_run(engine, prompt, None, settings, constraint)]
+    runs = [stream_run(engine, prompt, constraint, settings, constraint, inspect),
+            stream_run(engine, prompt, None, settings, constraint, inspect)]
     if not engine.concurrent:
         try:
             for index, run in enumerate(runs):
@@ -279,12 +325,66 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
                          ) -> AsyncIterator[dict[str, Any]]:
     """Updates of one click as JSON-ready objects; `live` as in `stream_pair`."""
     options = check_request(mode, constraint_text, prompt, options)
+    request = parse_request_options(options)
+    if request.inspect and not engine.inspects:
+        raise InputError(f"inspect: the engine {engine.info.name} cannot inspect tokens")
     constraint, warnings, settings = await prepare(engine, mode, constraint_text, options)
     await check_context(engine, prompt, settings)
     log.info("request: %s constraint of %d characters, prompt %s, max_tokens %d", mode,
              len(constraint_text), logs.prompt(prompt), settings.max_tokens)
-    pair = stream_pair(engine, prompt, constraint, settings, live)
+
+    def update(constrained: RunResult, free: RunResult) -> dict[str, Any]:
+        return {"mode": mode, "engine": engine.info.as_dict(), "warnings": warnings,
+                "constrained": constrained.as_dict(), "unconstrained": free.as_dict()}
+
+    pair = stream_pair(engine, prompt, constraint, settings, live, request.inspect)
     async with aclosing(pair):
         async for constrained, free in pair:
-            yield {"mode": mode, "engine": engine.info.as_dict(), "warnings": warnings,
-                   "constrained": constrained.as_dict(), "unconstrained": free.as_dict()}
+            yield update(constrained, free)
+    if request.inspect:
+        await inspect_pair(engine, prompt, settings, constraint, constrained, free)
+        yield update(constrained, free)
+
+
+async def inspect_pair(engine: Engine, prompt: str, settings: SamplingSettings,
+                       constraint: Constraint, constrained: RunResult, free: RunResult
+                       ) -> None:
+    """The token inspector's strips of both runs, after they finished.
+
+    Each run's unconstrained distributions come from the engine (recorded while decoding, or
+    recomputed by one prefill); its replay through the constraint's matcher and the
+    decoding of token texts run in a worker thread. Each run's `inspect_s` is the time of
+    its own inspection; both go to the engine together where it batches.
+    """
+    from playground import inspect as inspector
+
+    tokenizer = getattr(engine, "tokenizer", None)
+    backend = engine.matcher_backend if engine.matcher_backend == "guidance" else "xgrammar"
+
+    async def one(result: RunResult, is_constrained: bool) -> None:
+        if result.token_ids is None or result.finish_reason not in ("stop", "length"):
+            return  # an engine error or a stopped run: nothing whole to inspect
+        start = time.perf_counter()
+        try:
+            dists = result.distributions
+            if dists is None:
+                dists = await engine.inspect_distributions(prompt, settings, result.token_ids)
+            matcher = await asyncio.to_thread(inspector.make_matcher, constraint, tokenizer,
+                                              backend, engine.any_whitespace)
+            side = await asyncio.to_thread(inspector.inspect_side, matcher, tokenizer,
+                                           result.token_ids, dists, is_constrained)
+            result.tokens, result.left_format_at = side.tokens, side.left_format_at
+        except Exception as exc:  # the runs stand; the inspector says why it has nothing
+            log.exception("token inspection failed")
+            result.inspect_error = f"{type(exc).__name__}: {exc}"
+        result.inspect_s = time.perf_counter() - start
+
+    if engine.concurrent:
+        await asyncio.gather(one(constrained, True), one(free, False))
+    else:
+        await one(constrained, True)
+        await one(free, False)
+    means = inspector.mean_logprob(constrained.tokens), inspector.mean_logprob(free.tokens)
+    for result in (constrained, free):
+        if result.tokens is not None:
+            result.inspect_summary = inspector.summarize(result.tokens, *means, backend)

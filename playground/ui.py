@@ -6,17 +6,33 @@ from __future__ import annotations
 import html
 import json
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from playground import batch
+from playground import batch, history, ui_session
+from playground import log as logs
+from playground.compare import metrics_table
 from playground.constraints import MODE_LABELS, MODES, Mode
-from playground.engines.base import Engine, SamplingSettings
+from playground.engines.base import Engine, EngineNotReady, SamplingSettings
+from playground.inflight import Flight, InFlight
+from playground.plain import plain
 from playground.presets import Preset
-from playground.service import InputError, parse_constraint, run_request, stream_request
+from playground.service import InputError, parse_constraint, stream_request
+from playground.streaming import Changes, coalesce
+
+log = logs.get("ui")
+# Every event that runs the model waits in this one Gradio queue group, limited to what the
+# engine can run at once; users past it see their place in the queue.
+ENGINE_QUEUE = "engine"
+# How often /generate sends a partial result (each carries the whole text so far).
+API_UPDATE_EVERY_S = 0.5
+# The page gets at most ~10 updates a second (and always the last): drawing every token
+# took the cores from the CPU model (see playground/streaming.py).
+PAGE_UPDATE_EVERY_S = 0.1
 
 EDITOR_HINTS: dict[Mode, str] = {
     "choice": "One choice per line. The output must be exactly one of them.",
@@ -29,12 +45,13 @@ CSS = """
 .badge {display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;color:white}
 .badge.valid {background:#15803d} .badge.invalid {background:#b91c1c}
 .badge.truncated {background:#b45309} .badge.error {background:#6b21a8}
-.badge.running {background:#475569}
+.badge.running {background:#475569} .badge.stopped {background:#0e7490}
+.badge.unjudged {background:#57534e}
 .escaped {background:#b91c1c;color:white;font-weight:700;padding:6px 10px;border-radius:6px;
   margin-bottom:6px}
 .good {color:#15803d;font-weight:600} .bad {color:#b91c1c;font-weight:600}
 .warn {color:#b45309;font-weight:600}
-"""
+""" + ui_session.CSS
 
 # ---- handlers: plain functions ---------------------------------------------------------
 
@@ -42,13 +59,26 @@ CSS = """
 def options_from_controls(max_tokens: float, temperature: float, top_p: float,
                           seed: float | None, stop_text: str, chat_template: bool,
                           system_prompt: str) -> dict[str, Any]:
-    return {
-        "max_tokens": int(max_tokens), "temperature": float(temperature),
-        "top_p": float(top_p), "seed": None if seed in (None, "") else int(seed),
-        "stop": [json.loads(f'"{line}"') if "\\" in line else line
-                 for line in (stop_text or "").splitlines() if line],
-        "chat_template": bool(chat_template), "system_prompt": system_prompt or "",
-    }
+    try:
+        numbers = {"max_tokens": int(max_tokens), "temperature": float(temperature),
+                   "top_p": float(top_p), "seed": None if seed in (None, "") else int(seed)}
+    except (TypeError, ValueError, OverflowError):
+        raise InputError("sampling: max tokens, temperature, top-p and seed must be numbers"
+                         ) from None
+    return {**numbers, "stop": [_stop_string(number, line) for number, line in
+                                enumerate((stop_text or "").splitlines(), start=1) if line],
+            "chat_template": bool(chat_template), "system_prompt": system_prompt or ""}
+
+
+def _stop_string(number: int, line: str) -> str:
+    """A stop line as typed, with JSON's escapes (\\n, \\t, \\u0041) read."""
+    if "\\" not in line:
+        return line
+    try:
+        return json.loads(f'"{line}"')
+    except json.JSONDecodeError:
+        raise InputError(f"stop strings: line {number}: {line[:40]!r} has an escape that is not "
+                         r'one of \n \t \r \" \\ \uXXXX (write \\ for a backslash)') from None
 
 
 def controls_from_settings(settings: SamplingSettings) -> list[Any]:
@@ -62,19 +92,21 @@ def check_message(mode: str, constraint_text: str, engine: Engine | None = None)
     try:
         _, warnings = parse_constraint(mode, constraint_text, engine if _ready(engine) else None)
     except InputError as exc:
-        return f'<span class="bad">Constraint error:</span> {html.escape(str(exc))}'
+        return f'<span class="bad">Constraint error:</span> {plain(str(exc))}'
     return warnings_message(warnings)
 
 
 def warnings_message(warnings: list[str]) -> str:
     lines = ['<span class="good">Constraint OK</span>']
-    lines += [f'<span class="warn">Warning:</span> {html.escape(w)}' for w in warnings]
+    lines += [f'<span class="warn">Warning:</span> {plain(w)}' for w in warnings]
     return "<br>".join(lines)
 
 
 def verdict_html(result: dict[str, Any]) -> str:
     status = result.get("verdict", "running")
-    label = {"error": "engine error", "truncated": "truncated at max tokens"}.get(status, status)
+    label = {"error": "engine error", "truncated": "truncated at max tokens",
+             "stopped": "stopped by user",
+             "unjudged": "unjudged (validation limit)"}.get(status, status)
     items = "".join(f"<li>{html.escape(e)}</li>" for e in result.get("errors", []))
     escaped = ('<div class="escaped">constraint not enforced by the engine: this output was '
                "generated under the constraint and does not fit it</div>"
@@ -83,61 +115,110 @@ def verdict_html(result: dict[str, Any]) -> str:
             + (f"<ul>{items}</ul>" if items else ""))
 
 
-def metrics_markdown(result: dict[str, Any]) -> str:
-    def seconds(value: float | None) -> str:
-        return "–" if value is None else f"{value:.3f} s"
-
-    rate = result.get("tokens_per_s")
-    rows = [
-        ("prompt / output tokens", f"{result.get('prompt_tokens') or '–'} / "
-                                   f"{result.get('output_tokens', 0)}"),
-        ("total latency", seconds(result.get("latency_s"))),
-        ("time to first token", seconds(result.get("ttft_s"))),
-        ("tokens/s (decode)", "–" if rate is None else f"{rate:.1f}"),
-        ("grammar compile", seconds(result.get("compile_s"))),
-        ("finish reason", str(result.get("finish_reason") or "–")),
-    ]
-    rows += [(f"engine: {name}", seconds(value))
-             for name, value in (result.get("engine_timings") or {}).items()]
-    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+def result_panel(result: dict[str, Any]) -> tuple[str, str]:
+    return result.get("text", ""), verdict_html(result)
 
 
-def result_panel(result: dict[str, Any]) -> tuple[str, str, str]:
-    return result.get("text", ""), verdict_html(result), metrics_markdown(result)
+def panels(constrained: dict[str, Any], free: dict[str, Any]) -> tuple[str, ...]:
+    """Both sides' text and verdict, and one metrics table. A side still running shows
+    no metrics yet, so the table is redrawn only when a side finishes."""
+    def done(result: dict[str, Any]) -> dict[str, Any]:
+        return result if result.get("verdict", "running") != "running" else {}
+
+    return (*result_panel(constrained), *result_panel(free),
+            metrics_table(done(constrained), done(free)))
+
+
+def run_values(run: history.Run) -> list[Any]:
+    """A run from the history back in its tab: prompt, editor, controls and results."""
+    constrained, free = run.constrained.model_dump(), run.unconstrained.model_dump()
+    return [run.prompt, run.constraint, *controls_from_settings(run.settings),
+            *panels(constrained, free)]
 
 
 async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str,
-                    *controls: Any) -> AsyncIterator[tuple[str, ...]]:
-    """Stream (check message, constrained panel x3, unconstrained panel x3)."""
+                    *controls: Any, flight: Flight | None = None,
+                    runs: list[history.Run] | None = None, session_id: str = "",
+                    store: history.SessionStore | None = None
+                    ) -> AsyncIterator[tuple[Any, ...]]:
+    """Stream (check message, constrained text and verdict, unconstrained text and
+    verdict, metrics table, history, history table): at most ~10 updates a second, each
+    with only what changed. A finished run joins `runs` (when given) in the last update.
+
+    `flight` keeps the live results for `stop_click`."""
+    flight = flight or Flight()
+    skip = gr.skip()
+    changes = Changes(6, skip)
+    final = None
     try:
         options = options_from_controls(*controls)
         if not engine.ready:
-            yield ("Waiting for the model to finish loading …",) + (gr.skip(),) * 6
-        async for update in stream_request(engine, mode, constraint_text, prompt, options):
-            yield (warnings_message(update["warnings"]), *result_panel(update["constrained"]),
-                   *result_panel(update["unconstrained"]))
+            yield ("Waiting for the model to finish loading …",) + (skip,) * 7
+        updates = stream_request(engine, mode, constraint_text, prompt, options,
+                                 live=flight.results)
+        async for final in coalesce(updates, PAGE_UPDATE_EVERY_S):
+            yield changes((warnings_message(final["warnings"]),
+                           *panels(final["constrained"], final["unconstrained"]))) + (skip,) * 2
+        if final is not None and runs is not None:
+            runs = await ui_session.keep(runs, session_id, store, final, prompt,
+                                         constraint_text, options)
+            yield (skip,) * 6 + (runs, history.table(runs))
     except InputError as exc:
-        yield (f'<span class="bad">{html.escape(str(exc))}</span>',) + (gr.skip(),) * 6
-    except Exception as exc:  # the page keeps serving; the user sees why
-        message = html.escape(f"{type(exc).__name__}: {exc}")
-        yield (f'<span class="bad">{message}</span>',) + (gr.skip(),) * 6
+        log.info("input error: %s", exc)
+        yield (f'<span class="bad">{plain(str(exc))}</span>',) + (skip,) * 7
+    except EngineNotReady as exc:  # failed to load, or died: said once in the log already
+        yield (f'<span class="bad">{plain(str(exc))}</span>',) + (skip,) * 7
+    except Exception as exc:  # the page keeps serving; the user sees why, the log the trace
+        log.exception("a run failed")
+        message = plain(f"{type(exc).__name__}: {exc}")
+        yield (f'<span class="bad">{message}</span>',) + (skip,) * 7
+    finally:
+        flight.done.set()
+
+
+async def stop_click(flight: Flight | None) -> tuple[str, ...]:
+    """After Stop: the stopped run's partial output, labelled (skips if none was stopped)."""
+    if flight is None or not await flight.ended() or not any(
+            result.verdict == "stopped" for result in flight.results):
+        return (gr.skip(),) * 6
+    constrained, free = (result.as_dict() for result in flight.results)
+    return ('<span class="warn">Stopped by user.</span>', *panels(constrained, free))
 
 
 async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
-                       options: dict[str, Any] | str | None) -> dict[str, Any]:
-    """The `/generate` endpoint: the same object as `python -m playground run`."""
+                       options: dict[str, Any] | str | None
+                       ) -> AsyncIterator[dict[str, Any]]:
+    """The `/generate` endpoint: the same object as `python -m playground run`, last.
+
+    Partial results come every API_UPDATE_EVERY_S seconds, so a client that goes away is
+    noticed (Gradio closes this generator at its next update) and its request stopped.
+    """
     try:
         if isinstance(options, str):
             options = json.loads(options) if options.strip() else {}
-        return await run_request(engine, mode, constraint, prompt, options)
+        sent_at, update = time.monotonic(), None
+        async for update in stream_request(engine, mode, constraint, prompt, options):
+            if time.monotonic() - sent_at >= API_UPDATE_EVERY_S:
+                sent_at = time.monotonic()
+                yield update
+        if update is not None:
+            yield update
     except (InputError, json.JSONDecodeError) as exc:
-        raise gr.Error(str(exc)) from None
+        log.info("input error: %s", exc)
+        raise gr.Error(str(exc), print_exception=False) from None
+    except EngineNotReady as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    except Exception as exc:
+        log.exception("a /generate request failed")
+        raise gr.Error(f"internal error ({type(exc).__name__}); the server log has the "
+                       "details", print_exception=False) from None
 
 
 async def batch_click(engine: Engine, mode: str, constraint_text: str, prompts_text: str,
-                      file: str | None, *controls: Any
+                      file: str | None, *controls: Any, flight: Flight | None = None
                       ) -> AsyncIterator[tuple[Any, ...]]:
     """Stream (status, table rows, totals, download files) while a batch runs."""
+    flight = flight or Flight()
     try:
         prompts = batch.parse_prompts(prompts_text, file)
         options = options_from_controls(*controls)
@@ -145,13 +226,36 @@ async def batch_click(engine: Engine, mode: str, constraint_text: str, prompts_t
             yield ("Waiting for the model to finish loading …", gr.skip(), "", None)
         result = None
         async for result in batch.run_batch(engine, mode, constraint_text, prompts, options):
+            flight.batch = result
             status = f"{result.done} of {len(prompts)} prompts done, {result.wall_s:.1f} s"
             yield (status, _table(result), gr.skip(), None)
         assert result is not None
         yield (f"Done: {len(prompts)} prompts in {result.wall_s:.1f} s", _table(result),
                totals_markdown(result.totals), _export(result))
     except (InputError, OSError) as exc:
-        yield (f'<span class="bad">{html.escape(str(exc))}</span>', gr.skip(), gr.skip(), None)
+        log.info("input error: %s", exc)
+        yield (f'<span class="bad">{plain(str(exc))}</span>', gr.skip(), gr.skip(), None)
+    except EngineNotReady as exc:
+        yield (f'<span class="bad">{plain(str(exc))}</span>', gr.skip(), gr.skip(), None)
+    except Exception as exc:
+        log.exception("a batch failed")
+        message = plain(f"{type(exc).__name__}: {exc}")
+        yield (f'<span class="bad">{message}</span>', gr.skip(), gr.skip(), None)
+    finally:
+        flight.done.set()
+
+
+async def batch_stop_click(flight: Flight | None) -> tuple[Any, ...]:
+    """After Stop: the batch so far, its stopped prompts labelled, with totals and files."""
+    if flight is None or flight.batch is None or not await flight.ended():
+        return (gr.skip(),) * 4
+    result = flight.batch
+    totals = result.totals
+    if not totals.get("stopped") and totals.get("finished") == len(result.prompts):
+        return (gr.skip(),) * 4  # it had finished before the Stop
+    status = (f"Stopped by user: {result.done} of {len(result.prompts)} prompts finished, "
+              f"{result.wall_s:.1f} s")
+    return (status, _table(result), totals_markdown(result.totals), _export(result))
 
 
 def _table(result: batch.BatchResult) -> list[list[Any]]:
@@ -167,8 +271,13 @@ def totals_markdown(totals: dict[str, Any]) -> str:
     speed = totals.get("tokens_per_s")
     return (f"**Validity:** {'–' if rate is None else f'{rate:.0%}'} "
             f"({totals['valid']} valid, {totals['invalid']} invalid, "
-            f"{totals['truncated']} truncated, {totals['error']} errors of "
-            f"{totals['prompts']}) · **Output tokens:** {totals['output_tokens']} · "
+            f"{totals['truncated']} truncated, {totals['error']} errors"
+            + (f", {totals['stopped']} stopped by user" if totals.get("stopped") else "")
+            + (f", {totals['unjudged']} unjudged (validation limit)"
+               if totals.get("unjudged") else "")
+            + (f", {totals['prompts'] - totals['finished']} not run"
+               if totals.get("finished", totals["prompts"]) < totals["prompts"] else "")
+            + f" of {totals['prompts']}) · **Output tokens:** {totals['output_tokens']} · "
             f"**Throughput:** {'–' if speed is None else f'{speed:.1f}'} tokens/s · "
             f"**Wall time:** {totals['wall_s']:.2f} s"
             + (f" · **Constraint not enforced by the engine: {totals['constraint_escaped']} "
@@ -182,18 +291,25 @@ def _export(result: batch.BatchResult) -> list[str]:
     return [str(folder / "batch.jsonl"), str(folder / "batch.csv")]
 
 
-def engine_status(engine: Engine) -> dict[str, Any]:
+def engine_status(engine: Engine, queue: dict[str, int] | None = None) -> dict[str, Any]:
+    """`/status`: health is "loading", "ready", "load failed" or "failed" (died; the
+    engine is not restarted, `failure` says why)."""
     fraction, message = engine.progress
-    return {"ready": engine.ready, "error": engine.load_error, "progress": fraction,
+    return {"ready": engine.ready, "health": engine.health, "failure": engine.failure,
+            "error": engine.load_error, "progress": fraction,
             "message": message, "engine": engine.info.as_dict(),
-            "last_error": engine.last_error}
+            "last_error": engine.last_error, "queue": queue}
 
 
-def engine_markdown(engine: Engine) -> str:
+def engine_markdown(engine: Engine, queue: dict[str, int] | None = None) -> str:
     info = engine.info
     fraction, message = engine.progress
     state = ("ready" if engine.ready else f"failed to load: {engine.load_error}"
              if engine.load_error else f"loading {fraction:.0%}: {message}")
+    if engine.health == "failed":
+        state = engine.dead_message()
+    elif queue and queue["waiting"]:
+        state += f", busy: {queue['running']} running, {queue['waiting']} waiting"
     if engine.ready and engine.last_error:
         state += f", but the last request failed: {engine.last_error}"
     options = ", ".join(f"{k}={v}" for k, v in info.options.items()) or "defaults"
@@ -248,15 +364,17 @@ def _result_column(title: str, elem: str) -> list[gr.components.Component]:
         gr.Markdown(f"### {title}")
         badge = gr.HTML(elem_id=f"{elem}-verdict")
         text = gr.Textbox(label="Output", lines=6, interactive=False, elem_id=f"{elem}-text")
-        metrics = gr.Markdown(elem_id=f"{elem}-metrics")
-    return [text, badge, metrics]
+    return [text, badge]
 
 
-def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode) -> None:
+def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int,
+              flights: InFlight, parts: ui_session.HistoryParts
+              ) -> list[gr.components.Component]:
+    """The mode's tab; returns what a run from the history fills (see run_values)."""
     names = [name for name, preset in presets.items() if preset.mode == mode]
     first = presets[names[0]] if names else None
     defaults = first.settings if first else SamplingSettings()
-    with gr.Tab(MODE_LABELS[mode], elem_id=f"tab-{mode}"):
+    with gr.Tab(MODE_LABELS[mode], id=mode, elem_id=f"tab-{mode}"):
         with gr.Row():
             with gr.Column(scale=2):
                 preset = gr.Dropdown(names, value=names[0] if names else None, label="Preset",
@@ -268,25 +386,54 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode) -> None:
                 check = gr.Markdown(check_message(mode, editor.value or ""),
                                     elem_id=f"{mode}-check")
                 controls = _sampling_controls(defaults)
-                run = gr.Button("Run", variant="primary", elem_id=f"{mode}-run")
-            with gr.Column(scale=3), gr.Row():
-                constrained = _result_column("Constrained", f"{mode}-constrained")
-                free = _result_column("Unconstrained", f"{mode}-unconstrained")
+                with gr.Row():
+                    run = gr.Button("Run", variant="primary", elem_id=f"{mode}-run")
+                    stop = gr.Button("Stop", variant="stop", elem_id=f"{mode}-stop")
+                export_form, export_code = ui_session.copy_as_code(mode, ui_session.export_text(
+                    ui_session.export.target_for(engine.info.as_dict()), mode, "python",
+                    editor.value or "", prompt.value or "", defaults.model_dump()))
+            with gr.Column(scale=3):
+                with gr.Row():
+                    constrained = _result_column("Constrained", f"{mode}-constrained")
+                    free = _result_column("Unconstrained", f"{mode}-unconstrained")
+                metrics = gr.Markdown(elem_id=f"{mode}-metrics")
         mode_state = gr.State(mode)  # inside the Tab: a stray child of Tabs breaks tab labels
     preset.change(lambda name: preset_values(presets, name), preset,
                   [prompt, editor, *controls], api_name=False)
     editor.change(lambda text: check_message(mode, text, engine), editor, check,
                   api_name=False, trigger_mode="always_last")
 
-    async def on_run(*values: Any) -> AsyncIterator[tuple[str, ...]]:
-        async for update in run_click(engine, *values):
+    def on_export(form: str, text: str, prompt_text: str, *values: Any) -> Any:
+        return ui_session.export_code(ui_session.export.target_for(engine.info.as_dict()),
+                                      mode, form, text, prompt_text,
+                                      options_from_controls(*values))
+
+    gr.on([export_form.change, editor.change, prompt.change, *(c.change for c in controls)],
+          on_export, [export_form, editor, prompt, *controls], export_code, api_name=False,
+          trigger_mode="always_last", show_progress="hidden")
+
+    async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
+        flight = flights.start(request.session_hash, mode)
+        *inputs, runs, session_id = values
+        async for update in run_click(engine, *inputs, flight=flight, runs=runs,
+                                      session_id=session_id, store=parts.store):
             yield update
 
-    run.click(on_run, [mode_state, editor, prompt, *controls], [check, *constrained, *free],
-              api_name=False, concurrency_limit=None)
+    async def on_stop(request: gr.Request) -> tuple[str, ...]:
+        return await stop_click(flights.get(request.session_hash, mode))
+
+    results = [*constrained, *free, metrics]
+    run_event = run.click(on_run, [mode_state, editor, prompt, *controls, parts.runs,
+                                   parts.session],
+                          [check, *results, parts.runs, parts.table], api_name=False,
+                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit)
+    stop.click(on_stop, None, [check, *results], cancels=[run_event],
+               api_name=False, queue=False)
+    return [prompt, editor, *controls, *results]
 
 
-def _batch_tab(engine: Engine, presets: dict[str, Preset]) -> None:
+def _batch_tab(engine: Engine, presets: dict[str, Preset], limit: int,
+               flights: InFlight) -> None:
     example = next(iter(presets.values()), None)
     with gr.Tab("Batch", elem_id="tab-batch"):
         with gr.Row():
@@ -303,42 +450,86 @@ def _batch_tab(engine: Engine, presets: dict[str, Preset]) -> None:
                                  file_types=[".txt", ".jsonl"], type="filepath")
                 controls = _sampling_controls(example.settings if example
                                               else SamplingSettings())
-                run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
+                with gr.Row():
+                    run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
+                    stop = gr.Button("Stop", variant="stop", elem_id="batch-stop")
             with gr.Column(scale=3):
                 status = gr.Markdown(elem_id="batch-status")
                 totals = gr.Markdown(elem_id="batch-totals")
                 table = gr.Dataframe(headers=batch.COLUMNS, wrap=True, elem_id="batch-table")
                 files = gr.File(label="Download (JSONL, CSV)", file_count="multiple")
 
-    async def on_run(*values: Any) -> AsyncIterator[tuple[Any, ...]]:
-        async for update in batch_click(engine, *values):
+    async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
+        flight = flights.start(request.session_hash, "batch")
+        async for update in batch_click(engine, *values, flight=flight):
             yield update
 
-    run.click(on_run, [mode, editor, prompts, upload, *controls],
-              [status, table, totals, files], api_name=False, concurrency_limit=None)
+    async def on_stop(request: gr.Request) -> tuple[Any, ...]:
+        return await batch_stop_click(flights.get(request.session_hash, "batch"))
+
+    run_event = run.click(on_run, [mode, editor, prompts, upload, *controls],
+                          [status, table, totals, files], api_name=False,
+                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit)
+    stop.click(on_stop, None, [status, table, totals, files], cancels=[run_event],
+               api_name=False, queue=False)
 
 
-def build_ui(engine: Engine, presets: dict[str, Preset]) -> gr.Blocks:
+def engine_concurrency(engine: Engine) -> int:
+    """Default number of model events at once: one for the CPU model (it runs one request
+    at a time, so more would only share its cores), many for vLLM (it batches them)."""
+    return 64 if engine.concurrent else 1
+
+
+def queue_load(demo: gr.Blocks) -> dict[str, int] | None:
+    """Running and waiting model events, from Gradio's queue (None where it has none)."""
+    group = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id",
+                    {}).get(ENGINE_QUEUE)
+    if group is None:
+        return None
+    return {"running": group.current_concurrency, "waiting": len(group.queue)}
+
+
+def build_ui(engine: Engine, presets: dict[str, Preset],
+             concurrency: int | None = None, history_dir: str | None = None) -> gr.Blocks:
+    """The page. Model events share one queue group of `concurrency` (default: the
+    engine's, see engine_concurrency); the panel and /status stay off the queue, so
+    they answer however busy the model is."""
+    limit = concurrency or engine_concurrency(engine)
+    flights = InFlight()
     with gr.Blocks(title="structured-playground") as demo:
         gr.Markdown("# structured-playground\nWatch a model write output that is *guaranteed* "
                     "to fit a format, next to the same model writing freely.")
         panel = gr.Markdown(engine_markdown(engine), elem_id="engine-panel")
         timer = gr.Timer(1.0)
-        timer.tick(lambda: engine_markdown(engine), None, panel, api_name=False,
-                   show_progress="hidden")
-        with gr.Tabs():
-            for mode in MODES:
-                _mode_tab(engine, presets, mode)
-            _batch_tab(engine, presets)
+        shown = gr.State("")
+
+        def tick(last: str) -> tuple[Any, Any]:
+            # Sent only when it changed: a redraw a second is work the model's cores do.
+            text = engine_markdown(engine, queue_load(demo))
+            return (gr.skip(), gr.skip()) if text == last else (text, text)
+
+        timer.tick(tick, shown, [panel, shown], api_name=False, show_progress="hidden",
+                   queue=False)
+        parts = ui_session.history_parts(
+            history.SessionStore(history_dir) if history_dir else None)
+        with gr.Tabs() as tabs:
+            fields = {mode: _mode_tab(engine, presets, mode, limit, flights, parts)
+                      for mode in MODES}
+            _batch_tab(engine, presets, limit, flights)
+            ui_session.history_tab(parts, tabs, fields, run_values)
+        ui_session.wire_session(demo, parts)
 
         async def generate(mode: str, constraint: str, prompt: str,
-                           options: dict[str, Any] | str | None) -> dict[str, Any]:
-            return await api_generate(engine, mode, constraint, prompt, options)
+                           options: dict[str, Any] | str | None
+                           ) -> AsyncIterator[dict[str, Any]]:
+            async for update in api_generate(engine, mode, constraint, prompt, options):
+                yield update
 
-        gr.api(generate, api_name="generate", concurrency_limit=None)
+        gr.api(generate, api_name="generate", concurrency_id=ENGINE_QUEUE,
+               concurrency_limit=limit)
 
         def status() -> dict[str, Any]:
-            return engine_status(engine)
+            return engine_status(engine, queue_load(demo))
 
-        gr.api(status, api_name="status", concurrency_limit=None)
+        gr.api(status, api_name="status", queue=False)
     return demo
