@@ -190,12 +190,14 @@ def startup_times(engine_args: list[str], log) -> dict[str, Any]:
     """Launch `playground serve`: seconds to the page served, and to the model ready."""
     from playground.launch import launched_app
 
+    # What others hold (a vLLM server for --engine openai) stays held: wait for ours only.
+    before = _gpu_memory_used() or 0
     try:
         with launched_app(engine_args) as app:
             page = app.wait_served(limit_s=300)
             ready = app.wait_ready(limit_s=600)
     finally:
-        _wait_for_gpu_memory()
+        _wait_for_gpu_memory(before)
     log(f"  page served {page:.2f} s, model ready {ready:.2f} s after launch")
     return {"page_served_s": page, "model_ready_s": ready}
 
@@ -224,17 +226,23 @@ def second_start_s(engine_args: list[str], log, runs: int = 3) -> list[float]:
     return times
 
 
-def _wait_for_gpu_memory(limit_s: float = 90) -> None:
+def _gpu_memory_used() -> int | None:
+    """MiB in use on the first GPU; None without one."""
+    try:
+        used = subprocess.run(["nvidia-smi", "--query-gpu=memory.used",
+                               "--format=csv,noheader,nounits"], capture_output=True,
+                              text=True, timeout=10).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return int(used[0]) if used and used[0].isdigit() else None
+
+
+def _wait_for_gpu_memory(before: int = 0, limit_s: float = 90) -> None:
     """Until the launched app's GPU memory is given back (no-op without a GPU)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        try:
-            used = subprocess.run(["nvidia-smi", "--query-gpu=memory.used",
-                                   "--format=csv,noheader,nounits"], capture_output=True,
-                                  text=True, timeout=10).stdout.split()
-        except (OSError, subprocess.TimeoutExpired):
-            return
-        if not used or int(used[0]) < 2000:
+        used = _gpu_memory_used()
+        if used is None or used < before + 2000:
             return
         time.sleep(1)
 
@@ -268,7 +276,8 @@ def goals(report: dict[str, Any]) -> dict[str, Any]:
         "throughput_ratio@32": tp.get("32", {}).get("throughput_ratio"),
         "throughput_ratio@128": tp.get("128", {}).get("throughput_ratio"),
         "json_constrained_free_ratio@32": tp.get("32", {}).get("constrained_free_ratio"),
-        "page_served_s": report.get("page_served_s") if report["engine"] == "vllm" else None,
+        "page_served_s": (report.get("page_served_s")
+                          if report["engine"] in ("vllm", "openai") else None),
     }
     if report["engine"] == "cpu":
         values["cpu_tokens_per_s"] = report["single"]["json"]["playground"]["tokens_per_s"]

@@ -573,3 +573,21 @@ def test_the_engine_panel_says_why_the_server_could_not_be_used():
     engine.start_background_load().join(10)
     assert "failed to load: ServerError: cannot reach the vLLM server" in \
         engine_markdown(engine)
+
+
+def test_the_bench_protocol_runs_both_paths_against_the_server(engine, server):
+    from playground import bench
+
+    server.script = Script(deltas=["{\"a\"", ": 1", "}"], tokens_per_delta=[2, 2, 1])
+
+    async def measure():
+        single = await bench.single_requests(engine, 1, lambda message: None)
+        table = await bench.throughput_table(engine, [4], 1, 16, lambda message: None)
+        return single, table
+
+    single, table = run(measure())
+    assert single["json"]["raw"]["output_tokens"] == 5
+    assert single["json"]["playground"]["output_tokens"] == 5
+    assert table["4"]["constrained_tokens_mean"] == 5 and table["4"]["throughput_ratio"] > 0
+    # Half the requests went the raw way: the same body, the same endpoint.
+    assert len({json.dumps(body, sort_keys=True) for body in server.bodies}) < len(server.bodies)
