@@ -402,6 +402,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     kind = kind or ("vllm" if engine.info.device == "cuda" else "cpu")
     # Every engine flag the bench was given, so the launched app runs the same engine.
     flags = engine_argv(args, engine=kind)
+    if getattr(args, "browser", False):  # the page against the API, on a launched app
+        from playground import browser_bench
+
+        report = browser_bench.main(args, flags)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        return report
     log("launch to page served and model ready:")
     startup = startup_times(flags, log)
     if kind == "cpu":  # the app above has filled the caches, so this start is a second one

@@ -12,9 +12,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from playground.constraints import Constraint, JsonSchema
-from playground.engines.vllm_engine import (
+from playground.constraints import Constraint
+from playground.engines.vllm_adapter import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
     effective_backend,
+    openai_request,
     sampling_kwargs,
     structured_outputs_kwargs,
 )
@@ -24,6 +27,10 @@ Form = Literal["python", "openai", "curl"]
 FORMS: tuple[Form, ...] = ("python", "openai", "curl")
 DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 DEFAULT_BACKEND = "guidance"  # the playground's default, see engines.ENGINE_FLAGS
+BACKENDS = ("auto", "xgrammar", "guidance", "outlines")
+_COMMON = {"model", "max_tokens", "temperature", "top_p", "seed", "stop"}
+OPENAI_CHAT = _COMMON | {"messages", "response_format"}
+OPENAI_COMPLETIONS = _COMMON | {"prompt"}
 # The CPU model's GGUF is a conversion of this checkpoint, which vLLM serves as is.
 _HF_NAMES = {"SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
@@ -50,13 +57,22 @@ class Target:
 
 
 def target_for(info: dict[str, Any]) -> Target:
-    """The target matching a running engine (`EngineInfo.as_dict()`): vLLM's own options,
-    or for the CPU model the checkpoint it was converted from and the default backend."""
+    """The target matching a running engine (`EngineInfo.as_dict()`): its model, backend,
+    whitespace and server; for the CPU model the checkpoint it was converted from."""
     options = info.get("options") or {}
     model = info.get("model") or DEFAULT_MODEL
-    return Target(model=_HF_NAMES.get(model, model),
-                  backend=options.get("backend", DEFAULT_BACKEND),
-                  disable_any_whitespace=bool(options.get("disable_any_whitespace", False)))
+    backend = str(options.get("backend") or options.get("structured_outputs_backend")
+                  or DEFAULT_BACKEND).split()[0]  # "guidance (read from the server)"
+    base_url = options.get("base_url")
+    return Target(model=DEFAULT_MODEL if model.startswith("(") else _HF_NAMES.get(model, model),
+                  backend=backend if backend in BACKENDS else DEFAULT_BACKEND,
+                  disable_any_whitespace=bool(options.get("disable_any_whitespace", False)),
+                  **({"base_url": _v1(base_url)} if base_url else {}))
+
+
+def _v1(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
 
 
 # ---- what the engine receives ----------------------------------------------------------
@@ -74,26 +90,17 @@ def sampling(settings: SamplingSettings) -> dict[str, Any]:
 
 def request_body(constraint: Constraint, prompt: str, settings: SamplingSettings,
                  target: Target) -> dict[str, Any]:
-    """The JSON body for `vllm serve`: /v1/chat/completions with the chat template,
-    /v1/completions without. JSON schemas go as OpenAI's `response_format`, the other
-    modes as vLLM's `structured_outputs`; both reach the engine as the same params."""
-    body: dict[str, Any] = {"model": target.model}
-    if settings.chat_template:
-        body["messages"] = chat_messages(prompt, settings)
-    else:
-        body["prompt"] = prompt
-    body.update(sampling(settings))
-    fields = structured(constraint, target)
-    if isinstance(constraint, JsonSchema):
-        body["response_format"] = {"type": "json_schema", "json_schema": {
-            "name": "output", "schema": fields["json"]}}
-    else:
-        body["structured_outputs"] = fields
+    """The JSON body for `vllm serve`: the server engine's own request (JSON schemas as
+    OpenAI's `response_format`, the other modes as vLLM's `structured_outputs`), not
+    streamed."""
+    _, body = openai_request(prompt, constraint, settings, target.model, target.engine_backend)
+    for key in ("stream", "stream_options"):
+        body.pop(key, None)
     return body
 
 
 def endpoint(settings: SamplingSettings) -> str:
-    return "chat/completions" if settings.chat_template else "completions"
+    return (CHAT_PATH if settings.chat_template else COMPLETIONS_PATH).removeprefix("/v1/")
 
 
 # ---- the three forms -------------------------------------------------------------------
@@ -144,11 +151,10 @@ def python_snippet(constraint: Constraint, prompt: str, settings: SamplingSettin
 def openai_snippet(constraint: Constraint, prompt: str, settings: SamplingSettings,
                    target: Target) -> str:
     body = request_body(constraint, prompt, settings, target)
-    # The openai client knows OpenAI's fields; vLLM's own go through extra_body (and so
-    # does response_format for completions, which OpenAI's API has only for chat).
-    own = ["structured_outputs", "include_stop_str_in_output"]
-    own += [] if settings.chat_template else ["response_format"]
-    extra = {key: body.pop(key) for key in own if key in body}
+    # The openai client takes OpenAI's fields; vLLM's own go through extra_body (and so
+    # does response_format for completions: OpenAI has it for chat only).
+    known = OPENAI_CHAT if settings.chat_template else OPENAI_COMPLETIONS
+    extra = {key: body.pop(key) for key in list(body) if key not in known}
     call = "client.chat.completions.create" if settings.chat_template else \
         "client.completions.create"
     args = [f"{key}={py(value, 4)}" for key, value in body.items()]
@@ -245,6 +251,9 @@ def from_args(args: Any, constraint: Constraint, prompt: str, options: dict[str,
     engine those flags would start."""
     from playground.service import parse_settings
 
-    target = Target(model=args.model, backend=args.structured_outputs_backend,
-                    disable_any_whitespace=args.disable_any_whitespace)
+    base_url = getattr(args, "base_url", None)
+    target = Target(model=args.model or DEFAULT_MODEL,
+                    backend=args.structured_outputs_backend or DEFAULT_BACKEND,
+                    disable_any_whitespace=args.disable_any_whitespace,
+                    **({"base_url": _v1(base_url)} if base_url else {}))
     return snippet(args.export, constraint, prompt, parse_settings(options), target)

@@ -13,7 +13,6 @@ import re
 import secrets
 import tempfile
 import time
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +46,12 @@ class SideResult(BaseModel):
     finish_reason: str | None = None
     engine_timings: dict[str, float] = Field(default_factory=dict)
     constraint_escaped: bool = False
+    # The token inspector's, when the run asked for it.
+    tokens: list[dict[str, Any]] | None = None
+    inspect_summary: dict[str, Any] | None = None
+    left_format_at: int | None = None
+    inspect_s: float | None = None
+    inspect_error: str | None = None
 
 
 class Run(BaseModel):
@@ -241,7 +246,7 @@ class SessionStore:
 
 
 def result_fields() -> set[str]:
-    """RunResult's fields (tests check SideResult keeps up with them)."""
+    """What a run's result can hold (tests check SideResult keeps up with it)."""
     from playground.service import RunResult
 
-    return {f.name for f in fields(RunResult)}
+    return set(RunResult(token_ids=[]).as_dict())

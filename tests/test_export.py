@@ -75,7 +75,10 @@ def test_no_whitespace_under_auto_picks_xgrammar_as_the_engine_does():
     [({"model": "SmolLM2-135M-Instruct", "options": {"cpu_dtype": "int8"}},
       Target(model="HuggingFaceTB/SmolLM2-135M-Instruct")),
      ({"model": "m/x", "options": {"backend": "xgrammar", "disable_any_whitespace": True}},
-      Target(model="m/x", backend="xgrammar", disable_any_whitespace=True))],
+      Target(model="m/x", backend="xgrammar", disable_any_whitespace=True)),
+     ({"model": "(the server's first model)", "options": {
+         "base_url": "http://h:9/", "structured_outputs_backend": "xgrammar (read from it)"}},
+      Target(backend="xgrammar", base_url="http://h:9/v1"))],
 )
 def test_target_for_an_engine(info, expected):
     assert target_for(info) == expected

@@ -1,0 +1,124 @@
+"""Copy as code on the GPU: the classic presets' snippets run on vLLM and what they return
+validates.
+
+Run on the GPU machine: with $GPU_MODEL set (a folder with a model's config and tokenizer),
+the engine loads it with load_format="dummy" (random weights), so an output may run to max
+tokens (truncated) but never break the constraint; without it, the default model with its
+real weights must give valid outputs. $GPU_ENGINE_ARGS (JSON) adds `LLM(...)` / `vllm serve`
+arguments, e.g. '{"gpu_memory_utilization": 0.4}'. Results go to $OUT when it is set.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from playground.export import Target, snippet
+from playground.launch import free_port
+from playground.presets import load_presets
+from playground.validation import validate
+
+pytestmark = pytest.mark.gpu
+PRESETS = load_presets()
+CLASSICS = ["Sentiment", "Email address", "Iconic 90s car", "SQL SELECT"]
+MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
+DUMMY = bool(os.environ.get("GPU_MODEL"))
+ENGINE_ARGS = {"max_model_len": 2048, "gpu_memory_utilization": 0.45, "enforce_eager": True,
+               **({"load_format": "dummy"} if DUMMY else {}),
+               **json.loads(os.environ.get("GPU_ENGINE_ARGS") or "{}")}
+OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
+# Every snippet of one backend in one process: they all ask for the same LLM(...), so a
+# stand-in keeps the first one made and hands it out again (one engine start per backend).
+RUNNER = """
+import json, sys
+import vllm
+
+real, made = vllm.LLM, {}
+
+def LLM(*args, **kwargs):
+    key = json.dumps([args, kwargs], sort_keys=True)
+    if key not in made:
+        made[key] = real(*args, **kwargs)
+    return made[key]
+
+vllm.LLM = LLM
+results = []
+for code in json.load(open(sys.argv[1])):
+    scope = {}
+    exec(code, scope)
+    output = scope["outputs"][0].outputs[0]
+    results.append({"text": output.text, "finish_reason": output.finish_reason})
+json.dump(results, open(sys.argv[2], "w"))
+"""
+
+
+def _target(backend: str, **extra) -> Target:
+    # Random weights fill JSON with whitespace unless whitespace is restricted.
+    return Target(model=MODEL, backend=backend, disable_any_whitespace=DUMMY,
+                  engine_args=ENGINE_ARGS, **extra)
+
+
+def _judge(backend: str, kind: str, results: list[dict]) -> None:
+    allowed = {"valid", "truncated"} if DUMMY else {"valid"}
+    verdicts = {}
+    for name, result in zip(CLASSICS, results, strict=True):
+        verdict = validate(PRESETS[name].to_constraint(), result["text"],
+                           result["finish_reason"])
+        verdicts[name] = verdict.status
+        if OUT:
+            with open(OUT / "gpu_export.jsonl", "a") as file:
+                file.write(json.dumps({"kind": kind, "backend": backend, "preset": name,
+                                       **result, "verdict": verdict.status}) + "\n")
+        assert verdict.status in allowed, (name, result, verdict.errors)
+    assert "valid" in verdicts.values(), verdicts
+
+
+@pytest.mark.parametrize("backend", ["guidance", "xgrammar"])
+def test_python_snippets_run_on_vllm_and_their_output_validates(backend, tmp_path):
+    codes = [snippet("python", PRESETS[name].to_constraint(), PRESETS[name].prompt,
+                     PRESETS[name].settings, _target(backend)) for name in CLASSICS]
+    (tmp_path / "codes.json").write_text(json.dumps(codes))
+    subprocess.run([sys.executable, "-c", RUNNER, str(tmp_path / "codes.json"),
+                    str(tmp_path / "results.json")], check=True, timeout=900)
+    _judge(backend, "python", json.loads((tmp_path / "results.json").read_text()))
+
+
+def test_openai_snippets_run_against_vllm_serve(tmp_path):
+    backend = "guidance"
+    port = free_port()
+    target = _target(backend, base_url=f"http://127.0.0.1:{port}/v1")
+    flags = [f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}")
+             for key, value in ENGINE_ARGS.items() if value is not False]
+    command = ["vllm", "serve", MODEL, "--port", str(port), "--structured-outputs-config",
+               json.dumps(target.structured_outputs_config), *flags]
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + 900
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                    break
+                except OSError:
+                    assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                    assert time.monotonic() < deadline, "vllm serve did not start"
+                    time.sleep(2)
+            results = []
+            for name in CLASSICS:
+                preset = PRESETS[name]
+                scope: dict = {}
+                exec(snippet("openai", preset.to_constraint(), preset.prompt, preset.settings,
+                             target), scope)
+                choice = scope["response"].choices[0]
+                results.append({"text": choice.message.content,
+                                "finish_reason": choice.finish_reason})
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=120)
+    _judge(backend, "openai", results)
