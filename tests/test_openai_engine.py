@@ -342,7 +342,7 @@ def test_without_dev_mode_the_backend_comes_from_the_flag():
         engine.load()
         assert engine.backend == "guidance" and engine.matcher_backend == "guidance"
         assert engine.info.options["structured_outputs_backend"].startswith(
-            "guidance (from --structured-outputs-backend")
+            "guidance (as --structured-outputs-backend says")
     finally:
         fake.stop()
 

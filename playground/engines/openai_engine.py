@@ -233,9 +233,10 @@ class OpenAIEngine(Engine):
                 log.warning("--structured-outputs-backend %s ignored: the server runs %s",
                             self.backend_flag, read_backend)
         else:
-            source = "--structured-outputs-backend" if self.backend_flag else "vLLM's default"
+            source = ("as --structured-outputs-backend says" if self.backend_flag
+                      else "assumed: vLLM's default")
             options["structured_outputs_backend"] = (
-                f"{self.backend} (from {source}; the server shows its own only with "
+                f"{self.backend} ({source}; the server shows its own only with "
                 "VLLM_SERVER_DEV_MODE=1)")
         restricted = config.get("disable_any_whitespace", self.disable_any_whitespace)
         if restricted:
