@@ -81,17 +81,25 @@ class Layer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
+class UnsupportedLlama(ValueError):
+    """A Llama checkpoint with an option this module does not implement."""
+
+
+def check_config(config: dict[str, Any]) -> None:
+    unsupported = {k: v for k, v in config.items()
+                   if k in ("attention_bias", "mlp_bias") and v
+                   or k == "hidden_act" and v != "silu"}
+    rope = _rope(config)
+    if unsupported or rope.get("rope_type", "default") != "default":
+        raise UnsupportedLlama(f"unsupported Llama options: {unsupported or rope}")
+
+
 class Llama(nn.Module):
     """`forward(ids, cache)` gives the last position's logits and the grown cache."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
-        unsupported = {k: v for k, v in config.items()
-                       if k in ("attention_bias", "mlp_bias") and v
-                       or k == "hidden_act" and v != "silu"}
-        rope = _rope(config)
-        if unsupported or rope.get("rope_type", "default") != "default":
-            raise ValueError(f"unsupported Llama options: {unsupported or rope}")
+        check_config(config)
         self.config = config
         self.embed_tokens = nn.Embedding(config["vocab_size"], config["hidden_size"])
         self.layers = nn.ModuleList(Layer(config) for _ in range(config["num_hidden_layers"]))
@@ -103,18 +111,27 @@ class Llama(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: Path) -> Llama:
-        """From a transformers checkpoint folder (config.json + model.safetensors)."""
+        """From a transformers checkpoint folder (config.json + *.safetensors, one file or
+        shards). Every weight must fit: a missing or unexpected one is an error."""
         from safetensors.torch import load_file
 
         config = json.loads((folder / "config.json").read_text())
         with torch.device("meta"):
             model = cls(config)
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no .safetensors weights in {folder}")
         weights = {name.removeprefix("model."): tensor
-                   for name, tensor in load_file(folder / "model.safetensors").items()}
-        if config.get("tie_word_embeddings"):
+                   for file in files for name, tensor in load_file(file).items()}
+        tied = bool(config.get("tie_word_embeddings"))
+        if tied:
             weights.pop("lm_head.weight", None)
-        model.load_state_dict(weights, strict=False, assign=True)
-        if config.get("tie_word_embeddings"):
+        missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
+        missing = [name for name in missing if not (tied and name == "lm_head.weight")]
+        if missing or unexpected:
+            raise ValueError(f"{folder.name}: weights do not fit llama.py: missing "
+                             f"{missing[:5] or 'none'}, unexpected {unexpected[:5] or 'none'}")
+        if tied:
             model.lm_head.weight = model.embed_tokens.weight
         # Built on the meta device, so the rotary frequencies are computed again for real.
         model.inv_freq = _inv_freq(config)
