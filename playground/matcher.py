@@ -60,6 +60,9 @@ class Step:
     allowed: int | None  # None once the matcher has rejected an earlier token
     vocab: int  # tokens allowed with no constraint at all (the "free" count)
     accepted: bool
+    # Whether each token of replay's `check` for this step was allowed here (the inspector
+    # asks about the model's own top choices); () when nothing was asked or after a reject.
+    checked: tuple[bool, ...] = ()
 
 
 # ---- vocabularies ------------------------------------------------------------------------
@@ -272,20 +275,26 @@ class Matcher:
 
     # ---- tokens ------------------------------------------------------------------------
 
-    def replay(self, token_ids: list[int]) -> list[Step]:
-        """Each token's allowed-set size before it, and whether the constraint allowed it."""
+    def replay(self, token_ids: list[int], check: list[list[int]] | None = None
+               ) -> list[Step]:
+        """Each token's allowed-set size before it, and whether the constraint allowed it.
+
+        `check[i]`: more tokens to ask about at step i (answered in `Step.checked`).
+        """
         session = self._session()
         vocab = self.vocabulary.unconstrained[self.backend]
         steps: list[Step] = []
         broken = False
-        for token in token_ids:
+        for index, token in enumerate(token_ids):
             if broken:
                 steps.append(Step(token, None, vocab, False))
                 continue
-            allowed = session.allowed_count()
+            mask = session.mask()
+            asked = check[index] if check and index < len(check) else []
+            checked = tuple(bool(0 <= t < len(mask) and mask[t]) for t in asked)
             accepted = session.consume(token)
             broken = not accepted
-            steps.append(Step(token, allowed, vocab, accepted))
+            steps.append(Step(token, int(mask.sum()), vocab, accepted, checked))
         return steps
 
 

@@ -5,6 +5,8 @@ Kept apart from the engines so presets (data) never import engine code.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -19,6 +21,26 @@ class SamplingSettings(BaseModel):
     stop: list[str] = Field(default_factory=list)
     chat_template: bool = True
     system_prompt: str = ""
+
+
+class RequestOptions(BaseModel):
+    """What a request asks of the playground around its two runs, not of the sampler.
+
+    They come in the same options object as the sampling settings (the API's `options`,
+    the CLI's flags); `split_options` takes them out, so SamplingSettings stays strict.
+    Add a request-level option here as a field.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    inspect: bool = False  # the token inspector: replay and raw distributions after the run
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(sampling settings, request options) of one options object, as plain dicts."""
+    request = {key: value for key, value in options.items()
+               if key in RequestOptions.model_fields}
+    return {key: value for key, value in options.items() if key not in request}, request
 
 
 def chat_messages(prompt: str, settings: SamplingSettings) -> list[dict[str, str]]:

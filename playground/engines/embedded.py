@@ -8,6 +8,7 @@ decodes token by token on one worker thread and streams the text.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from playground import limits
 from playground.constraints import Constraint
 from playground.engines.base import (
     Chunk,
@@ -35,8 +37,11 @@ from playground.engines.cpu_models import (  # noqa: F401  CACHE_DIR, gguf_path 
     load,
     quiet_transformers,
 )
+from playground.limits import LimitError
 
 DTYPES = ("int8", "bf16", "fp32")
+# Grammar compilations, apart from the model's thread (two: one may run on past its limit).
+_COMPILES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="xgrammar-compile")
 
 
 class EmbeddedEngine(Engine):
@@ -83,7 +88,9 @@ class EmbeddedEngine(Engine):
         progress(0.85, "building xgrammar's tokenizer info")
         tokenizer_info = xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=loaded.vocab_size, stop_token_ids=sorted(self.stop_ids))
-        self.compiler = xgr.GrammarCompiler(tokenizer_info, cache_enabled=True)
+        self.compiler = xgr.GrammarCompiler(
+            tokenizer_info, cache_enabled=True,
+            cache_limit_bytes=limits.active().compile_cache_bytes)
         self.model, self.tokenizer, self.torch = loaded.model, tokenizer, torch
         progress(0.95, "warming up")
         self._generate_ids(self._encode("Hi", SamplingSettings()), None,
@@ -115,7 +122,14 @@ class EmbeddedEngine(Engine):
         from playground.engines.xgrammar_adapter import to_grammar
 
         start = time.perf_counter()
-        compiled = self.compiler.compile_grammar(to_grammar(constraint, self.any_whitespace))
+        grammar = to_grammar(constraint, self.any_whitespace)
+        # xgrammar compiles without the GIL, in its own thread so it can be given up on past
+        # the limit (a JSON schema with nested maxItems 500 took 5.8 s on 2 cores).
+        future = _COMPILES.submit(self.compiler.compile_grammar, grammar)
+        try:
+            compiled = future.result(timeout=limits.active().compile_timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise LimitError(limits.active().message("compile_timeout_s")) from None
         return compiled, time.perf_counter() - start
 
     # ---- generating ------------------------------------------------------------------

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 from playground.constraints import Constraint
-from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings
+from playground.engines.base import (
+    Chunk,
+    Engine,
+    EngineInfo,
+    Progress,
+    SamplingSettings,
+    TokenDist,
+)
+
+END = 256  # the end token of the byte vocabulary (playground.matcher) its token ids use
 
 
 class FakeEngine(Engine):
+    # Token ids are the text's UTF-8 bytes; distributions are made up (see `wants`).
+    inspects = True
+
     def __init__(self, delay_s: float = 0.0, concurrent: bool = True) -> None:
         super().__init__()
         self.info = EngineInfo("fake", "fake-model", "none")
@@ -21,6 +34,9 @@ class FakeEngine(Engine):
         self.delay_s = delay_s
         self.concurrent = concurrent
         self.active = 0  # requests inside the engine now (a stopped one must leave at once)
+        # The text the fake model "would" write: its first choice at each step, as the
+        # token inspector sees it (elsewhere the token it wrote).
+        self.wants = ""
 
     def enqueue(self, *outputs: Chunk | str) -> None:
         """Queue outputs, one per request: a string (finish "stop") or a final Chunk."""
@@ -30,7 +46,8 @@ class FakeEngine(Engine):
         progress(0.5, "pretending to load")
 
     async def stream(self, prompt: str, constraint: Constraint | None,
-                     settings: SamplingSettings) -> AsyncIterator[Chunk]:
+                     settings: SamplingSettings, inspect: bool = False
+                     ) -> AsyncIterator[Chunk]:
         self.requests.append((prompt, constraint, settings))
         output = self.queue.popleft() if self.queue else ""
         final = output if isinstance(output, Chunk) else Chunk(text=output, finish_reason="stop")
@@ -39,12 +56,32 @@ class FakeEngine(Engine):
         try:
             for index, word in enumerate(words):
                 await asyncio.sleep(self.delay_s)
-                yield Chunk(text=word if index == 0 else " " + word, output_tokens=index + 1)
+                piece = word if index == 0 else " " + word
+                yield Chunk(text=piece, output_tokens=index + 1,
+                            token_ids=list(piece.encode("utf-8")))
         finally:
             self.active -= 1
         yield Chunk(done=True, output_tokens=final.output_tokens or len(words),
                     finish_reason=final.finish_reason, prompt_tokens=len(prompt.split()),
-                    compile_s=0.0 if constraint else None, error=final.error)
+                    compile_s=0.0 if constraint else None, error=final.error,
+                    token_ids=[END] if final.finish_reason == "stop" else [])
+
+    async def inspect_distributions(self, prompt: str, settings: SamplingSettings,
+                                    output_ids: list[int]) -> list[TokenDist]:
+        """First choice `wants` at each step (else the token written), at probability 0.6;
+        the token written 0.2 where it was not the first choice; fillers 0.05 each."""
+        wanted = list(self.wants.encode("utf-8"))
+        dists = []
+        for index, token in enumerate(output_ids):
+            first = wanted[index] if index < len(wanted) else token
+            top = [(first, math.log(0.6))]
+            if token != first:
+                top.append((token, math.log(0.2)))
+            top += [(filler, math.log(0.05)) for filler in b" 0a{}" if filler not in
+                    (first, token)][:5 - len(top)]
+            dists.append(TokenDist(top, top[0][1] if token == first else math.log(0.2),
+                                   1 if token == first else 2))
+        return dists
 
     async def raw_request(self, prompt: str, constraint: Constraint | None,
                           settings: SamplingSettings) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from playground.engines.base import (
     EngineInfo,
     Progress,
     SamplingSettings,
+    TokenDist,
     encode_prompt,
 )
 from playground.engines.vllm_adapter import (  # noqa: F401  re-exported for callers and tests
@@ -44,6 +45,11 @@ def require_gpu() -> None:
                            "and this machine has no GPU; use --engine cpu or --engine auto")
 
 
+class VllmIntegrationError(RuntimeError):
+    """vLLM's API is not what the playground was written against: a bug here, not a
+    verdict on the constraint."""
+
+
 def vllm_check(constraint: Constraint, backend: str = "auto",
                disable_any_whitespace: bool = False, tokenizer: Any = None
                ) -> tuple[bool, str | None]:
@@ -51,22 +57,44 @@ def vllm_check(constraint: Constraint, backend: str = "auto",
 
     Returns (accepted, vLLM's message). Needs no model: vLLM's check reads only whether
     the model is a diffusion model, and the tokenizer only to fall back to guidance.
+    Only vLLM's verdicts (ValueError, TypeError) are rejections; anything else means this
+    integration broke (a private API moved) and raises VllmIntegrationError, so a vLLM
+    upgrade can never show every constraint as rejected.
     """
-    from vllm import SamplingParams
-    from vllm.config import StructuredOutputsConfig
-    from vllm.sampling_params import StructuredOutputsParams
-
     try:
         backend = effective_backend(backend, disable_any_whitespace)
-        params = SamplingParams(structured_outputs=StructuredOutputsParams(
-            **structured_outputs_kwargs(constraint, backend)))
+        kwargs = structured_outputs_kwargs(constraint, backend)
+    except ValueError as exc:  # ConstraintError too: the conversion for vLLM refused it
+        return False, _one_line(exc)
+    try:
+        from vllm import SamplingParams
+        from vllm.config import StructuredOutputsConfig
+        from vllm.sampling_params import StructuredOutputsParams
+
         config = StructuredOutputsConfig(backend=backend,
                                          disable_any_whitespace=disable_any_whitespace)
+        params = SamplingParams(structured_outputs=StructuredOutputsParams(**kwargs))
         params._validate_structured_outputs(SimpleNamespace(is_diffusion=False), config,
                                             tokenizer or _any_tokenizer())
-    except Exception as exc:  # vLLM raises ValueError; converters may raise others
-        return False, " ".join(str(exc).split()) or type(exc).__name__
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, TypeError) and "argument" in str(exc):  # a signature changed
+            raise _broken(exc) from exc
+        return False, _one_line(exc)
+    except (ImportError, AttributeError, NameError) as exc:
+        raise _broken(exc) from exc
     return True, None
+
+
+def _broken(exc: BaseException) -> VllmIntegrationError:
+    from importlib.metadata import version
+
+    return VllmIntegrationError(
+        f"internal error: the playground cannot call vLLM {version('vllm')}'s request "
+        f"validation ({type(exc).__name__}: {exc}); it was written for vLLM 0.26")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _any_tokenizer() -> Any:
@@ -83,6 +111,7 @@ def _any_tokenizer() -> Any:
 
 class VllmEngine(Engine):
     concurrent = True
+    inspects = True  # by one extra prefill after the run (`inspect_distributions`)
 
     def __init__(self, model: str, engine_options: dict[str, Any]) -> None:
         super().__init__()
@@ -151,7 +180,8 @@ class VllmEngine(Engine):
                               output_kind=RequestOutputKind.DELTA)
 
     async def stream(self, prompt: str, constraint: Constraint | None,
-                     settings: SamplingSettings) -> AsyncIterator[Chunk]:
+                     settings: SamplingSettings, inspect: bool = False
+                     ) -> AsyncIterator[Chunk]:
         await self.wait_ready()
         params = self._params(constraint, settings)
         prompt_ids = encode_prompt(self.tokenizer, prompt, settings)
@@ -164,11 +194,13 @@ class VllmEngine(Engine):
                 completion = output.outputs[0]
                 total += len(completion.token_ids)
                 if not output.finished:
-                    yield Chunk(text=completion.text, output_tokens=total)
+                    yield Chunk(text=completion.text, output_tokens=total,
+                                token_ids=list(completion.token_ids))
                     continue
                 finished = True
                 reason = completion.finish_reason
                 yield Chunk(text=completion.text, output_tokens=total, done=True,
+                            token_ids=list(completion.token_ids),
                             finish_reason=reason, prompt_tokens=len(prompt_ids),
                             error=self._explain_error(constraint) if reason == "error" else None,
                             engine_timings=_timings(output.metrics))
@@ -187,6 +219,29 @@ class VllmEngine(Engine):
                     await self.llm.abort(request_id)
                 except Exception:
                     log.exception("vLLM could not abort request %s", request_id)
+
+    async def inspect_distributions(self, prompt: str, settings: SamplingSettings,
+                                    output_ids: list[int]) -> list[TokenDist]:
+        """vLLM applies the grammar's bitmask before its sampler computes logprobs, so a
+        constrained request's own logprobs are the masked ones. One prefill of prompt plus
+        output with `prompt_logprobs` gives the model's own distribution at each output
+        position (prompt logprobs are computed from the raw logits)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        await self.wait_ready()
+        prompt_ids = encode_prompt(self.tokenizer, prompt, settings)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=TOP_K,
+                                output_kind=RequestOutputKind.FINAL_ONLY)
+        final = None
+        async for output in self.llm.generate({"prompt_token_ids": prompt_ids + output_ids},
+                                              params, f"inspect-{next(self._ids)}"):
+            final = output
+        if final is None or final.prompt_logprobs is None:
+            raise RuntimeError("vLLM returned no prompt logprobs")
+        entries = final.prompt_logprobs[len(prompt_ids):]
+        return [distribution(entry, token) for entry, token in zip(entries, output_ids,
+                                                                    strict=True)]
 
     def poll_health(self) -> None:
         """vLLM's engine core is a process of its own: killed (out of memory, kill -9) it
@@ -227,6 +282,20 @@ class VllmEngine(Engine):
         if getattr(self, "llm", None) is not None:
             self.llm.shutdown()
             self.llm = None
+
+
+TOP_K = 5  # alternatives the token inspector shows
+
+
+def distribution(entry: dict[int, Any], token: int, k: int = TOP_K) -> TokenDist:
+    """One position of vLLM's prompt logprobs ({token id: Logprob(logprob, rank)}: the top
+    k and the token at that position) as the token inspector's TokenDist."""
+    ranked = sorted(entry.items(), key=lambda item: item[1].logprob, reverse=True)
+    top = [(token_id, float(value.logprob)) for token_id, value in ranked[:k]]
+    chosen = entry[token]
+    rank = chosen.rank if chosen.rank is not None else 1 + sum(
+        value.logprob > chosen.logprob for value in entry.values())
+    return TokenDist(top, float(chosen.logprob), int(rank))
 
 
 def death_reason(llm: Any) -> str:
