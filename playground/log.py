@@ -45,14 +45,25 @@ def configure(level: str = "INFO", log_prompts: bool = False) -> logging.Logger:
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     root = logging.getLogger(ROOT)
     root.setLevel(level)
-    if not any(getattr(handler, "_playground", False) for handler in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(handler, _Stderr) for handler in root.handlers):
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        handler._playground = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.propagate = False
     return root
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (tests and the CLI swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def prompt(text: str) -> str:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import html
 import json
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from playground import batch, history, ui_session
+from playground import batch, downloads, history, ui_session
 from playground import log as logs
 from playground.compare import metrics_table
 from playground.constraints import MODE_LABELS, MODES, Mode
@@ -253,8 +251,8 @@ async def batch_stop_click(flight: Flight | None) -> tuple[Any, ...]:
     totals = result.totals
     if not totals.get("stopped") and totals.get("finished") == len(result.prompts):
         return (gr.skip(),) * 4  # it had finished before the Stop
-    status = (f"Stopped by user: {result.done} of {len(result.prompts)} prompts finished, "
-              f"{result.wall_s:.1f} s")
+    status = (f"Stopped by user: {totals['finished'] - totals['stopped']} of "
+              f"{len(result.prompts)} prompts finished, {result.wall_s:.1f} s")
     return (status, _table(result), totals_markdown(result.totals), _export(result))
 
 
@@ -285,10 +283,8 @@ def totals_markdown(totals: dict[str, Any]) -> str:
 
 
 def _export(result: batch.BatchResult) -> list[str]:
-    folder = Path(tempfile.mkdtemp(prefix="playground-batch-"))
-    (folder / "batch.jsonl").write_text(batch.to_jsonl(result), encoding="utf-8")
-    (folder / "batch.csv").write_text(batch.to_csv(result), encoding="utf-8")
-    return [str(folder / "batch.jsonl"), str(folder / "batch.csv")]
+    return downloads.save({"batch.jsonl": batch.to_jsonl(result),
+                           "batch.csv": batch.to_csv(result)})
 
 
 def engine_status(engine: Engine, queue: dict[str, int] | None = None) -> dict[str, Any]:
