@@ -11,8 +11,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -190,21 +188,11 @@ def restore(history: list[Run], loaded: HistoryFile) -> tuple[list[Run], Run | N
 
 
 def download(runs: list[Run], kind: Literal["run", "history"]) -> str:
-    """A file to offer for download, in one folder that prunes itself (no folder per
-    download left behind)."""
-    folder = Path(tempfile.gettempdir()) / "structured-playground-downloads"
-    folder.mkdir(exist_ok=True)
-    cutoff = time.time() - 3600
-    for old in folder.glob("*.json"):
-        try:
-            if old.stat().st_mtime < cutoff:
-                old.unlink()
-        except OSError:
-            pass
+    """A file to offer for download (playground.downloads prunes old ones)."""
+    from playground import downloads
+
     name = f"run-{runs[0].id}" if kind == "run" and runs else "history"
-    path = folder / f"{name}-{secrets.token_hex(6)}.json"
-    path.write_text(dumps(runs, kind), encoding="utf-8")
-    return str(path)
+    return downloads.save({f"{name}.json": dumps(runs, kind)})[0]
 
 
 # ---- per-session files (--history-dir) -------------------------------------------------

@@ -1,6 +1,7 @@
 """History (pure functions and files) and the comparison views."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -124,7 +125,7 @@ def test_files_and_histories_are_size_limited(tmp_path):
 def test_download_writes_a_file_that_loads_back():
     runs = _history(2)
     path = history.download(runs[:1], "run")
-    assert "run-1-" in path
+    assert Path(path).name == "run-1.json"
     assert history.load_file(path).runs == runs[:1]
 
 
