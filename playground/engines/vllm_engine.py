@@ -146,6 +146,11 @@ class VllmEngine(Engine):
 
     def _load(self, progress: Progress) -> None:
         progress(0.05, "importing vllm (~20 s)")
+        # vLLM's own top-p/top-k sampler, not FlashInfer's: flashinfer-python ships that
+        # kernel as source, JIT-compiled with nvcc on the first sampled request (minutes, and
+        # a failed request where no CUDA toolkit is installed). vLLM reads it from the
+        # environment in its engine-core process, which inherits ours, so it cannot be
+        # scoped to one call; setdefault keeps a value the user set.
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
