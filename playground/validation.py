@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import lark
 
-from playground import linear_re
+from playground import linear_re, schema_refs
 from playground.constraints import (
     Choice,
     Constraint,
@@ -27,6 +27,7 @@ from playground.constraints import (
     JsonSchema,
     LarkGrammar,
     Regex,
+    json_objects,
 )
 
 if TYPE_CHECKING:
@@ -126,28 +127,48 @@ def errors_in(constraint: Constraint, text: str) -> list[str]:
 
 
 # ---- JSON Schema -------------------------------------------------------------------
-# jsonschema is imported where used, and its IRI format checker (rfc3987-syntax, which
-# builds a Lark parser at import: ~2 s) only when an "iri" format is first checked.
+# jsonschema is imported where used. At its own import it loads its IRI format checker
+# (rfc3987-syntax builds a Lark parser then: ~2 s, twice what `check` may take), so that
+# one import goes without it and the playground's format checker loads it on first use.
+
+IRI_FORMATS = {"iri": "iri", "iri-reference": "iri_reference"}
+IRI_DRAFTS = {"Draft7Validator", "Draft201909Validator", "Draft202012Validator"}
 
 
-def _defer_iri_checker() -> None:
-    if "rfc3987_syntax" in sys.modules or importlib.util.find_spec("rfc3987_syntax") is None:
-        return
-    real: list[Callable[[str, str], bool]] = []
-    stand_in = types.ModuleType("rfc3987_syntax")
-
-    def is_valid_syntax(rule: str, value: str) -> bool:
-        if not real:
-            if sys.modules.get("rfc3987_syntax") is stand_in:
-                del sys.modules["rfc3987_syntax"]
-            real.append(importlib.import_module("rfc3987_syntax").is_valid_syntax)
-        return real[0](rule, value)
-
-    stand_in.is_valid_syntax = is_valid_syntax  # type: ignore[attr-defined]
-    sys.modules["rfc3987_syntax"] = stand_in
+@lru_cache(maxsize=1)
+def _jsonschema() -> types.ModuleType:
+    """jsonschema, imported without its eager IRI checker (none of its other formats)."""
+    if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
+        return importlib.import_module("jsonschema")
+    # For this one import only: None in sys.modules makes `import rfc3987_syntax` fail.
+    sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
+    try:
+        return importlib.import_module("jsonschema")
+    finally:
+        del sys.modules["rfc3987_syntax"]  # later imports load the real module
 
 
-_defer_iri_checker()
+def _iri_check(rule: str) -> Callable[[object], bool]:
+    def check(instance: object) -> bool:
+        if not isinstance(instance, str):
+            return True
+        from rfc3987_syntax import is_valid_syntax
+
+        return is_valid_syntax(rule, instance)
+
+    return check
+
+
+@lru_cache(maxsize=8)
+def _format_checker(cls: type) -> Any:
+    """The draft's own format checker, with the IRI formats checked on first use."""
+    checker = _jsonschema().FormatChecker()
+    checker.checkers = dict(cls.FORMAT_CHECKER.checkers)
+    if cls.__name__ in IRI_DRAFTS and importlib.util.find_spec("rfc3987_syntax") is not None:
+        for name, rule in IRI_FORMATS.items():
+            checker.checks(name, raises=ValueError)(_iri_check(rule))
+    return checker
+
 
 def _refuse_remote(uri: str) -> referencing.Resource:
     import referencing.exceptions
@@ -156,19 +177,24 @@ def _refuse_remote(uri: str) -> referencing.Resource:
 
 
 def _validator(schema: dict[str, Any] | bool) -> jsonschema.protocols.Validator:
-    import jsonschema
     import referencing
 
+    jsonschema = _jsonschema()
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     # An empty registry whose retrieve always refuses: remote $refs are never fetched.
     registry = referencing.Registry(retrieve=_refuse_remote)
-    return cls(schema, registry=registry, format_checker=cls.FORMAT_CHECKER)
+    return cls(schema, registry=registry, format_checker=_format_checker(cls))
+
+
+def schema_validator(schema: dict[str, Any] | bool) -> jsonschema.protocols.Validator:
+    """The validator verdicts use (formats checked, remote $refs refused), for callers
+    that need its errors as objects (the doctor reads which keyword each one breaks)."""
+    return _validator(schema)
 
 
 def check_schema(schema: dict[str, Any] | bool) -> None:
     """Raise ConstraintError naming the schema path of the first problem."""
-    import jsonschema
-
+    jsonschema = _jsonschema()
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
@@ -176,6 +202,7 @@ def check_schema(schema: dict[str, Any] | bool) -> None:
         raise ConstraintError(f"json: schema invalid at {exc.json_path}: {exc.message}") from None
     if isinstance(schema, dict):
         _check_local_refs(schema, cls)
+        schema_refs.check_cycles(schema)
 
 
 def _check_local_refs(schema: dict[str, Any], cls: type) -> None:
@@ -187,25 +214,16 @@ def _check_local_refs(schema: dict[str, Any], cls: type) -> None:
     resource = spec.create_resource(schema)
     resolver = referencing.Registry(retrieve=_refuse_remote).with_resource(
         "urn:playground:root", resource).resolver("urn:playground:root")
-    for path, ref in _refs(schema, "$"):
-        if not ref.startswith("#"):
+    for path, node in json_objects(schema):
+        ref = node.get("$ref")
+        if not isinstance(ref, str):
             continue
+        path = f"{path}.$ref"
+        schema_refs.check_ref(ref, path)  # nothing outside the schema is ever fetched
         try:
             resolver.lookup(ref)
         except referencing.exceptions.Unresolvable:
             raise ConstraintError(f"json: $ref {ref!r} at {path} points nowhere") from None
-
-
-def _refs(node: Any, path: str):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str):
-                yield f"{path}.$ref", value
-            else:
-                yield from _refs(value, f"{path}.{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _refs(value, f"{path}[{index}]")
 
 
 def json_errors(schema: dict[str, Any] | bool, text: str) -> list[str]:
@@ -228,7 +246,9 @@ def instance_errors(schema: dict[str, Any] | bool, instance: Any) -> list[str]:
 
 # ---- Lark grammar ------------------------------------------------------------------
 
-@lru_cache(maxsize=64)
+# Bounded in entries, and in memory by --max-constraint-chars per grammar; built and used
+# in playground.bounded's worker processes, which are replaced past a time limit.
+@lru_cache(maxsize=16)
 def lark_parser(grammar: str, start: str = "start") -> lark.Lark:
     """Build (once) the Earley parser of a user's grammar, or raise with line:column."""
     try:

@@ -1,0 +1,152 @@
+"""The doctor's coverage table: each label is confirmed by a document and the backend."""
+
+import json
+
+import pytest
+
+from playground.constraints import ConstraintError, JsonSchema
+from playground.coverage import (
+    compile_tester,
+    coverage,
+    lenient_schema,
+    sites,
+    without,
+)
+from playground.instances import Instances, string_for
+from playground.validation import instance_errors
+
+RAW = ["xgrammar", "guidance", "outlines"]
+
+
+def _obj(**properties):
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+# (schema, path, keyword, {backend: label}) as the backends behave in this environment
+# (xgrammar 0.2.7, llguidance 1.7.6, outlines-core 0.2.14): the test is that the table says
+# so *and* that a document confirms it (test_each_label_is_confirmed).
+CASES = [
+    (_obj(tags={"type": "array", "items": {"type": "string"}, "uniqueItems": True}),
+     "$.properties.tags", "uniqueItems",
+     {"xgrammar": "not enforced", "guidance": "rejected", "outlines": "not enforced"}),
+    (_obj(age={"type": "integer", "not": {"const": 3}}), "$.properties.age", "not",
+     {"xgrammar": "not enforced", "guidance": "rejected", "outlines": "not enforced"}),
+    ({**_obj(kind={"enum": ["a", "b"]}, x={"type": "integer"}),
+      "required": ["kind"],
+      "if": {"properties": {"kind": {"const": "a"}}}, "then": {"required": ["x"]}},
+     "$", "then", {"xgrammar": "not enforced", "guidance": "rejected",
+                   "outlines": "not enforced"}),
+    (_obj(card={"type": "string", "format": "credit-card"}), "$.properties.card", "format",
+     {"xgrammar": "untested", "guidance": "rejected", "outlines": "rejected"}),
+    (_obj(email={"type": "string", "format": "email"}), "$.properties.email", "format",
+     {"xgrammar": "enforced", "guidance": "enforced", "outlines": "enforced"}),
+    (_obj(age={"type": "integer", "minimum": 0}), "$.properties.age", "minimum",
+     {"xgrammar": "enforced", "guidance": "enforced", "outlines": "not enforced"}),
+    (_obj(name={"type": "string", "minLength": 2}), "$.properties.name", "minLength",
+     {"xgrammar": "enforced", "guidance": "enforced", "outlines": "enforced"}),
+    (_obj(code={"type": "string", "pattern": "^[A-Z]{3}$"}), "$.properties.code", "pattern",
+     {"xgrammar": "enforced", "guidance": "enforced", "outlines": "enforced"}),
+    ({**_obj(a={"type": "integer"}), "additionalProperties": False}, "$",
+     "additionalProperties", {"xgrammar": "enforced", "guidance": "enforced",
+                              "outlines": "enforced"}),
+    (_obj(a={"type": "integer"}), "$", "required",
+     {"xgrammar": "enforced", "guidance": "enforced", "outlines": "enforced"}),
+    (_obj(n={"type": "integer", "multipleOf": 3}), "$.properties.n", "multipleOf",
+     {"xgrammar": "enforced", "guidance": "enforced", "outlines": "not enforced"}),
+]
+
+
+def _row(table, path, keyword):
+    return next(r for r in table.rows if (r.path, r.keyword) == (path, keyword))
+
+
+@pytest.mark.parametrize(("schema", "path", "keyword", "labels"), CASES,
+                         ids=[f"{c[2]}@{c[1]}" for c in CASES])
+def test_each_label_is_confirmed(schema, path, keyword, labels):
+    table = coverage(schema, RAW)
+    row = _row(table, path, keyword)
+    assert row.backends == labels, row.messages
+    for backend, label in labels.items():
+        if label == "rejected":  # the backend's own compiler refuses the full schema...
+            with pytest.raises(ConstraintError):
+                compile_tester(backend, schema)
+            compile_tester(backend, table.lenient[backend])  # ...and takes the lenient one
+            continue
+        if label == "untested":
+            assert row.messages[backend]
+            continue
+        document = json.loads(row.document)
+        # The validator says the document breaks the schema...
+        assert instance_errors(schema, document)
+        # ...and the backend's matcher lets it through, or stops it, as labelled.
+        found = compile_tester(backend, table.lenient[backend]).test(row.document)
+        assert found.matches is (label == "not enforced"), (backend, found)
+
+
+def test_rows_cover_every_keyword_at_its_path():
+    schema = {"type": "object", "properties": {"a": {"type": "array", "minItems": 1}},
+              "$defs": {"x": {"type": "string"}}, "title": "annotations are not rows"}
+    found = [(s.json_path, s.keyword) for s in sites(schema)]
+    assert found == [("$", "type"), ("$", "properties"), ("$.properties.a", "type"),
+                     ("$.properties.a", "minItems"), ("$.$defs.x", "type")]
+
+
+def test_lenient_schemas():
+    schema = _obj(tags={"type": "array", "items": {"type": "integer"}, "uniqueItems": True})
+    table = coverage(schema, RAW)
+    assert "uniqueItems" not in json.dumps(table.lenient["guidance"])
+    assert table.lenient["xgrammar"] == schema  # accepted whole: nothing removed
+    assert lenient_schema(schema, "guidance")["x-guidance"] == {"lenient": True}
+    assert table.not_enforced("xgrammar") == ["uniqueItems at $.properties.tags"]
+    assert not table.full("guidance") and table.full("outlines") is False
+
+
+def test_without_removes_keywords_and_keeps_the_original():
+    schema = _obj(a={"type": "integer", "minimum": 1})
+    site = next(s for s in sites(schema) if s.keyword == "minimum")
+    assert "minimum" not in json.dumps(without(schema, [site]))
+    assert schema["properties"]["a"]["minimum"] == 1
+
+
+@pytest.mark.parametrize("pattern", [r"^[A-Z]{3}-\d+$", r"(cat|dog)s?", r"[^a]b", r"\w+@\w+"])
+def test_string_for_a_pattern(pattern):
+    import re
+
+    assert re.search(pattern, string_for(pattern))
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {"$ref": "#/$defs/n"}}, "required": ["a"],
+     "$defs": {"n": {"type": "integer", "minimum": 5}}},
+    {"anyOf": [{"type": "string", "minLength": 2}, {"type": "null"}]},
+    {"allOf": [{"type": "object", "required": ["a"]}, {"properties": {"a": {"const": 1}}}]},
+    {"type": "array", "prefixItems": [{"type": "boolean"}], "minItems": 2, "uniqueItems": True},
+    {"type": "string", "format": "date-time"},
+])
+def test_minimal_instances_are_valid(schema):
+    document, _ = Instances(schema).build()
+    assert instance_errors(schema, document) == []
+
+
+def test_a_backend_stricter_than_the_schema_leaves_the_keyword_untested():
+    # xgrammar's strict mode allows no items where a schema names no `items`: it stops a
+    # duplicate, but it stops a single item too, so the break is not shown to be why.
+    table = coverage(_obj(tags={"type": "array", "uniqueItems": True}), ["xgrammar"])
+    row = _row(table, "$.properties.tags", "uniqueItems")
+    assert row.backends == {"xgrammar": "untested"}
+    assert "refuses a valid document too" in row.messages["xgrammar"]
+
+
+def test_a_schema_no_backend_can_take_says_so():
+    table = coverage({"type": "string", "format": "credit-card"}, ["guidance"])
+    assert table.rows[1].backends == {"guidance": "rejected"}
+    assert "credit-card" in table.rows[1].messages["guidance"]
+
+
+def test_time_limit_leaves_rows_untested():
+    table = coverage(_obj(a={"type": "integer"}), ["xgrammar"], time_limit_s=0)
+    assert {row.backends["xgrammar"] for row in table.rows} == {"untested"}
+
+
+def test_preset_schema_round_trip_through_jsonschema():
+    assert JsonSchema.from_schema(_obj(a={"type": "integer"}))
