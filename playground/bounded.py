@@ -27,6 +27,11 @@ MAX_WORKERS = min(2, os.cpu_count() or 1)
 PRELOAD = ["playground.validation"]
 
 
+# A setup step (imports: xgrammar takes ~5 s on 2 cores) may take this long, once a worker.
+SETUP_TIMEOUT_S = 120.0
+_STARTED = "started"
+
+
 class WorkTimeout(TimeoutError):
     """The work ran past its limit; its worker was killed."""
 
@@ -38,10 +43,13 @@ class WorkerDied(RuntimeError):
 def _serve(conn: multiprocessing.connection.Connection) -> None:
     while True:
         try:
-            fn, args = conn.recv()
+            setup, fn, args = conn.recv()
         except (EOFError, OSError):
             return
         try:
+            if setup is not None:
+                setup()
+            conn.send(_STARTED)
             reply: tuple[bool, Any] = (True, fn(*args))
         except BaseException as exc:  # sent back and raised in the caller
             reply = (False, _portable(exc))
@@ -74,14 +82,19 @@ class _Worker:
         self.process.start()
         child.close()
 
-    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
-        self.conn.send((fn, args))
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float,
+             setup: Callable[[], Any] | None = None) -> tuple[bool, Any]:
+        """(True, result) or (False, the exception it raised); OSError/EOFError here are
+        the pipe's, meaning the worker is gone. `setup` runs first, outside the limit."""
+        self.conn.send((setup, fn, args))
+        if not self.conn.poll(SETUP_TIMEOUT_S if setup else timeout):
+            raise WorkTimeout(f"still running after {timeout:g} s")
+        started = self.conn.recv()
+        if started != _STARTED:  # setup failed: its error
+            return started
         if not self.conn.poll(timeout):
             raise WorkTimeout(f"still running after {timeout:g} s")
-        ok, value = self.conn.recv()
-        if not ok:
-            raise value
-        return value
+        return self.conn.recv()
 
     def kill(self) -> None:
         self.process.kill()
@@ -121,24 +134,29 @@ def _retire(worker: _Worker) -> None:
         _started -= 1
 
 
-def call(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+def call(fn: Callable[..., Any], *args: Any, timeout: float,
+         setup: Callable[[], Any] | None = None) -> Any:
     """`fn(*args)` in a worker process (fn and args picklable), at most `timeout` seconds
     counting the wait for a free worker. Raises WorkTimeout past it, the work's own
-    exception where it raised one, WorkerDied where the worker was lost."""
+    exception where it raised one, WorkerDied where the worker was lost.
+
+    `setup` (e.g. a slow import, once per worker) runs before, not counted in `timeout`."""
     deadline = time.monotonic() + timeout
     worker = _acquire(timeout)
     try:
-        value = worker.call(fn, args, max(0.0, deadline - time.monotonic()))
+        ok, value = worker.call(fn, args, max(0.0, deadline - time.monotonic()), setup)
     except WorkTimeout:
         _retire(worker)
         raise
     except (EOFError, OSError) as exc:
         _retire(worker)
         raise WorkerDied(f"the worker process ended ({type(exc).__name__})") from None
-    except BaseException:
+    except BaseException:  # e.g. an unpicklable argument: the worker is still sound
         _idle.put(worker)
         raise
     _idle.put(worker)
+    if not ok:
+        raise value
     return value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -45,6 +46,11 @@ class Choice:
         for number, choice in enumerate(choices, start=1):
             if choice in seen:
                 raise ConstraintError(f"choice: line {number}: {choice!r} is listed twice")
+            control = _CONTROL.search(choice)
+            if control:  # engines' grammar front ends reject or mangle them
+                raise ConstraintError(
+                    f"choice: line {number}: {choice[:60]!r} holds the control character "
+                    f"U+{ord(control.group()):04X}; choices are plain text (tabs allowed)")
             seen.add(choice)
         return cls(tuple(choices))
 
@@ -144,7 +150,7 @@ class JsonSchema:
     @cached_property
     def warnings(self) -> list[str]:
         found: list[str] = []
-        for path, node in _subschemas(self.schema, "$"):
+        for path, node in json_objects(self.schema, "$"):
             if isinstance(node.get("pattern"), str):
                 found += slow_repetitions(node["pattern"], f" in the pattern at {path}")
             for key in ("maxLength", "maxItems"):
@@ -173,6 +179,7 @@ class LarkGrammar:
     def from_text(cls, text: str, start: str = "start") -> LarkGrammar:
         if not text.strip():
             raise ConstraintError("grammar: the grammar is empty")
+        _check_imports(text)
         from playground.validation import lark_parser
 
         lark_parser(text, start)
@@ -203,14 +210,33 @@ def from_text(mode: str, text: str) -> Constraint:
     return _FROM_TEXT[mode](text)
 
 
-def _subschemas(node: Any, path: str):
+def json_objects(node: Any, path: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object in a JSON tree with its JSON path, parents before children."""
     if isinstance(node, dict):
         yield path, node
         for key, value in node.items():
-            yield from _subschemas(value, f"{path}.{key}")
+            yield from json_objects(value, f"{path}.{key}")
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            yield from _subschemas(value, f"{path}[{index}]")
+            yield from json_objects(value, f"{path}[{index}]")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_IMPORT = re.compile(r"^[ \t]*%import[ \t]+([\w.]*)", re.MULTILINE)
+
+
+def _check_imports(grammar: str) -> None:
+    """Only lark's bundled `common` may be imported: any other %import would make lark
+    read files of the server (relative to its working directory, lark's folder, ...)."""
+    for match in _IMPORT.finditer(grammar):
+        path = match.group(1)
+        if path == "common" or (path.startswith("common.") and path.count(".") == 1):
+            continue
+        line = grammar.count("\n", 0, match.start()) + 1
+        raise ConstraintError(
+            f"grammar: line {line}: %import {path[:60] or '(nothing)'} is not allowed: only "
+            "lark's bundled common rules may be imported (e.g. %import common.WS or "
+            "%import common (INT, WORD)); write the other rules into the grammar")
 
 
 def _caret(text: str, pos: int | None) -> str:

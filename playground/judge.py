@@ -40,8 +40,10 @@ def judge_blocking(constraint: Constraint, text: str, finish_reason: str | None 
     if finish_reason == "error" or engine_error or _in_thread(constraint, finish_reason):
         return validate(*args)
     limit = limits.active()
+    # A cut output is checked by the matcher: its imports are not part of the judging time.
+    setup = _import_matchers if finish_reason == "length" else None
     try:
-        return bounded.call(validate, *args, timeout=limit.validation_timeout_s)
+        return bounded.call(validate, *args, timeout=limit.validation_timeout_s, setup=setup)
     except bounded.WorkTimeout:
         return _unjudged(finish_reason, f"not judged: {limit.message('validation_timeout_s')}")
     except bounded.WorkerDied as exc:
@@ -58,6 +60,14 @@ async def judge(constraint: Constraint, text: str, finish_reason: str | None = "
     """`judge_blocking` from async code: the event loop only waits."""
     return await asyncio.to_thread(judge_blocking, constraint, text, finish_reason,
                                    engine_error, backend, any_whitespace)
+
+
+def _import_matchers() -> None:
+    import importlib.util
+
+    for name in ("xgrammar", "llguidance"):
+        if importlib.util.find_spec(name) is not None:
+            __import__(name)
 
 
 def _unjudged(finish_reason: str | None, reason: str) -> Verdict:

@@ -43,6 +43,9 @@ class Limits:
     max_batch_file_bytes: int = _limit(5_000_000, "the batch file", "bytes")
     max_batch_prompts: int = _limit(1_000, "the batch", "prompts")
     max_batch_tokens: int = _limit(200_000, "the batch's total work", "tokens")
+    # Compiled grammars kept for reuse (xgrammar's cache in the CPU engine); 2,000 choices
+    # take ~0.5 MB, a JSON schema with maxLength 10^8 ~5.6 MB. Before: never freed.
+    compile_cache_bytes: int = _limit(256_000_000, "the compiled-grammar cache", "bytes")
     # History: runs kept per browser session, and the size of a history file loaded back.
     max_history_runs: int = _limit(50, "the history", "runs")
     max_history_file_bytes: int = _limit(20_000_000, "the history file", "bytes")

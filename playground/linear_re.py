@@ -21,8 +21,8 @@ from typing import Any
 
 import re2
 
-# Compiled patterns are small (RE2 caps each at max_mem); 256 of them stay well under 1 GB.
-_MAX_MEM = 32 << 20
+# RE2 caps each compiled pattern (and its DFA cache) at max_mem: 64 x 8 MB at most.
+_MAX_MEM = 8 << 20
 
 
 def _options() -> Any:
@@ -33,7 +33,7 @@ def _options() -> Any:
     return options
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)
 def _compiled(pattern: str) -> tuple[Any, str | None]:
     try:
         return re2.compile(pattern, _options()), None

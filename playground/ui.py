@@ -17,6 +17,8 @@ from playground.compare import metrics_table
 from playground.constraints import MODE_LABELS, MODES, Mode
 from playground.engines.base import Engine, EngineNotReady, SamplingSettings
 from playground.inflight import Flight, InFlight
+from playground.inspect import CSS as INSPECT_CSS
+from playground.inspect import strip_html
 from playground.plain import plain
 from playground.presets import Preset
 from playground.service import InputError, parse_constraint, stream_request
@@ -49,7 +51,7 @@ CSS = """
   margin-bottom:6px}
 .good {color:#15803d;font-weight:600} .bad {color:#b91c1c;font-weight:600}
 .warn {color:#b45309;font-weight:600}
-""" + ui_session.CSS
+""" + ui_session.CSS + INSPECT_CSS
 
 # ---- handlers: plain functions ---------------------------------------------------------
 
@@ -113,8 +115,9 @@ def verdict_html(result: dict[str, Any]) -> str:
             + (f"<ul>{items}</ul>" if items else ""))
 
 
-def result_panel(result: dict[str, Any]) -> tuple[str, str]:
-    return result.get("text", ""), verdict_html(result)
+def result_panel(result: dict[str, Any], constrained: bool = True) -> tuple[str, str]:
+    """The output text, and its verdict with the token strip under it when inspected."""
+    return result.get("text", ""), verdict_html(result) + strip_html(result, constrained)
 
 
 def panels(constrained: dict[str, Any], free: dict[str, Any]) -> tuple[str, ...]:
@@ -123,7 +126,7 @@ def panels(constrained: dict[str, Any], free: dict[str, Any]) -> tuple[str, ...]
     def done(result: dict[str, Any]) -> dict[str, Any]:
         return result if result.get("verdict", "running") != "running" else {}
 
-    return (*result_panel(constrained), *result_panel(free),
+    return (*result_panel(constrained), *result_panel(free, constrained=False),
             metrics_table(done(constrained), done(free)))
 
 
@@ -137,7 +140,7 @@ def run_values(run: history.Run) -> list[Any]:
 async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str,
                     *controls: Any, flight: Flight | None = None,
                     runs: list[history.Run] | None = None, session_id: str = "",
-                    store: history.SessionStore | None = None
+                    store: history.SessionStore | None = None, inspect: bool = False
                     ) -> AsyncIterator[tuple[Any, ...]]:
     """Stream (check message, constrained text and verdict, unconstrained text and
     verdict, metrics table, history, history table): at most ~10 updates a second, each
@@ -152,7 +155,9 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
         options = options_from_controls(*controls)
         if not engine.ready:
             yield ("Waiting for the model to finish loading …",) + (skip,) * 7
-        updates = stream_request(engine, mode, constraint_text, prompt, options,
+        # The inspector is a request option, not a sampling setting (history keeps these).
+        requested = {**options, "inspect": True} if inspect else options
+        updates = stream_request(engine, mode, constraint_text, prompt, requested,
                                  live=flight.results)
         async for final in coalesce(updates, PAGE_UPDATE_EVERY_S):
             yield changes((warnings_message(final["warnings"]),
@@ -385,6 +390,8 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                 with gr.Row():
                     run = gr.Button("Run", variant="primary", elem_id=f"{mode}-run")
                     stop = gr.Button("Stop", variant="stop", elem_id=f"{mode}-stop")
+                    inspect = gr.Checkbox(False, label="Inspect tokens", elem_id=f"{mode}-inspect",
+                                          info="where the constraint acted, token by token")
                 export_form, export_code = ui_session.copy_as_code(mode, ui_session.export_text(
                     ui_session.export.target_for(engine.info.as_dict()), mode, "python",
                     editor.value or "", prompt.value or "", defaults.model_dump()))
@@ -410,16 +417,17 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
 
     async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
         flight = flights.start(request.session_hash, mode)
-        *inputs, runs, session_id = values
+        *inputs, inspect_on, runs, session_id = values
         async for update in run_click(engine, *inputs, flight=flight, runs=runs,
-                                      session_id=session_id, store=parts.store):
+                                      session_id=session_id, store=parts.store,
+                                      inspect=bool(inspect_on)):
             yield update
 
     async def on_stop(request: gr.Request) -> tuple[str, ...]:
         return await stop_click(flights.get(request.session_hash, mode))
 
     results = [*constrained, *free, metrics]
-    run_event = run.click(on_run, [mode_state, editor, prompt, *controls, parts.runs,
+    run_event = run.click(on_run, [mode_state, editor, prompt, *controls, inspect, parts.runs,
                                    parts.session],
                           [check, *results, parts.runs, parts.table], api_name=False,
                           concurrency_id=ENGINE_QUEUE, concurrency_limit=limit)

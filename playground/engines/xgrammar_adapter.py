@@ -31,7 +31,8 @@ def choice_ebnf(choices: tuple[str, ...]) -> str:
     return "root ::= " + " | ".join(literal(choice) for choice in choices)
 
 
-@functools.lru_cache(maxsize=128)
+# Bounded in entries, and in memory by --max-constraint-chars per grammar.
+@functools.lru_cache(maxsize=32)
 def lark_to_ebnf(grammar: str) -> str:
     """xgrammar's Lark front end accepts `?rule:` and regex terminals that vLLM's rejects."""
     try:
