@@ -1,4 +1,3 @@
-import asyncio
 import importlib.util
 
 import pytest
@@ -33,7 +32,3 @@ def embedded_engine():
     engine = EmbeddedEngine()
     engine.load()
     return engine
-
-
-def run(coroutine):
-    return asyncio.run(coroutine)
