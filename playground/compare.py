@@ -45,6 +45,8 @@ def _difference(left: Any, right: Any, unit: str) -> str:
 def metrics_table(constrained: dict[str, Any], unconstrained: dict[str, Any]) -> str:
     """Markdown: a row per metric, a column per side, and their difference."""
     rows = list(METRICS)
+    if "inspect_s" in constrained or "inspect_s" in unconstrained:  # only when asked for
+        rows.append(("inspect_s", "token inspector (after the run)", "s"))
     timings = {**(unconstrained.get("engine_timings") or {}),
                **(constrained.get("engine_timings") or {})}
     lines = ["| metric | constrained | unconstrained | difference |", "|---|---:|---:|---:|"]

@@ -196,9 +196,7 @@ async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
     Partial results come every API_UPDATE_EVERY_S seconds, so a client that goes away is
     noticed (Gradio closes this generator at its next update) and its request stopped.
     """
-    try:
-        if isinstance(options, str):
-            options = json.loads(options) if options.strip() else {}
+    try:  # options as an object or a JSON string: checked (types, sizes) by the service
         sent_at, update = time.monotonic(), None
         async for update in stream_request(engine, mode, constraint, prompt, options):
             if time.monotonic() - sent_at >= API_UPDATE_EVERY_S:

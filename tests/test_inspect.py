@@ -203,3 +203,28 @@ def test_cpu_model_counts_and_overrides(embedded_engine, mode, constraint, promp
             if len("".join(text.split())) > 2:
                 assert token["kind"] == "narrowed", (text, token)
                 break
+
+
+def test_the_page_handler_draws_both_strips_and_the_inspect_time(fake_engine):
+    from playground import ui
+    from playground.settings import SamplingSettings
+
+    fake_engine.wants = "maybe"
+    fake_engine.enqueue("yes", "maybe")
+    controls = ui.controls_from_settings(SamplingSettings(max_tokens=8))
+
+    async def collect():
+        return [u async for u in ui.run_click(fake_engine, "choice", "yes\nno", "q?",
+                                              *controls, runs=[], inspect=True)]
+
+    updates = asyncio.run(collect())
+
+    def last(index):  # an update carries only what changed
+        return next(u[index] for u in reversed(updates) if isinstance(u[index], str))
+
+    constrained, free, metrics = last(2), last(4), last(5)
+    assert "4 overrides of the model" in constrained and "tok narrowed" in constrained
+    assert "left the format at token 0" in free
+    assert "token inspector" in metrics
+    runs = next(u[6] for u in reversed(updates) if isinstance(u[6], list))
+    assert runs  # kept in the history without the request option
