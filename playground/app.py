@@ -7,9 +7,10 @@ import ipaddress
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
-from playground import limits
+from playground import bounded, limits
 from playground import log as logs
 from playground.engines import create_engine
 from playground.presets import load_presets
@@ -58,5 +59,7 @@ def serve(args: argparse.Namespace) -> int:
     # Loading starts once the page is served: its imports would otherwise hold the GIL
     # against gradio's and delay the page (measured: 8.6 s to the page with vLLM).
     engine.start_background_load()
+    # Validation's worker processes start now, not on the first request (playground.bounded).
+    threading.Thread(target=bounded.warm_up, name="validation-warm-up", daemon=True).start()
     demo.block_thread()
     return 0

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int)
     run.add_argument("--temperature", type=float)
     run.add_argument("--seed", type=int)
+    run.add_argument("--inspect", action="store_true",
+                     help="token inspector: per token, what the constraint allowed and the "
+                          "model's own top 5 (\"tokens\", \"inspect_summary\" per side)")
     run.add_argument("--export", choices=["python", "openai", "curl"],
                      help="print this as vLLM code (offline API, openai client, curl) instead "
                           "of running; loads no model")
@@ -116,7 +119,10 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
     elif args.engine == "vllm":
         from playground.engines.vllm_engine import vllm_check
 
-        result["vllm_accepts"], result["vllm_message"] = vllm_check(constraint)
+        # stdout carries only the JSON: whatever vLLM prints at import or check goes to stderr
+        # (its logger is sent there by log.configure; this catches plain prints too).
+        with contextlib.redirect_stdout(sys.stderr):
+            result["vllm_accepts"], result["vllm_message"] = vllm_check(constraint)
     if args.output is not None:
         # Bounded as on the server: RE2, or a worker killed past --validation-timeout-s.
         verdict = judge_blocking(constraint, args.output, "length" if args.cut else "stop",
@@ -158,6 +164,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
         return from_args(args, constraint, prompt, options)
     engine = create_engine(args, log=lambda message: print(message, file=sys.stderr))
     engine.load(lambda fraction, message: print(f"[{fraction:4.0%}] {message}", file=sys.stderr))
+    if args.inspect:  # a request option, not a sampling setting (export leaves it out)
+        options = {**options, "inspect": True}
     return asyncio.run(run_request(engine, mode, constraint_text, prompt, options))
 
 
