@@ -137,7 +137,11 @@ IRI_DRAFTS = {"Draft7Validator", "Draft201909Validator", "Draft202012Validator"}
 
 @lru_cache(maxsize=1)
 def _jsonschema() -> types.ModuleType:
-    """jsonschema, imported without its eager IRI checker (none of its other formats)."""
+    """jsonschema, imported without its eager IRI checker (none of its other formats).
+
+    jsonschema's own FORMAT_CHECKER then lacks the IRI formats in this process (vLLM and
+    gradio use no format checking); the playground's `_format_checker` has them.
+    """
     if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
         return importlib.import_module("jsonschema")
     # For this one import only: None in sys.modules makes `import rfc3987_syntax` fail.

@@ -23,9 +23,9 @@ def models(embedded_engine):
 def _prompt_ids(tokenizer, prompt):
     import torch
 
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                         tokenize=False, add_generation_prompt=True)
-    return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    from playground.engines.base import SamplingSettings, encode_prompt
+
+    return torch.tensor([encode_prompt(tokenizer, prompt, SamplingSettings())])
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
