@@ -34,7 +34,8 @@ MODES_PRESETS = {"choice": "Sentiment", "regex": "Email address", "json": "Iconi
 GOALS = {"latency_ratio": ("<=", 1.03), "throughput_ratio@32": (">=", 0.97),
          "throughput_ratio@128": (">=", 0.97), "json_constrained_free_ratio@32": (">=", 0.9),
          "page_served_s": ("<=", 5.0), "cpu_tokens_per_s": (">=", 30.0),
-         "cpu_ttft_s": ("<", 1.0), "cpu_second_start_s": ("<", 5.0)}
+         "cpu_ttft_s": ("<", 1.0), "cpu_second_start_s": ("<", 5.0),
+         "inspect_overhead": ("<=", 0.15)}
 # Prompts for throughput runs: different, so no prefix cache makes one request free.
 TOPICS = ["a car", "a city", "a book", "a song", "a planet", "a dog", "a river", "a game"]
 THROUGHPUT_SCHEMA = ('{"type": "object", "properties": {"name": {"type": "string"}, '
@@ -269,6 +270,48 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+async def inspect_cost(engine: Engine, reps: int, max_tokens: int, log) -> dict[str, Any]:
+    """The token inspector's extra time: one click (`run_request`: both runs) with it off
+    and on, alternating; the extra wall time over the click's own, medians over `reps`.
+    A first inspected click builds the tokenizer's matcher vocabulary (once per process):
+    reported as `first_inspect_s`, not in the medians."""
+    from playground.service import run_request
+
+    prompt = "Describe a car as JSON with name, year and tags."
+    options = {"max_tokens": max_tokens, "temperature": 0.0}
+
+    async def click(inspect: bool) -> tuple[float, dict[str, Any]]:
+        start = time.perf_counter()
+        result = await run_request(engine, "json", THROUGHPUT_SCHEMA, prompt,
+                                   {**options, "inspect": inspect})
+        return time.perf_counter() - start, result
+
+    first = (await click(True))[1]
+    offs, extras, inspect_s = [], [], []
+    for rep in range(reps):
+        order = (False, True) if rep % 2 == 0 else (True, False)
+        walls = {}
+        for inspect in order:
+            walls[inspect], result = await click(inspect)
+            if inspect:
+                sides = [result[side]["inspect_s"] or 0.0
+                         for side in ("constrained", "unconstrained")]
+                inspect_s.append(max(sides) if engine.concurrent else sum(sides))
+        offs.append(walls[False])
+        extras.append(walls[True] - walls[False])
+    tokens = result["constrained"]["output_tokens"]
+    row = {"max_tokens": max_tokens, "constrained_tokens": tokens, "reps": reps,
+           "click_s": statistics.median(offs), "extra_s": statistics.median(extras),
+           "inspect_s": statistics.median(inspect_s),
+           "first_inspect_s": max(first[side]["inspect_s"] or 0.0
+                                  for side in ("constrained", "unconstrained"))}
+    row["overhead"] = row["extra_s"] / row["click_s"]
+    log(f"  click {row['click_s']:.3f} s ({tokens} constrained tokens), inspector +"
+        f"{row['extra_s']:.3f} s wall ({row['overhead']:.1%}), inspect_s "
+        f"{row['inspect_s']:.3f} s; first inspection {row['first_inspect_s']:.3f} s")
+    return row
+
+
 def goals(report: dict[str, Any]) -> dict[str, Any]:
     tp = report.get("throughput", {})
     values: dict[str, Any] = {
@@ -284,6 +327,8 @@ def goals(report: dict[str, Any]) -> dict[str, Any]:
         values["cpu_ttft_s"] = max(row["playground"]["ttft_s"]
                                    for row in report["single"].values())
         values["cpu_second_start_s"] = report.get("second_start_s")
+    if report["engine"] == "vllm" and report.get("inspect"):  # the target is the H100's
+        values["inspect_overhead"] = report["inspect"]["overhead"]
     result = {}
     for name, value in values.items():
         if value is None:
@@ -308,6 +353,11 @@ async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[
     log("grammar compile:")
     compile_s = await compile_times(engine)
     log(f"  cold {compile_s['cold_s']:.4f} s, cached {compile_s['cached_s']:.4f} s")
+    inspect = None
+    if engine.inspects:
+        log(f"token inspector, JSON schema, max {max_tokens} tokens, one click off and on:")
+        inspect = await inspect_cost(engine, reps if engine_kind != "cpu" else 3, max_tokens,
+                                     log)
     ratios = [row["latency_ratio"] for row in single.values()]
     return {
         "engine": engine_kind,
@@ -322,6 +372,7 @@ async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[
         "tokens_per_s": {mode: row["playground"]["tokens_per_s"] for mode, row in single.items()},
         "ttft_s": {mode: row["playground"]["ttft_s"] for mode, row in single.items()},
         "compile_s": compile_s,
+        "inspect": inspect,
         "single": single,
         "throughput": table,
     }
@@ -351,6 +402,11 @@ def print_table(report: dict[str, Any]) -> None:
     if "second_start_s" in report:
         print(f"second start of the engine alone (fresh process): "
               f"{report['second_start_s']:.2f} s")
+    if report.get("inspect"):
+        row = report["inspect"]
+        print(f"token inspector: click {row['click_s']:.3f} s ({row['constrained_tokens']} "
+              f"constrained tokens), +{row['extra_s']:.3f} s with it on "
+              f"({row['overhead']:.1%}), inspect_s {row['inspect_s']:.3f} s")
     print("\ngoals:")
     for name, goal in report["goals"].items():
         print(f"  {name:32} {goal['value']:9.3f}  target {goal['target']:8}  "

@@ -228,3 +228,14 @@ def test_the_page_handler_draws_both_strips_and_the_inspect_time(fake_engine):
     assert "token inspector" in metrics
     runs = next(u[6] for u in reversed(updates) if isinstance(u[6], list))
     assert runs  # kept in the history without the request option
+
+
+def test_bench_measures_the_inspectors_extra_time(fake_engine):
+    from playground import bench
+
+    fake_engine.enqueue(*['{"name": "A", "year": 1, "tags": []}', "free text"] * 7)
+    row = asyncio.run(bench.inspect_cost(fake_engine, 3, 16, log=lambda message: None))
+    assert row["reps"] == 3 and row["click_s"] > 0 and row["inspect_s"] > 0
+    assert row["overhead"] == pytest.approx(row["extra_s"] / row["click_s"])
+    report = {"engine": "vllm", "latency_ratio": 1.0, "inspect": {**row, "overhead": 0.1}}
+    assert bench.goals(report)["inspect_overhead"]["met"]
