@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -65,23 +65,43 @@ def delta_text(choice: dict[str, Any]) -> str:
     return text if isinstance(text, str) else ""
 
 
-def read_event(event: dict[str, Any], tokens: int, finish: str | None = None
-               ) -> tuple[str, int, str | None]:
-    """One streamed event: its new text, the output tokens so far, the finish reason.
+@dataclass
+class Event:
+    """What one streamed event adds: text, token ids (where the server sends them), the
+    output tokens so far, and the finish reason once there is one."""
 
-    Usage on every chunk (vLLM's continuous usage) counts the tokens of a delta exactly,
-    and a delta may hold several; from a server without it, a delta counts as one token.
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    tokens: int = 0
+    finish: str | None = None
+
+
+def read_event(event: dict[str, Any], tokens: int, finish: str | None = None) -> Event:
+    """One streamed event, after `tokens` output tokens.
+
+    A delta may hold several tokens. Usage on every chunk (vLLM's continuous usage) and a
+    delta's `token_ids` (vLLM's `return_token_ids`) count them exactly; from a server with
+    neither, a delta counts as one token.
     """
-    text = ""
+    read = Event(finish=finish)
+    has_ids = False
     for choice in event.get("choices") or []:  # n = 1: one choice
         if isinstance(choice, dict):
-            text += delta_text(choice)
-            finish = choice.get("finish_reason") or finish
+            read.text += delta_text(choice)
+            read.finish = choice.get("finish_reason") or read.finish
+            ids = choice.get("token_ids")
+            if isinstance(ids, list):
+                has_ids = True
+                read.token_ids += [i for i in ids if isinstance(i, int)]
     usage = event.get("usage")
     counted = usage.get("completion_tokens") if isinstance(usage, dict) else None
     if isinstance(counted, int):
-        return text, max(tokens, counted), finish
-    return text, tokens + 1 if text else tokens, finish
+        read.tokens = max(tokens, counted)
+    elif has_ids:
+        read.tokens = tokens + len(read.token_ids)
+    else:
+        read.tokens = tokens + 1 if read.text else tokens
+    return read
 
 
 def server_timings(metrics: Any) -> dict[str, float]:
@@ -371,14 +391,15 @@ class OpenAIEngine(Engine):
             async with aclosing(self.events(*self.request(prompt, constraint, settings))) \
                     as events:
                 async for event in events:
-                    before = tokens
-                    text, tokens, finish = read_event(event, tokens, finish)
+                    read = read_event(event, tokens, finish)
                     usage = event.get("usage")
                     if isinstance(usage, dict):
                         prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
                     timings = server_timings(event.get("metrics")) or timings
-                    if text or tokens > before:
-                        yield Chunk(text=text, output_tokens=tokens)
+                    if read.text or read.tokens > tokens:
+                        yield Chunk(text=read.text, output_tokens=read.tokens,
+                                    token_ids=read.token_ids)
+                    tokens, finish = read.tokens, read.finish
         except ServerError as exc:
             if exc.health:
                 self.last_error = f"{time.strftime('%H:%M:%S')} {exc}"
@@ -399,8 +420,9 @@ class OpenAIEngine(Engine):
         tokens, ttft = 0, None
         async with aclosing(self.events(*self.request(prompt, constraint, settings))) as events:
             async for event in events:
-                text, tokens, _ = read_event(event, tokens)
-                if ttft is None and (text or tokens):
+                read = read_event(event, tokens)
+                tokens = read.tokens
+                if ttft is None and (read.text or tokens):
                     ttft = time.perf_counter() - start
         return {"tokens": tokens, "ttft_s": ttft, "latency_s": time.perf_counter() - start}
 

@@ -80,8 +80,8 @@ def openai_request(prompt: str, constraint: Constraint | None, settings: Samplin
     vLLM's top-level `structured_outputs` (what the openai client sends as `extra_body`).
     No whitespace setting travels: vLLM 0.26 accepts `disable_any_whitespace` in a
     request but its backends read only the server's (`--structured-outputs-config`).
-    Usage on every chunk (a vLLM extension) gives the token count of each delta, which
-    may hold several tokens.
+    Usage on every chunk and each delta's token ids (vLLM extensions) count the tokens
+    of a delta exactly, which may hold several.
     """
     body: dict[str, Any] = {"model": model}
     if settings.chat_template:
@@ -92,7 +92,8 @@ def openai_request(prompt: str, constraint: Constraint | None, settings: Samplin
         body["prompt"] = prompt
         body["add_special_tokens"] = False
     body.update(max_tokens=settings.max_tokens, temperature=settings.temperature,
-                top_p=settings.top_p, include_stop_str_in_output=True, stream=True,
+                top_p=settings.top_p, include_stop_str_in_output=True, return_token_ids=True,
+                stream=True,
                 stream_options={"include_usage": True, "continuous_usage_stats": True})
     if settings.seed is not None:
         body["seed"] = settings.seed
