@@ -18,43 +18,52 @@ UPDATES_PER_S = 10.0
 
 async def coalesce(source: AsyncIterator[T], interval_s: float = 1 / UPDATES_PER_S,
                    clock: Callable[[], float] = time.monotonic) -> AsyncIterator[T]:
-    """The items of `source`, at most one per `interval_s`: an item arriving sooner is
-    held, replaced by any newer one, and sent when the interval is up (even if nothing
-    newer comes). The last item is always sent. Errors of `source` pass through."""
+    """The items of `source`, at most one per `interval_s`: an item arriving sooner waits,
+    replaced by any newer one, and is sent when its interval is up (even if nothing newer
+    comes). The last item is always sent; an error of `source` follows it.
+
+    `source` runs in one task of its own from start to end (generators that hold timeouts
+    or cancel scopes must not move between tasks), never waiting for the consumer; closing
+    or cancelling the consumer cancels that task, which closes `source`.
+    """
+    newest: list[T] = []  # the newest item not yet sent, if any
+    failure: list[BaseException] = []
+    fresh, ended = asyncio.Event(), asyncio.Event()
+
+    async def pump() -> None:
+        try:
+            async for item in source:
+                newest[:] = [item]
+                fresh.set()
+        except Exception as exc:  # handed to the consumer after the items before it
+            failure.append(exc)
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            ended.set()
+            fresh.set()
+
+    task = asyncio.create_task(pump())
     last = -float("inf")
-    held: list[T] = []  # zero or one item waiting for its turn
-    pending: asyncio.Future[T] | None = None
     try:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(source))
-            wait = max(0.0, last + interval_s - clock()) if held else None
-            done, _ = await asyncio.wait({pending}, timeout=wait)
-            if not done:  # the interval is up and nothing newer came: send what waits
+            await fresh.wait()
+            fresh.clear()
+            if newest:
+                wait = last + interval_s - clock()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # newer items replace this one meanwhile
                 last = clock()
-                yield held.pop()
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
+                yield newest.pop()
+            if ended.is_set() and not newest:
                 break
-            finally:
-                pending = None
-            if clock() - last >= interval_s:
-                held.clear()
-                last = clock()
-                yield item
-            else:
-                held[:] = [item]
-        if held:
-            yield held.pop()
+        if failure:
+            raise failure[0]
     finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 class Changes:
