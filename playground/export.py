@@ -94,7 +94,8 @@ def request_body(constraint: Constraint, prompt: str, settings: SamplingSettings
     OpenAI's `response_format`, the other modes as vLLM's `structured_outputs`), not
     streamed."""
     _, body = openai_request(prompt, constraint, settings, target.model, target.engine_backend)
-    for key in ("stream", "stream_options"):
+    # What the playground reads from a stream, not what a user's code needs.
+    for key in ("stream", "stream_options", "return_token_ids"):
         body.pop(key, None)
     return body
 
