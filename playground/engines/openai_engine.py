@@ -151,7 +151,6 @@ class OpenAIEngine(Engine):
         self.disable_any_whitespace = disable_any_whitespace
         self._set_matcher(disable_any_whitespace)
         self.limits = limits or Limits()
-        self.last_error: str | None = None
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._clients = weakref.WeakKeyDictionary()
         self._reload_lock = threading.Lock()
@@ -226,9 +225,11 @@ class OpenAIEngine(Engine):
             with httpx.Client(base_url=self.base_url, headers=self._headers(),
                               timeout=self._timeout()) as client:
                 models = self._get(client, "/v1/models")
-                served = [m.get("id") for m in (models or {}).get("data", [])
-                          if isinstance(m, dict)]
-                if models is None or not served:
+                cards = models.get("data") if isinstance(models, dict) else None
+                cards = [m for m in cards if isinstance(m, dict)] if isinstance(cards, list) \
+                    else []
+                served = [m.get("id") for m in cards]
+                if not served:
                     raise ServerError(f"{self.base_url} serves no model at /v1/models; is it "
                                        "an OpenAI-compatible server?")
                 if self.requested_model and self.requested_model not in served:
@@ -236,9 +237,10 @@ class OpenAIEngine(Engine):
                                        f"{self.requested_model!r}; it serves: "
                                        f"{', '.join(map(str, served))}")
                 self.model = self.requested_model or served[0]
-                card = next(m for m in models["data"] if m.get("id") == self.model)
+                card = next(m for m in cards if m.get("id") == self.model)
                 progress(0.5, "reading the server's version and structured-outputs backend")
-                version = (self._get(client, "/version", optional=True) or {}).get("version")
+                about = self._get(client, "/version", optional=True)
+                version = about.get("version") if isinstance(about, dict) else None
                 config = self._server_config(client)
         except httpx.HTTPError as exc:
             raise ServerError(self._explain(exc)) from None
