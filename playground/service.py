@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from playground import limits
+from playground import doctor, limits
 from playground import log as logs
 from playground.constraints import Constraint, ConstraintError
 from playground.engines.base import Chunk, Engine, EngineDead, SamplingSettings, TokenDist
@@ -255,21 +255,40 @@ async def prepare(engine: Engine, mode: str, constraint_text: str,
     return constraint, warnings + engine_warnings, settings
 
 
+async def prepare_lenient(engine: Engine, mode: str, constraint_text: str,
+                          options: dict[str, Any] | None
+                          ) -> tuple[Constraint, list[str], SamplingSettings, doctor.Lenient]:
+    """`prepare` for a lenient run: the engine is asked about (and sent) what its backend
+    can enforce of the constraint; the full constraint judges the output."""
+    settings = parse_settings(check_options(options))
+    constraint, warnings = await asyncio.to_thread(parse_constraint, mode, constraint_text)
+    await engine.wait_ready()
+    relaxed = await asyncio.to_thread(doctor.lenient, constraint, doctor.engine_backend(engine),
+                                      limits.active().compile_timeout_s)
+    engine_warnings = await asyncio.to_thread(engine_check, engine, relaxed.constraint)
+    if relaxed.not_enforced:
+        engine_warnings.append(f"lenient run ({relaxed.how}): not enforced: "
+                               f"{', '.join(relaxed.not_enforced)}")
+    return constraint, warnings + engine_warnings, settings, relaxed
+
+
 async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,
                       settings: SamplingSettings, live: list[RunResult] | None = None,
-                      inspect: bool = False
+                      inspect: bool = False, judge_by: Constraint | None = None
                       ) -> AsyncIterator[tuple[RunResult, RunResult]]:
     """Constrained and unconstrained runs of one click, same prompt and settings.
 
     Both go to the engine together where it batches (vLLM); one after the other where
     it runs one request at a time (the CPU model), so each is timed on its own.
     `live`, if given, always holds the two results, labelled "stopped" after a Stop.
+    `judge_by`: the constraint verdicts use, where the engine is sent another (lenient).
     """
     await engine.wait_ready()
     latest = live if live is not None else []
     latest[:] = [RunResult(), RunResult()]
-    runs = [stream_run(engine, prompt, constraint, settings, constraint, inspect),
-            stream_run(engine, prompt, None, settings, constraint, inspect)]
+    judge_by = judge_by or constraint
+    runs = [stream_run(engine, prompt, constraint, settings, judge_by, inspect),
+            stream_run(engine, prompt, None, settings, judge_by, inspect)]
     if not engine.concurrent:
         try:
             for index, run in enumerate(runs):
@@ -328,16 +347,31 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
     request = parse_request_options(options)
     if request.inspect and not engine.inspects:
         raise InputError(f"inspect: the engine {engine.info.name} cannot inspect tokens")
-    constraint, warnings, settings = await prepare(engine, mode, constraint_text, options)
+    if request.lenient:
+        constraint, warnings, settings, relaxed = await prepare_lenient(
+            engine, mode, constraint_text, options)
+    else:
+        constraint, warnings, settings = await prepare(engine, mode, constraint_text, options)
+        relaxed = None
+    sending = relaxed.constraint if relaxed else constraint
+    sent = await asyncio.to_thread(doctor.sent, sending, doctor.engine_backend(engine),
+                                   engine.any_whitespace)
     await check_context(engine, prompt, settings)
     log.info("request: %s constraint of %d characters, prompt %s, max_tokens %d", mode,
              len(constraint_text), logs.prompt(prompt), settings.max_tokens)
 
     def update(constrained: RunResult, free: RunResult) -> dict[str, Any]:
-        return {"mode": mode, "engine": engine.info.as_dict(), "warnings": warnings,
-                "constrained": constrained.as_dict(), "unconstrained": free.as_dict()}
+        out = {"mode": mode, "engine": engine.info.as_dict(), "warnings": warnings,
+               "constrained": constrained.as_dict(), "unconstrained": free.as_dict(),
+               "sent": sent}
+        if relaxed is not None:
+            out["lenient"], out["not_enforced"] = relaxed.as_dict(), relaxed.not_enforced
+            out["constrained"]["errors"] = doctor.mark_not_enforced(
+                constraint, constrained.text, constrained.errors, relaxed)
+        return out
 
-    pair = stream_pair(engine, prompt, constraint, settings, live, request.inspect)
+    pair = stream_pair(engine, prompt, sending, settings, live, request.inspect,
+                       judge_by=constraint)
     async with aclosing(pair):
         async for constrained, free in pair:
             yield update(constrained, free)

@@ -34,6 +34,9 @@ class RequestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inspect: bool = False  # the token inspector: replay and raw distributions after the run
+    # Generate anyway: send what the engine's backend can enforce of a JSON Schema (the
+    # doctor's lenient schema), judge by the full one (playground.doctor.lenient).
+    lenient: bool = False
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -24,7 +24,9 @@ def test_constrained_and_unconstrained_are_judged_by_the_same_constraint(fake_en
 def test_result_has_the_documented_fields(fake_engine):
     fake_engine.enqueue("yes", "no")
     result = asyncio.run(run_request(fake_engine, "choice", "yes\nno", "q?", {"max_tokens": 4}))
-    assert set(result) == {"mode", "engine", "warnings", "constrained", "unconstrained"}
+    assert set(result) == {"mode", "engine", "warnings", "constrained", "unconstrained",
+                           "sent"}
+    assert result["sent"]["language"] == "ebnf" and "yes" in result["sent"]["text"]
     assert set(result["constrained"]) >= {
         "text", "verdict", "errors", "prompt_tokens", "output_tokens", "latency_s", "ttft_s",
         "tokens_per_s", "compile_s", "finish_reason"}

@@ -1,0 +1,130 @@
+"""The doctor: test strings, what was sent, lenient runs and regex dialects."""
+
+import asyncio
+import json
+
+import pytest
+
+from playground import doctor
+from playground.constraints import from_text
+from playground.service import run_request
+
+UNIQUE = {"type": "object", "required": ["tags"],
+          "properties": {"tags": {"type": "array", "items": {"type": "string"},
+                                  "uniqueItems": True}}}
+# One schema with each keyword the backends cannot all enforce.
+HARD = {"type": "object", "required": ["name", "tags", "age", "card"],
+        "properties": {"name": {"type": "string", "maxLength": 20},
+                       "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3,
+                                "uniqueItems": True},
+                       "age": {"type": "integer", "not": {"const": 13}},
+                       "card": {"type": "string", "format": "credit-card", "maxLength": 20}},
+        "if": {"properties": {"age": {"minimum": 18}}}, "then": {"required": ["name"]},
+        "additionalProperties": False}
+
+
+def test_parse_cases():
+    assert doctor.parse_cases("+ yes\n- no\nplain\n\n+ a\\nb") == [
+        ("yes", True), ("no", False), ("plain", None), ("a\nb", True)]
+
+
+@pytest.mark.parametrize(("mode", "constraint", "cases", "flags"), [
+    ("choice", "yes\nno", "+ yes\n- maybe\n+ nope", ["ok", "ok", "⚠ not as expected"]),
+    ("regex", r"\d+", "+ 42\n- x\n+ ٣",
+     ["ok", "ok", "⚠ not as expected, ⚠ validator and engine disagree"]),
+    ("json", json.dumps(UNIQUE), '+ {"tags": ["a"]}\n- {"tags": ["a", "a"]}',
+     ["ok", "⚠ validator and engine disagree"]),
+    ("grammar", 'start: "SELECT " NAME\nNAME: /[a-z]+/', "+ SELECT a\n- SELECT 1",
+     ["ok", "ok"]),
+])
+def test_test_strings_in_every_mode(mode, constraint, cases, flags):
+    results = doctor.test_strings(from_text(mode, constraint), doctor.parse_cases(cases))
+    rows = doctor.test_rows(results)
+    assert [row[-1] for row in rows] == flags
+    assert all(len(row) == 6 for row in rows)  # string, expected, validator, 2 backends, flag
+
+
+def test_a_refused_string_names_the_character_and_what_was_expected():
+    [result] = doctor.test_strings(from_text("regex", "[0-9]+"), [("12a", False)])
+    found = result["backends"]["xgrammar"]
+    assert found["rejected_at"] == 2 and found["expected"].startswith("'0'-'9'")
+
+
+def test_a_backend_refusing_the_constraint_is_a_verdict_too():
+    [result] = doctor.test_strings(from_text("regex", r"(a)\1"), [("aa", True)])
+    assert result["validator"]["matches"] is True
+    assert result["backends"]["xgrammar"]["matches"] is None
+    assert "refuses the constraint" in doctor.test_rows([result])[0][3]
+
+
+@pytest.mark.parametrize(("mode", "text", "backend", "language", "needle"), [
+    ("json", json.dumps(UNIQUE), "xgrammar", "ebnf", "root ::="),
+    ("json", json.dumps(UNIQUE), "vllm:guidance", "json", '"uniqueItems": true'),
+    ("grammar", 'start: "a" b\n?b: "c"', "vllm:guidance", "lark", 'b: "c"'),
+    ("grammar", 'start: "a" b\n?b: "c"', "vllm:xgrammar", "ebnf", "::="),
+    ("regex", "[a-z]+", "vllm:outlines", "regex", "[a-z]+"),
+    ("choice", "yes\nno", "vllm:xgrammar", "json", '"yes"'),
+])
+def test_sent_is_what_the_backend_receives(mode, text, backend, language, needle):
+    found = doctor.sent(from_text(mode, text), backend)
+    assert found["language"] == language and needle in found["text"]
+
+
+def test_dialect_differences_are_found_by_asking_the_backends():
+    lines = doctor.dialect_lines(doctor.dialect(r"[a-z]+\d"))
+    # RE2 (the validator) and xgrammar: \d is ASCII; llguidance: any Unicode digit.
+    assert any("'٣'" in line and "guidance matches" in line
+               and "xgrammar does not match" in line for line in lines)
+    assert any("position 6" in line for line in lines)
+    refused = doctor.dialect(r"(?=a)a")
+    assert refused[0]["feature"] == "lookahead" and "refuses" in refused[0]["backends"][
+        "xgrammar"]
+
+
+def test_dialect_notes_of_patterns_inside_a_schema():
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": r"^\w+$"}}}
+    notes = doctor.dialect_notes(from_text("json", json.dumps(schema)))
+    assert notes and notes[0]["where"] == "$.properties.code.pattern"
+
+
+def test_lenient_per_backend():
+    constraint = from_text("json", json.dumps(HARD))
+    for backend in ("xgrammar", "guidance"):
+        relaxed = doctor.lenient(constraint, backend)
+        assert "uniqueItems at $.properties.tags" in relaxed.not_enforced
+        assert "not at $.properties.age" in relaxed.not_enforced
+    guidance = doctor.lenient(constraint, "guidance")
+    assert guidance.constraint.schema["x-guidance"] == {"lenient": True}
+    assert "format at $.properties.card" in guidance.not_enforced
+
+
+def test_lenient_run_judges_by_the_full_schema_and_names_what_was_not_enforced(fake_engine):
+    fake_engine.enqueue('{"tags": ["a", "a"]}', "free text")
+    result = asyncio.run(run_request(fake_engine, "json", json.dumps(UNIQUE), "Tags?",
+                                     {"max_tokens": 30, "lenient": True}))
+    assert result["not_enforced"] == ["uniqueItems at $.properties.tags"]
+    assert result["lenient"]["backend"] == "xgrammar"
+    assert result["constrained"]["verdict"] == "invalid"
+    [error] = result["constrained"]["errors"]
+    assert "non-unique" in error and "not enforced by xgrammar" in error
+    assert result["sent"]["language"] == "ebnf"
+
+
+def test_lenient_is_a_request_option_beside_the_sampling_settings(fake_engine):
+    fake_engine.enqueue("yes", "no")
+    result = asyncio.run(run_request(fake_engine, "choice", "yes\nno", "q", {"lenient": True}))
+    assert result["lenient"]["how"] == "nothing to relax in this mode"
+    assert result["not_enforced"] == []
+
+
+@pytest.mark.slow
+def test_cpu_engine_generates_anyway_under_lenient(embedded_engine):
+    """The CPU engine (xgrammar) writes output for a schema with uniqueItems, not,
+    if/then/else and an unknown format; the verdict still uses the full schema."""
+    result = asyncio.run(run_request(embedded_engine, "json", json.dumps(HARD),
+                                     "Describe a person as JSON.",
+                                     {"max_tokens": 120, "lenient": True}))
+    assert result["constrained"]["text"]
+    assert result["constrained"]["verdict"] in {"valid", "invalid", "truncated"}
+    assert "uniqueItems at $.properties.tags" in result["not_enforced"]
+    assert result["sent"]["language"] == "ebnf"
