@@ -165,14 +165,17 @@ def test_a_second_model_family_end_to_end():
     from playground.engines.embedded import EmbeddedEngine
     from playground.service import run_request
 
-    engine = EmbeddedEngine(model=str(assemble()))
+    # No free whitespace in JSON: a base model may otherwise pad until max tokens.
+    engine = EmbeddedEngine(model=str(assemble()), disable_any_whitespace=True)
     engine.load()
     assert engine.info.options["runner"] == "transformers"
+    colour = {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}},
+              "required": ["colour"], "additionalProperties": False}
     cases = [("choice", "Positive\nNegative", "Review: I love it! Sentiment:"),
              ("regex", r"[a-z]{2,8}@example\.com", "Email:"),
-             ("json", json.dumps({"type": "object", "properties": {"age": {"type": "integer"}},
-                                  "required": ["age"]}), "A person as JSON:")]
+             ("json", json.dumps(colour), "The colour of the sky as JSON:")]
     for mode, constraint, prompt in cases:
         result = asyncio.run(run_request(engine, mode, constraint, prompt, {"max_tokens": 24}))
-        assert result["constrained"]["verdict"] in {"valid", "truncated"}, result["constrained"]
-    assert result["constrained"]["verdict"] == "valid"  # the JSON closes within 24 tokens
+        constrained = result["constrained"]
+        print(mode, repr(constrained["text"]), constrained["tokens_per_s"])
+        assert constrained["verdict"] == "valid", constrained
