@@ -59,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="whose token matcher judges a --cut output (default xgrammar)")
     check.add_argument("--engine", choices=["none", "cpu", "vllm"], default="none",
                        help="also ask that engine's compiler (vllm: its request validation)")
+    check.add_argument("--coverage", action="store_true",
+                       help="the doctor: per keyword and backend, enforced / not enforced / "
+                            "rejected (\"coverage\"), and regex dialect differences")
+    check.add_argument("--coverage-backend", action="append", metavar="NAME",
+                       help="only these backends (xgrammar, guidance, outlines, "
+                            "vllm:xgrammar, ...; repeat); default every one installed")
+    check.add_argument("--test-string", action="append", metavar="S", default=[],
+                       help="a string that should match: validator and each backend's "
+                            "matcher say whether it does (repeat)")
+    check.add_argument("--test-string-not", action="append", metavar="S", default=[],
+                       help="a string that should not match (repeat)")
     for flags, options in LIMIT_FLAGS:
         check.add_argument(*flags, **options)
 
@@ -72,12 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inspect", action="store_true",
                      help="token inspector: per token, what the constraint allowed and the "
                           "model's own top 5 (\"tokens\", \"inspect_summary\" per side)")
+    run.add_argument("--lenient", action="store_true",
+                     help="generate anyway: send what the backend can enforce of a JSON "
+                          "Schema, judge by the full one (\"not_enforced\" lists the rest)")
     run.add_argument("--export", choices=["python", "openai", "curl"],
                      help="print this as vLLM code (offline API, openai client, curl) instead "
                           "of running; loads no model")
     add_engine_flags(run)
 
     commands.add_parser("presets", help="list the presets")
+
+    suite = commands.add_parser("suite", help="the doctor over a folder of JSONSchemaBench "
+                                              "files: compiles, coverage, compile times")
+    suite.add_argument("dir", help="folder of JSONSchemaBench files (tests/data/jsonschemabench)")
+    suite.add_argument("--limit", type=int, help="a sample of this many files, spread evenly")
+    suite.add_argument("--jsonl", help="write one line per schema to this file")
+    suite.add_argument("--backend", action="append", metavar="NAME",
+                       help="only these backends (repeat); default every one installed")
+    suite.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=None,
+                       help="add vLLM's request validation columns (default: if installed)")
+    suite.add_argument("--time-limit-s", type=float, default=20.0,
+                       help="coverage time per schema")
+    suite.add_argument("--max-tokens", type=int, default=256,
+                       help="with a model: tokens per generated document")
+    add_engine_flags(suite)
+    for action in suite._actions:  # no model unless asked for one
+        if action.dest == "engine":
+            action.choices, action.default = ["none", "auto", "cpu", "vllm"], "none"
 
     bench = commands.add_parser("bench", help="playground path vs raw engine, side by side")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions and levels")
@@ -123,12 +155,34 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
         # (its logger is sent there by log.configure; this catches plain prints too).
         with contextlib.redirect_stdout(sys.stderr):
             result["vllm_accepts"], result["vllm_message"] = vllm_check(constraint)
+    if args.coverage:
+        result.update(doctor_report(constraint, args.coverage_backend))
+    cases = [(text, True) for text in args.test_string] + \
+        [(text, False) for text in args.test_string_not]
+    if cases:
+        from playground.doctor import test_strings
+
+        result["test_strings"] = test_strings(constraint, cases)
     if args.output is not None:
         # Bounded as on the server: RE2, or a worker killed past --validation-timeout-s.
         verdict = judge_blocking(constraint, args.output, "length" if args.cut else "stop",
                                  backend=args.backend)
         result["verdict"], result["errors"] = verdict.status, verdict.errors
     return result
+
+
+def doctor_report(constraint: Any, backends: list[str] | None) -> dict[str, Any]:
+    """`check --coverage`: the coverage table (JSON Schema) and dialect notes."""
+    from playground import doctor
+    from playground.constraints import JsonSchema
+    from playground.coverage import coverage
+
+    report: dict[str, Any] = {"dialect": doctor.dialect_lines(doctor.dialect_notes(constraint))}
+    if isinstance(constraint, JsonSchema):
+        table = coverage(constraint.schema, backends, limits.active().compile_timeout_s * 2)
+        report["coverage"] = table.as_list()
+        report["coverage_notes"] = table.notes
+    return report
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
@@ -166,7 +220,18 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
     engine.load(lambda fraction, message: print(f"[{fraction:4.0%}] {message}", file=sys.stderr))
     if args.inspect:  # a request option, not a sampling setting (export leaves it out)
         options = {**options, "inspect": True}
+    if args.lenient:
+        options = {**options, "lenient": True}
     return asyncio.run(run_request(engine, mode, constraint_text, prompt, options))
+
+
+def cmd_suite(args: argparse.Namespace) -> dict[str, Any]:
+    from playground.suite import main as suite
+
+    try:
+        return suite(args)
+    except FileNotFoundError as exc:
+        raise InputError(str(exc)) from None
 
 
 def cmd_presets(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -193,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, ValueError) as exc:  # e.g. --engine vllm without a GPU
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    command = {"check": cmd_check, "run": cmd_run, "presets": cmd_presets}[args.command]
+    command = {"check": cmd_check, "run": cmd_run, "presets": cmd_presets,
+               "suite": cmd_suite}[args.command]
     try:
         # Libraries that print (vLLM, transformers) must not mix into the JSON.
         with contextlib.redirect_stdout(sys.stderr):

@@ -231,13 +231,16 @@ class Instances:
                 rest = {k: v for k, v in node.items() if k != key}
                 branches = sorted(node[key], key=lambda b: not self.reaches(b))
                 for branch in branches:
+                    saved = self._location
                     try:
                         found = self.value(branch, where) if not _constraining(rest) \
                             else self._plain(_merge(branch, rest), where, branch)
                     except NoInstance:
+                        self._location = saved
                         continue
                     if self.ok(node, found):
                         return found
+                    self._location = saved  # an abandoned attempt places nothing
                 raise NoInstance(f"no branch of {key} gave a valid document")
         return self._plain(node, where)
 
@@ -267,16 +270,36 @@ class Instances:
                 if node.get(key) is self._focus and self._location is None:
                     self._location = list(where)
             for attempt in tries:
+                saved = self._location
                 try:
                     found = self._typed(attempt, where)
                 except NoInstance:
+                    self._location = saved
                     continue
                 if self.ok(node, found):
                     return found
+                self._location = saved
             raise NoInstance("no document satisfied if/then/else")
         return self._typed(node, where)
 
     def _typed(self, node: dict[str, Any], where: list[Any]) -> Any:
+        kinds = node.get("type")
+        if isinstance(kinds, list) and len(kinds) > 1:
+            # Several types: the one whose keywords lead to the focus first, then in order.
+            leads = {"array": ("items", "prefixItems", "contains"),
+                     "object": ("properties", "additionalProperties", "patternProperties")}
+            order = sorted(kinds, key=lambda k: not any(
+                self.reaches(node.get(key)) for key in leads.get(k, ())))
+            for kind in order:
+                saved = self._location
+                try:
+                    found = self._of_type(node, kind, where)
+                except NoInstance:
+                    self._location = saved
+                    continue
+                if self.ok(node, found):
+                    return found
+                self._location = saved
         found = self._of_type(node, _pick_type(node), where)
         if "not" in node and not self.ok(node, found):
             for other in (1, "a", True, None, [], {}, 2, "b"):

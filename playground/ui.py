@@ -7,11 +7,12 @@ import html
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import gradio as gr
 
-from playground import batch, downloads, history, ui_session
+from playground import batch, downloads, history, ui_doctor, ui_session
 from playground import log as logs
 from playground.compare import metrics_table
 from playground.constraints import MODE_LABELS, MODES, Mode
@@ -140,14 +141,15 @@ def run_values(run: history.Run) -> list[Any]:
 async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str,
                     *controls: Any, flight: Flight | None = None,
                     runs: list[history.Run] | None = None, session_id: str = "",
-                    store: history.SessionStore | None = None, inspect: bool = False
-                    ) -> AsyncIterator[tuple[Any, ...]]:
+                    store: history.SessionStore | None = None, inspect: bool = False,
+                    lenient: bool = False) -> AsyncIterator[tuple[Any, ...]]:
     """Stream (check message, constrained text and verdict, unconstrained text and
     verdict, metrics table, history, history table): at most ~10 updates a second, each
     with only what changed. A finished run joins `runs` (when given) in the last update.
 
     `flight` keeps the live results for `stop_click`."""
     flight = flight or Flight()
+    flight.begin()
     skip = gr.skip()
     changes = Changes(6, skip)
     final = None
@@ -157,11 +159,17 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
             yield ("Waiting for the model to finish loading …",) + (skip,) * 7
         # The inspector is a request option, not a sampling setting (history keeps these).
         requested = {**options, "inspect": True} if inspect else options
+        if lenient:  # the doctor's "generate anyway", a request option too
+            requested = {**requested, "lenient": True}
         updates = stream_request(engine, mode, constraint_text, prompt, requested,
                                  live=flight.results)
-        async for final in coalesce(updates, PAGE_UPDATE_EVERY_S):
-            yield changes((warnings_message(final["warnings"]),
-                           *panels(final["constrained"], final["unconstrained"]))) + (skip,) * 2
+        # Every generator in the chain is closed as soon as this one is (a Stop or a closed
+        # page), so the engine drops the request now rather than when garbage is collected.
+        async with aclosing(coalesce(updates, PAGE_UPDATE_EVERY_S)) as thinned:
+            async for final in thinned:
+                yield changes((warnings_message(final["warnings"]),
+                               *panels(final["constrained"], final["unconstrained"]))
+                              ) + (skip,) * 2
         if final is not None and runs is not None:
             runs = await ui_session.keep(runs, session_id, store, final, prompt,
                                          constraint_text, options)
@@ -180,7 +188,10 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
 
 
 async def stop_click(flight: Flight | None) -> tuple[str, ...]:
-    """After Stop: the stopped run's partial output, labelled (skips if none was stopped)."""
+    """Stop: end the run, then show its partial output, labelled (skips if none was
+    stopped)."""
+    if flight is not None:
+        flight.stop()
     if flight is None or not await flight.ended() or not any(
             result.verdict == "stopped" for result in flight.results):
         return (gr.skip(),) * 6
@@ -198,10 +209,12 @@ async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
     """
     try:  # options as an object or a JSON string: checked (types, sizes) by the service
         sent_at, update = time.monotonic(), None
-        async for update in stream_request(engine, mode, constraint, prompt, options):
-            if time.monotonic() - sent_at >= API_UPDATE_EVERY_S:
-                sent_at = time.monotonic()
-                yield update
+        updates = stream_request(engine, mode, constraint, prompt, options)
+        async with aclosing(updates):
+            async for update in updates:
+                if time.monotonic() - sent_at >= API_UPDATE_EVERY_S:
+                    sent_at = time.monotonic()
+                    yield update
         if update is not None:
             yield update
     except (InputError, json.JSONDecodeError) as exc:
@@ -220,16 +233,19 @@ async def batch_click(engine: Engine, mode: str, constraint_text: str, prompts_t
                       ) -> AsyncIterator[tuple[Any, ...]]:
     """Stream (status, table rows, totals, download files) while a batch runs."""
     flight = flight or Flight()
+    flight.begin()
     try:
         prompts = batch.parse_prompts(prompts_text, file)
         options = options_from_controls(*controls)
         if not engine.ready:
             yield ("Waiting for the model to finish loading …", gr.skip(), "", None)
         result = None
-        async for result in batch.run_batch(engine, mode, constraint_text, prompts, options):
-            flight.batch = result
-            status = f"{result.done} of {len(prompts)} prompts done, {result.wall_s:.1f} s"
-            yield (status, _table(result), gr.skip(), None)
+        results = batch.run_batch(engine, mode, constraint_text, prompts, options)
+        async with aclosing(results):
+            async for result in results:
+                flight.batch = result
+                status = f"{result.done} of {len(prompts)} prompts done, {result.wall_s:.1f} s"
+                yield (status, _table(result), gr.skip(), None)
         assert result is not None
         yield (f"Done: {len(prompts)} prompts in {result.wall_s:.1f} s", _table(result),
                totals_markdown(result.totals), _export(result))
@@ -247,7 +263,10 @@ async def batch_click(engine: Engine, mode: str, constraint_text: str, prompts_t
 
 
 async def batch_stop_click(flight: Flight | None) -> tuple[Any, ...]:
-    """After Stop: the batch so far, its stopped prompts labelled, with totals and files."""
+    """Stop: end the batch, then show it so far, its stopped prompts labelled, with totals
+    and files."""
+    if flight is not None:
+        flight.stop()
     if flight is None or flight.batch is None or not await flight.ended():
         return (gr.skip(),) * 4
     result = flight.batch
@@ -390,6 +409,8 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                     stop = gr.Button("Stop", variant="stop", elem_id=f"{mode}-stop")
                     inspect = gr.Checkbox(False, label="Inspect tokens", elem_id=f"{mode}-inspect",
                                           info="where the constraint acted, token by token")
+                    lenient = ui_doctor.lenient_checkbox(mode)
+                ui_doctor.doctor_parts(engine, mode, editor, lenient)
                 export_form, export_code = ui_session.copy_as_code(mode, ui_session.export_text(
                     ui_session.export.target_for(engine.info.as_dict()), mode, "python",
                     editor.value or "", prompt.value or "", defaults.model_dump()))
@@ -415,18 +436,20 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
 
     async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
         flight = flights.start(request.session_hash, mode)
-        *inputs, inspect_on, runs, session_id = values
-        async for update in run_click(engine, *inputs, flight=flight, runs=runs,
+        *inputs, inspect_on, lenient_on, runs, session_id = values
+        async with aclosing(run_click(engine, *inputs, flight=flight, runs=runs,
                                       session_id=session_id, store=parts.store,
-                                      inspect=bool(inspect_on)):
-            yield update
+                                      inspect=bool(inspect_on),
+                                      lenient=bool(lenient_on))) as updates:
+            async for update in updates:  # closed with this: Gradio closes only the outer
+                yield update
 
     async def on_stop(request: gr.Request) -> tuple[str, ...]:
         return await stop_click(flights.get(request.session_hash, mode))
 
     results = [*constrained, *free, metrics]
-    run_event = run.click(on_run, [mode_state, editor, prompt, *controls, inspect, parts.runs,
-                                   parts.session],
+    run_event = run.click(on_run, [mode_state, editor, prompt, *controls, inspect, lenient,
+                                   parts.runs, parts.session],
                           [check, *results, parts.runs, parts.table], api_name=False,
                           concurrency_id=ENGINE_QUEUE, concurrency_limit=limit)
     stop.click(on_stop, None, [check, *results], cancels=[run_event],
@@ -463,8 +486,9 @@ def _batch_tab(engine: Engine, presets: dict[str, Preset], limit: int,
 
     async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
         flight = flights.start(request.session_hash, "batch")
-        async for update in batch_click(engine, *values, flight=flight):
-            yield update
+        async with aclosing(batch_click(engine, *values, flight=flight)) as updates:
+            async for update in updates:
+                yield update
 
     async def on_stop(request: gr.Request) -> tuple[Any, ...]:
         return await batch_stop_click(flights.get(request.session_hash, "batch"))
@@ -524,8 +548,10 @@ def build_ui(engine: Engine, presets: dict[str, Preset],
         async def generate(mode: str, constraint: str, prompt: str,
                            options: dict[str, Any] | str | None
                            ) -> AsyncIterator[dict[str, Any]]:
-            async for update in api_generate(engine, mode, constraint, prompt, options):
-                yield update
+            async with aclosing(api_generate(engine, mode, constraint, prompt,
+                                             options)) as updates:
+                async for update in updates:
+                    yield update
 
         gr.api(generate, api_name="generate", concurrency_id=ENGINE_QUEUE,
                concurrency_limit=limit)
@@ -534,4 +560,5 @@ def build_ui(engine: Engine, presets: dict[str, Preset],
             return engine_status(engine, queue_load(demo))
 
         gr.api(status, api_name="status", queue=False)
+        ui_doctor.add_api(engine)
     return demo

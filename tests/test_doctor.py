@@ -128,3 +128,44 @@ def test_cpu_engine_generates_anyway_under_lenient(embedded_engine):
     assert result["constrained"]["verdict"] in {"valid", "invalid", "truncated"}
     assert "uniqueItems at $.properties.tags" in result["not_enforced"]
     assert result["sent"]["language"] == "ebnf"
+
+
+# ---- the page's handlers (plain functions) -----------------------------------------------
+
+
+def test_coverage_view_lists_keywords_with_this_engines_backend_first(fake_engine):
+    from playground import ui_doctor
+
+    value, line = ui_doctor.coverage_view(fake_engine, json.dumps(UNIQUE))
+    assert value["headers"][:3] == ["path", "keyword", "xgrammar (this engine)"]
+    row = next(r for r in value["data"] if r[1] == "uniqueItems")
+    assert row[2] == "⚠️ not enforced"
+    assert "uniqueItems at $.properties.tags" in line
+    _, bad = ui_doctor.coverage_view(fake_engine, "{")
+    assert "invalid JSON" in bad
+
+
+@pytest.mark.parametrize("mode", ["choice", "regex", "json", "grammar"])
+def test_test_strings_view_in_every_mode(mode):
+    from playground import ui_doctor
+
+    constraint = {"choice": "yes\nno", "regex": "[a-z]+", "json": json.dumps(UNIQUE),
+                  "grammar": 'start: "a"+'}[mode]
+    value = ui_doctor.test_strings_view(mode, constraint, "+ yes\n- 123")
+    assert value["headers"] == ui_doctor.TEST_COLUMNS and len(value["data"]) == 2
+
+
+def test_api_test_strings_takes_lists_pairs_or_lines():
+    from playground import ui_doctor
+
+    for strings in ([{"text": "yes", "expect": True}], [["yes", True]], "+ yes"):
+        [result] = ui_doctor.api_test_strings("choice", "yes\nno", strings)
+        assert result["validator"]["matches"] and result["expect"] is True
+
+
+def test_sent_view_shows_the_lenient_schema(fake_engine):
+    from playground import ui_doctor
+
+    update = ui_doctor.sent_view(fake_engine, "json", json.dumps(UNIQUE), True)
+    assert "not enforced: uniqueItems at $.properties.tags" in update["label"]
+    assert "root ::=" in update["value"]

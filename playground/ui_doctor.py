@@ -1,0 +1,180 @@
+"""The constraint doctor on the page: coverage table (JSON tab), test strings (every tab),
+what the engine is sent, the lenient switch, and their API endpoints.
+
+Handlers are plain synchronous functions: Gradio runs them in worker threads, off the
+event loop, and each bounds its own work (coverage has a time limit).
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape as plain
+from typing import Any
+
+import gradio as gr
+
+from playground import doctor
+from playground.constraints import ConstraintError, JsonSchema, Mode, from_text
+from playground.engines.base import Engine
+from playground.limits import InputError
+
+COVERAGE_TIME_LIMIT_S = 15.0
+TEST_COLUMNS = ["string", "expected", "validator", "xgrammar", "guidance", "flag"]
+LABEL_MARKS = {"enforced": "✅ enforced", "not enforced": "⚠️ not enforced",
+               "rejected": "⛔ rejected", "untested": "❔ untested"}
+
+
+def coverage_backends(engine: Engine) -> list[str]:
+    """The engine's own backend first; vLLM's validation columns only on a vLLM engine
+    (importing vLLM on the CPU app would cost seconds and a gigabyte for a column)."""
+    from playground.coverage import available_backends
+
+    own = doctor.engine_backend(engine)
+    found = available_backends(include_vllm=own.startswith("vllm:"))
+    return [own] + [b for b in found if b != own] if own in found else found
+
+
+def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
+    """(Dataframe value, a line under it) for the schema in the editor."""
+    from playground.coverage import coverage
+
+    backends = coverage_backends(engine)
+    headers = ["path", "keyword", *[f"{b} (this engine)" if i == 0 else b
+                                    for i, b in enumerate(backends)]]
+    empty = {"headers": headers, "data": []}
+    try:
+        constraint = from_text("json", text)
+    except ConstraintError as exc:
+        return empty, f"<small>{plain(str(exc))}</small>"
+    if not isinstance(constraint.schema, dict):
+        return empty, "<small>A boolean schema has no keywords.</small>"
+    table = coverage(constraint.schema, backends, COVERAGE_TIME_LIMIT_S)
+    rows = [[row.path, row.keyword, *[LABEL_MARKS.get(row.backends.get(b, ""), "")
+                                      for b in backends]] for row in table.rows]
+    own = backends[0]
+    missing = table.not_enforced(own)
+    line = ("Full coverage on this engine's backend." if table.full(own) else
+            f"Not enforced here: {', '.join(missing)}. Tick *Generate anyway (lenient)* to "
+            "run with what it can enforce.")
+    notes = "".join(f"<br>{plain(note)}" for note in table.notes)
+    return {"headers": headers, "data": rows}, f"<small>{plain(line)}{notes}</small>"
+
+
+def coverage_details(engine: Engine, text: str) -> list[dict[str, Any]]:
+    """The `/coverage` endpoint: the table as `check --coverage` gives it."""
+    from playground.coverage import coverage
+
+    constraint = _parse("json", text)
+    assert isinstance(constraint, JsonSchema)
+    return coverage(constraint.schema, coverage_backends(engine),
+                    COVERAGE_TIME_LIMIT_S).as_list()
+
+
+def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
+    """The constraint as the engine will receive it (after conversion, lenient or not)."""
+    try:
+        constraint = from_text(mode, text)
+    except ConstraintError as exc:
+        return gr.update(value=f"# {exc}", language=None)
+    backend = doctor.engine_backend(engine)
+    header = ""
+    if lenient:
+        relaxed = doctor.lenient(constraint, backend, COVERAGE_TIME_LIMIT_S)
+        constraint = relaxed.constraint
+        header = f"lenient ({relaxed.how}); not enforced: {', '.join(relaxed.not_enforced)}"
+    found = doctor.sent(constraint, backend, engine.any_whitespace)
+    language = found["language"] if found["language"] in ("json",) else None
+    comment = "//" if language == "json" else "#"
+    top = f"{comment} {backend} receives this" + (f" — {header}" if header else "")
+    return gr.update(value=f"{top}\n{found['text']}" if language != "json" else found["text"],
+                     language=language, label=top.removeprefix(comment).strip())
+
+
+def test_strings_view(mode: str, text: str, cases: str) -> dict[str, Any]:
+    """Dataframe rows: each string, its expectation, the validator's and each backend's."""
+    try:
+        constraint = from_text(mode, text)
+    except ConstraintError as exc:
+        return {"headers": TEST_COLUMNS, "data": [["", "", str(exc), "", "", ""]]}
+    results = doctor.test_strings(constraint, doctor.parse_cases(cases))
+    return {"headers": TEST_COLUMNS, "data": doctor.test_rows(results)}
+
+
+def api_test_strings(mode: str, constraint: str, strings: list[Any] | str
+                     ) -> list[dict[str, Any]]:
+    """The `/test_strings` endpoint. `strings`: a list of {"text", "expect"} (expect true,
+    false or null), of [text, expect] pairs, or the box's `+ `/`- ` lines as one string."""
+    built = _parse(mode, constraint)
+    if isinstance(strings, str):
+        cases = doctor.parse_cases(strings)
+    else:
+        cases = []
+        for item in strings or []:
+            if isinstance(item, dict):
+                cases.append((str(item.get("text", "")), item.get("expect")))
+            elif isinstance(item, list | tuple) and item:
+                cases.append((str(item[0]), item[1] if len(item) > 1 else None))
+            else:
+                cases.append((str(item), None))
+    return doctor.test_strings(built, cases)
+
+
+def _parse(mode: str, text: str) -> Any:
+    try:
+        return from_text(mode, text)
+    except ConstraintError as exc:
+        raise gr.Error(str(exc)) from None
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+# ---- layout ----------------------------------------------------------------------------
+
+
+def lenient_checkbox(mode: Mode) -> gr.Checkbox:
+    return gr.Checkbox(False, label="Generate anyway (lenient)", elem_id=f"{mode}-lenient",
+                       info="send what the backend can enforce; judge by the full "
+                            "constraint", visible=mode == "json")
+
+
+def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox) -> None:
+    """Under the editor: test strings (every mode), what is sent (every mode) and, in the
+    JSON tab, the coverage table; all follow the editor as the user types."""
+    if mode == "json":
+        with gr.Accordion("Coverage: what each backend enforces", open=True):
+            table = gr.Dataframe(headers=["path", "keyword"], wrap=True, interactive=False,
+                                 elem_id=f"{mode}-coverage")
+            summary = gr.Markdown(elem_id=f"{mode}-coverage-summary")
+        gr.on([editor.change], lambda text: coverage_view(engine, text), editor,
+              [table, summary], api_name=False, trigger_mode="always_last",
+              show_progress="hidden")
+    with gr.Accordion("Test strings", open=False):
+        cases = gr.Textbox(label="One per line: `+ text` should match, `- text` should not",
+                           lines=4, elem_id=f"{mode}-test-strings",
+                           placeholder="+ a string that should match\n- one that should not")
+        test = gr.Button("Test", elem_id=f"{mode}-test")
+        results = gr.Dataframe(headers=TEST_COLUMNS, wrap=True, interactive=False,
+                               elem_id=f"{mode}-test-results")
+    test.click(lambda text, lines: test_strings_view(mode, text, lines), [editor, cases],
+               results, api_name=False)
+    with gr.Accordion("What the engine receives", open=False):
+        sent = gr.Code(language=None, interactive=False, elem_id=f"{mode}-sent",
+                       label="the constraint as sent")
+    gr.on([editor.change, lenient.change],
+          lambda text, on: sent_view(engine, mode, text, bool(on)), [editor, lenient], sent,
+          api_name=False, trigger_mode="always_last", show_progress="hidden")
+
+
+def add_api(engine: Engine) -> None:
+    """`/test_strings` and `/coverage` (no model: they never wait for the engine)."""
+
+    def test_strings(mode: str, constraint: str, strings: list[Any] | str
+                     ) -> list[dict[str, Any]]:
+        return api_test_strings(mode, constraint, strings)
+
+    def coverage(schema: str | dict[str, Any]) -> list[dict[str, Any]]:
+        text = schema if isinstance(schema, str) else json.dumps(schema)
+        return coverage_details(engine, text)
+
+    gr.api(test_strings, api_name="test_strings")
+    gr.api(coverage, api_name="coverage")
