@@ -1,8 +1,10 @@
-"""Runs in flight, per page session and tab, so that Stop can show what they had written.
+"""Runs in flight, per page session and tab, so that Stop can end them and show what they
+had written.
 
-Gradio's Stop (`cancels=[...]`) cancels the running handler, which then can yield nothing
-more; the service labels the results it holds "stopped" in place, and the Stop handler
-reads them from here once the run has ended.
+The Stop handler cancels the run's task itself (the page's own `cancels=[...]` is sent only
+after the Stop handler has answered); the cancelled run can yield nothing more, so the
+service labels the results it holds "stopped" in place, and the Stop handler reads them
+from here once the run has ended.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ class Flight:
     results: list[RunResult] = field(default_factory=list)
     batch: Any = None  # a batch tab's live BatchResult
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None  # the task running the handler
+
+    def begin(self) -> None:
+        """Called by the run's handler, in its own task."""
+        self.task = asyncio.current_task()
+
+    def stop(self) -> None:
+        if self.task is not None and not self.done.is_set():
+            self.task.cancel()
 
     async def ended(self, timeout_s: float = 5.0) -> bool:
         """Wait until the handler has ended (a Stop's cancellation reaches it first)."""

@@ -113,3 +113,71 @@ def test_browser_runs_a_batch_and_offers_downloads(page):
         assert table.get_by_text(prompt, exact=True).count() >= 1
     page.wait_for_function("() => ['batch.jsonl', 'batch.csv'].every("
                            "name => document.body.innerHTML.includes(name))", timeout=30_000)
+
+
+def test_generate_endpoint_inspects_tokens_when_asked(app_url):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    result = client.predict("choice", "yes\nno", "Is water wet? Answer yes or no.",
+                            {"max_tokens": 8, "inspect": True}, api_name="/generate")
+    tokens = result["constrained"]["tokens"]
+    assert tokens[-1]["kind"] == "forced" and len(tokens[0]["top"]) == 5
+    assert result["constrained"]["inspect_summary"]["backend"] == "xgrammar"
+    assert "left_format_at" in result["unconstrained"]
+
+
+@pytest.mark.parametrize(("mode", "label", "preset"), TABS)
+def test_browser_inspects_tokens_and_shows_alternatives_on_hover(page, mode, label, preset):
+    page.get_by_role("tab", name=label).click()
+    dropdown = page.locator(f"#{mode}-preset input")
+    dropdown.click()
+    page.get_by_role("option", name=preset, exact=True).click()
+    page.locator(f"#{mode}-inspect input").check()
+    page.locator(f"#{mode}-run").click()
+    for side in ("constrained", "unconstrained"):
+        page.wait_for_selector(f"#{mode}-{side}-verdict .tokstrip", timeout=180_000)
+    summary = page.locator(f"#{mode}-constrained-verdict .inspect-summary").inner_text()
+    assert "forced" in summary and "narrowed" in summary and "overrides" in summary
+    free = page.locator(f"#{mode}-unconstrained-verdict .inspect-summary").inner_text()
+    assert "left the format" in free
+    strip = page.locator(f"#{mode}-constrained-verdict .tokstrip")
+    overrides = strip.locator(".tok.override")
+    token = overrides.first if overrides.count() else strip.locator(".tok").first
+    tip = token.locator(".tip")
+    assert not tip.is_visible()
+    token.hover()
+    tip.wait_for(state="visible", timeout=5_000)
+    text = tip.inner_text()
+    assert "without the constraint: rank" in text and "top choices" in text
+    assert tip.locator("tr").count() == 5 and "%" in text
+    if os.environ.get("PLAYGROUND_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / f"inspect-{mode}.png", full_page=True)
+    page.locator(f"#{mode}-inspect input").uncheck()  # the other tests run without it
+
+
+def test_browser_stop_keeps_the_partial_output_and_frees_the_model(page):
+    page.get_by_role("tab", name="Regex").click()
+    page.locator("#regex-prompt textarea").fill("Write a very long story about a dragon.")
+    page.locator("#regex-constraint textarea, #regex-constraint input").first.fill("[a-z ,.]+")
+    tab = page.locator("#tab-regex")
+    tab.get_by_text("Sampling").click()
+    tab.get_by_label("Max tokens").fill("2000")
+    page.locator("#regex-run").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#regex-constrained-text textarea') || {}).value"
+        "?.length > 10", timeout=120_000)
+    page.locator("#regex-stop").click()
+    page.wait_for_selector("#regex-constrained-verdict .badge.stopped", timeout=30_000)
+    assert page.locator("#regex-constrained-verdict .badge").inner_text() == "stopped by user"
+    assert "partial" in page.locator("#regex-constrained-verdict").inner_text()
+    assert len(page.locator("#regex-constrained-text textarea").input_value()) > 10
+    if os.environ.get("PLAYGROUND_SCREENSHOTS"):
+        page.screenshot(path=SCREENSHOTS / "stopped.png", full_page=True)
+    tab.get_by_label("Max tokens").fill("8")  # the model is free again: a short run finishes
+    page.locator("#regex-run").click()
+    page.wait_for_function(
+        "() => { const b = document.querySelector('#regex-unconstrained-verdict .badge');"
+        " return b && !b.classList.contains('running') && !b.classList.contains('stopped') }",
+        timeout=120_000)
