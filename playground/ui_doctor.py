@@ -166,15 +166,17 @@ def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox) 
 
 
 def add_api(engine: Engine) -> None:
-    """`/test_strings` and `/coverage` (no model: they never wait for the engine)."""
+    """`/test_strings` and `/coverage` (no model: they never wait for the engine).
+    `/coverage` answers the list `check --coverage` gives, as JSON text."""
 
     def test_strings(mode: str, constraint: str, strings: list[Any] | str
                      ) -> list[dict[str, Any]]:
         return api_test_strings(mode, constraint, strings)
 
-    def coverage(schema: str | dict[str, Any]) -> list[dict[str, Any]]:
+    def coverage(schema: str | dict[str, Any]) -> str:
+        # As JSON text: gradio_client would take each row's "path" for a file to download.
         text = schema if isinstance(schema, str) else json.dumps(schema)
-        return coverage_details(engine, text)
+        return json.dumps(coverage_details(engine, text))
 
     gr.api(test_strings, api_name="test_strings")
     gr.api(coverage, api_name="coverage")

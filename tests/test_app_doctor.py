@@ -1,0 +1,105 @@
+"""The doctor in the launched app: test strings in every tab and the coverage table, in
+headless Chromium, and the /test_strings and /coverage endpoints. None of it waits for the
+model: the page is served while it loads."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from playground.launch import launched_app
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+UNIQUE = {"type": "object", "required": ["tags"],
+          "properties": {"tags": {"type": "array", "items": {"type": "string"},
+                                  "uniqueItems": True}}}
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    with open(log_path, "w") as log, launched_app(["--engine", "cpu"], output=log) as app:
+        try:
+            app.wait_served(limit_s=120)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}:\n{log_path.read_text()}")
+        yield app.url
+
+
+def test_test_strings_and_coverage_endpoints(app_url):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    results = client.predict("regex", r"\d+", [["42", True], ["٣", True]],
+                             api_name="/test_strings")
+    assert [r["validator"]["matches"] for r in results] == [True, False]
+    assert results[1]["backends"]["guidance"]["matches"] is True  # Unicode \d
+    assert results[1]["disagree"] and results[1]["unexpected"]
+    rows = json.loads(client.predict(json.dumps(UNIQUE), api_name="/coverage"))
+    row = next(r for r in rows if r["keyword"] == "uniqueItems")
+    assert row["backends"]["xgrammar"] == "not enforced"
+    assert row["backends"]["guidance"] == "rejected"
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1400})
+        page.goto(app_url)
+        page.wait_for_selector("#engine-panel", timeout=60_000)
+        yield page
+        browser.close()
+
+
+# (mode, tab label, lines for the box, text the results must show)
+TABS = [("choice", "Choice", "+ Positive\n- Maybe", "should not match"),
+        ("regex", "Regex", "+ not an email", "not as expected"),
+        ("json", "JSON Schema", "- {}", "should not match"),
+        ("grammar", "Lark grammar", "+ SELECT", "no match")]
+
+
+@pytest.mark.parametrize(("mode", "label", "lines", "shown"), TABS)
+def test_browser_tests_strings_in_every_tab(page, mode, label, lines, shown):
+    page.get_by_role("tab", name=label).click()
+    tab = page.locator(f"#tab-{mode}")
+    tab.get_by_text("Test strings", exact=True).click()
+    page.locator(f"#{mode}-test-strings textarea").fill(lines)
+    page.locator(f"#{mode}-test").click()
+    results = page.locator(f"#{mode}-test-results")
+    page.wait_for_function(
+        "([sel, text]) => document.querySelector(sel)?.innerText.includes(text)",
+        arg=[f"#{mode}-test-results", shown], timeout=60_000)
+    text = results.inner_text()
+    assert "xgrammar" in text and "guidance" in text and "validator" in text
+
+
+def test_browser_coverage_table_follows_the_editor(page):
+    page.get_by_role("tab", name="JSON Schema").click()
+    editor = page.locator("#json-constraint .cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(json.dumps(UNIQUE))
+    page.wait_for_function(
+        "() => document.querySelector('#json-coverage')?.innerText.includes('uniqueItems')",
+        timeout=60_000)
+    table = page.locator("#json-coverage").inner_text()
+    assert "not enforced" in table and "rejected" in table
+    page.wait_for_function(
+        "() => document.querySelector('#json-coverage-summary')?.innerText"
+        ".includes('Not enforced here')", timeout=30_000)
+    if os.environ.get("PLAYGROUND_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "doctor.png", full_page=True)
