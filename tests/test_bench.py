@@ -69,3 +69,26 @@ def test_the_raw_path_is_the_engines_own(fake_engine):
     fake_engine.enqueue("a b c")
     run = asyncio.run(fake_engine.raw_request("p", None, SamplingSettings()))
     assert run["tokens"] == 3 and run["latency_s"] >= run["ttft_s"] >= 0
+
+
+@pytest.mark.parametrize("reports_compile", [True, False])
+def test_compile_time_from_the_engine_or_from_first_tokens(fake_engine, monkeypatch,
+                                                           reports_compile):
+    seen = []
+
+    async def playground_request(engine, prompt, constraint, settings, judge):
+        seen.append(("playground", constraint))
+        return {"compile_s": 0.5 if reports_compile else None}
+
+    async def raw_request(prompt, constraint, settings):
+        seen.append(("raw", constraint))
+        return {"ttft_s": 2.0 if len(seen) == 2 else 1.0}
+
+    monkeypatch.setattr(bench, "playground_request", playground_request)
+    monkeypatch.setattr(fake_engine, "raw_request", raw_request)
+    found = asyncio.run(bench.compile_times(fake_engine))
+    if reports_compile:
+        assert (found["cold_s"], [path for path, _ in seen]) == (0.5, ["playground"] * 2)
+    else:  # first tokens, with a schema the playground run has not already compiled
+        assert (found["cold_s"], found["cached_s"]) == (2.0, 1.0)
+        assert seen[1][1] != seen[0][1] and seen[1][1] == seen[2][1]
