@@ -316,3 +316,17 @@ def test_cli_stdout_carries_only_the_json(capfd):
     import json
 
     assert json.loads(out)["verdict"] == "valid"
+
+
+@pytest.mark.slow
+def test_check_with_vllm_prints_only_json_on_stdout():
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed")
+    done = subprocess.run([sys.executable, "-m", "playground", "check", "--engine", "vllm",
+                           "--mode", "regex", "--regex", "a+"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["vllm_accepts"] is True  # vLLM's INFO lines: stderr
