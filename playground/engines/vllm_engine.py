@@ -152,6 +152,12 @@ class VllmEngine(Engine):
         # environment in its engine-core process, which inherits ours, so it cannot be
         # scoped to one call; setdefault keeps a value the user set.
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        # Start vLLM's engine core with spawn, not fork: in the served app (not in a bare
+        # script) the forked engine core failed with "Cannot re-initialize CUDA in forked
+        # subprocess" on the H100 (vLLM 0.26, torch 2.11); spawn started it every time.
+        # Read by vLLM when it starts the process, so it is set here, before; a value the
+        # user set is kept.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -83,4 +83,5 @@ async def main() -> None:
     engine.shutdown()
 
 
-asyncio.run(main())
+if __name__ == "__main__":  # the validation pool's workers import this module again
+    asyncio.run(main())
