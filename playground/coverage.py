@@ -361,7 +361,8 @@ class Documents:
                       for name in value if name in current]
         elif keyword in ("minItems", "minContains") and isinstance(current, list):
             found += [current[:max(int(value) - 1, 0)], []]
-        elif keyword in ("maxItems", "maxContains") and isinstance(current, list) and current:
+        elif keyword in ("maxItems", "maxContains") and isinstance(current, list):
+            current = current or [self._item(node, location)]
             grown = current + [current[-1]] * (int(value) + 1)
             found += [grown, current + _distinct(current[-1], int(value) + 1)]
         elif keyword == "uniqueItems" and isinstance(current, list):

@@ -169,3 +169,17 @@ def test_sent_view_shows_the_lenient_schema(fake_engine):
     update = ui_doctor.sent_view(fake_engine, "json", json.dumps(UNIQUE), True)
     assert "not enforced: uniqueItems at $.properties.tags" in update["label"]
     assert "root ::=" in update["value"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["vllm:xgrammar", "vllm:guidance", "vllm:outlines"])
+def test_vllms_own_validation_takes_the_lenient_schema(backend):
+    """vLLM refuses HARD whole (outlines takes it, ignoring a format beside maxLength);
+    what a lenient run sends passes its request validation."""
+    pytest.importorskip("vllm")
+    from playground.coverage import refusal
+
+    assert (refusal(backend, HARD) is None) is (backend == "vllm:outlines")
+    relaxed = doctor.lenient(from_text("json", json.dumps(HARD)), backend, time_limit_s=120)
+    assert refusal(backend, relaxed.constraint.schema) is None
+    assert "uniqueItems at $.properties.tags" in relaxed.not_enforced
