@@ -345,9 +345,9 @@ def test_messages_in_markdown_show_as_typed():
 @pytest.mark.slow
 @pytest.mark.parametrize(("mode", "constraint", "prompt", "options", "expected"), [
     ("regex", "(a+)+b", ECHO + "a" * 40 + "!", {"max_tokens": 16}, {"invalid", "truncated"}),
-    ("grammar", AMBIGUOUS, "Write the letter a 96 times.", {"max_tokens": 96},
+    ("grammar", AMBIGUOUS, "Write the letter a 96 times.", {"max_tokens": 32},
      {"valid", "truncated", "unjudged", "invalid"}),
-    ("regex", "a", "word " * 11_935, {"max_tokens": 8}, "context of 8,192 tokens"),
+    ("regex", "a", "word " * 9_000, {"max_tokens": 8}, "context of 8,192 tokens"),
 ], ids=["regex-backtracking", "grammar-ambiguous", "prompt-over-context"])
 def test_hostile_input_on_the_cpu_model(embedded_engine, mode, constraint, prompt, options,
                                         expected):

@@ -92,6 +92,11 @@ class EmbeddedEngine(Engine):
             tokenizer_info, cache_enabled=True,
             cache_limit_bytes=limits.active().compile_cache_bytes)
         self.model, self.tokenizer, self.torch = loaded.model, tokenizer, torch
+        # Prompt plus max tokens must fit (playground.inputs.check_context): SmolLM2's 8,192.
+        config = getattr(loaded.model, "config", None)
+        length = (config.get("max_position_embeddings") if isinstance(config, dict)
+                  else getattr(config, "max_position_embeddings", None))
+        self.context_length = int(length) if length else None
         progress(0.95, "warming up")
         self._generate_ids(self._encode("Hi", SamplingSettings()), None,
                            SamplingSettings(max_tokens=2), lambda ids: None, threading.Event())
