@@ -195,7 +195,8 @@ def history_tab(parts: HistoryParts, tabs: gr.Tabs,
             upload = gr.UploadButton("Load a run or history file", file_types=[".json"],
                                      type="filepath", size="sm", elem_id="history-load")
         message = gr.Markdown(elem_id="history-message")
-        saved = gr.File(label="Saved file", interactive=False, elem_id="history-file")
+        saved = gr.File(label="Saved file", interactive=False, height=80,
+                        elem_id="history-file")
         compared = gr.HTML(comparison([], None, None), elem_id="history-compare")
 
     def on_select(runs: list[Run], current: float | None,
