@@ -195,6 +195,16 @@ def available_backends(include_vllm: bool | None = None) -> list[str]:
     return found
 
 
+def warm(backends: tuple[str, ...] | list[str] = RAW_BACKENDS) -> None:
+    """Import what these backends need (xgrammar imports torch: seconds), once per
+    process: a worker's setup, outside its time limit (playground.bounded)."""
+    import llguidance  # noqa: F401
+    import xgrammar  # noqa: F401
+
+    if any(b.startswith("vllm:") for b in backends):
+        from playground.engines import vllm_engine  # noqa: F401
+
+
 def compile_tester(backend: str, schema: Any) -> Tester:
     """The backend's matcher for `schema`; ConstraintError with its message if refused."""
     raw = backend.removeprefix("vllm:")

@@ -110,6 +110,21 @@ def lenient(constraint: Constraint, backend: str, time_limit_s: float = 20.0) ->
                    {(r.path, r.keyword) for r in rows}, how)
 
 
+def bounded_lenient(constraint: Constraint, backend: str, limit_s: float) -> Lenient:
+    """`lenient` in a worker process killed past `limit_s` and a margin (a compiler given
+    a huge schema may not return for minutes): TimeoutError then."""
+    from functools import partial
+
+    from playground import bounded
+    from playground.coverage import warm
+
+    try:
+        return bounded.call(lenient, constraint, backend, limit_s, timeout=limit_s + 15,
+                            setup=partial(warm, [backend]))
+    except bounded.WorkerDied as exc:
+        raise TimeoutError(str(exc)) from None
+
+
 def mark_not_enforced(constraint: Constraint, text: str, errors: list[str],
                       relaxed: Lenient) -> list[str]:
     """The verdict's errors, each one that breaks a keyword the run did not enforce

@@ -263,8 +263,12 @@ async def prepare_lenient(engine: Engine, mode: str, constraint_text: str,
     settings = parse_settings(check_options(options))
     constraint, warnings = await asyncio.to_thread(parse_constraint, mode, constraint_text)
     await engine.wait_ready()
-    relaxed = await asyncio.to_thread(doctor.lenient, constraint, doctor.engine_backend(engine),
-                                      limits.active().compile_timeout_s)
+    try:  # in a worker process, killed past the compile limit and a margin
+        relaxed = await asyncio.to_thread(doctor.bounded_lenient, constraint,
+                                          doctor.engine_backend(engine),
+                                          limits.active().compile_timeout_s)
+    except TimeoutError as exc:
+        raise InputError(f"lenient: no lenient constraint found: {exc}") from None
     engine_warnings = await asyncio.to_thread(engine_check, engine, relaxed.constraint)
     if relaxed.not_enforced:
         engine_warnings.append(f"lenient run ({relaxed.how}): not enforced: "

@@ -78,17 +78,35 @@ def one_schema(name: str, data: dict[str, Any], backends: list[str],
     return out
 
 
+def bounded_schema(name: str, data: dict[str, Any], backends: list[str],
+                   time_limit_s: float) -> dict[str, Any]:
+    """`one_schema` in a worker process, killed past its limit: a compiler that never
+    returns (a schema's grammar can take minutes and gigabytes) costs one schema, not the
+    suite. The limit: the coverage's, and as long again for compiling and matching."""
+    from functools import partial
+
+    from playground import bounded
+
+    try:
+        return bounded.call(one_schema, name, data, backends, time_limit_s,
+                            timeout=2 * time_limit_s + 30, setup=partial(cov.warm, backends))
+    except (bounded.WorkTimeout, bounded.WorkerDied) as exc:
+        return {"file": name, "timeout": str(exc),
+                "backends": {b: {"compiles": None, "compile_s": None} for b in backends}}
+
+
 def summarize(results: list[dict[str, Any]], backends: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {"schemas": len(results), "backends": {}}
     for backend in backends:
         entries = [r["backends"][backend] for r in results]
-        times = sorted(e["compile_s"] for e in entries)
+        times = sorted(e["compile_s"] for e in entries if e["compile_s"] is not None)
         keywords = Counter()
         for entry in entries:
             keywords.update(entry.get("keywords", {}))
         summary["backends"][backend] = {
-            "compiles": sum(e["compiles"] for e in entries),
-            "rejected": sum(not e["compiles"] for e in entries),
+            "compiles": sum(e["compiles"] is True for e in entries),
+            "rejected": sum(e["compiles"] is False for e in entries),
+            "timeouts": sum(e["compiles"] is None for e in entries),
             "maskbench_pass": sum(bool(e.get("maskbench_pass")) for e in entries),
             "full_coverage": sum(bool(e.get("full_coverage")) for e in entries),
             "keywords": {label: keywords[label] for label in LABELS},
@@ -143,7 +161,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     results = []
     try:
         for index, (name, data) in enumerate(files, start=1):
-            result = one_schema(name, data, backends, args.time_limit_s)
+            result = bounded_schema(name, data, backends, args.time_limit_s)
             results.append(result)
             if jsonl:
                 jsonl.write(json.dumps(result) + "\n")

@@ -36,8 +36,6 @@ def coverage_backends(engine: Engine) -> list[str]:
 
 def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
     """(Dataframe value, a line under it) for the schema in the editor."""
-    from playground.coverage import coverage
-
     backends = coverage_backends(engine)
     headers = ["path", "keyword", *[f"{b} (this engine)" if i == 0 else b
                                     for i, b in enumerate(backends)]]
@@ -48,7 +46,10 @@ def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
         return empty, f"<small>{plain(str(exc))}</small>"
     if not isinstance(constraint.schema, dict):
         return empty, "<small>A boolean schema has no keywords.</small>"
-    table = coverage(constraint.schema, backends, COVERAGE_TIME_LIMIT_S)
+    try:
+        table = bounded_coverage(constraint.schema, backends)
+    except TimeoutError as exc:
+        return empty, f"<small>Coverage gave up: {plain(str(exc))}</small>"
     rows = [[row.path, row.keyword, *[LABEL_MARKS.get(row.backends.get(b, ""), "")
                                       for b in backends]] for row in table.rows]
     own = backends[0]
@@ -60,14 +61,29 @@ def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
     return {"headers": headers, "data": rows}, f"<small>{plain(line)}{notes}</small>"
 
 
+def bounded_coverage(schema: Any, backends: list[str]) -> Any:
+    """The coverage table from a worker process killed past the limit (a compiler given a
+    huge schema may not return for minutes): TimeoutError then."""
+    from functools import partial
+
+    from playground import bounded
+    from playground.coverage import coverage, warm
+
+    try:
+        return bounded.call(coverage, schema, backends, COVERAGE_TIME_LIMIT_S,
+                            timeout=COVERAGE_TIME_LIMIT_S + 15, setup=partial(warm, backends))
+    except bounded.WorkerDied as exc:
+        raise TimeoutError(str(exc)) from None
+
+
 def coverage_details(engine: Engine, text: str) -> list[dict[str, Any]]:
     """The `/coverage` endpoint: the table as `check --coverage` gives it."""
-    from playground.coverage import coverage
-
     constraint = _parse("json", text)
     assert isinstance(constraint, JsonSchema)
-    return coverage(constraint.schema, coverage_backends(engine),
-                    COVERAGE_TIME_LIMIT_S).as_list()
+    try:
+        return bounded_coverage(constraint.schema, coverage_backends(engine)).as_list()
+    except TimeoutError as exc:
+        raise gr.Error(f"coverage gave up: {exc}") from None
 
 
 def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
@@ -79,7 +95,10 @@ def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
     backend = doctor.engine_backend(engine)
     header = ""
     if lenient:
-        relaxed = doctor.lenient(constraint, backend, COVERAGE_TIME_LIMIT_S)
+        try:
+            relaxed = doctor.bounded_lenient(constraint, backend, COVERAGE_TIME_LIMIT_S)
+        except TimeoutError as exc:
+            return gr.update(value=f"# lenient schema not found: {exc}", language=None)
         constraint = relaxed.constraint
         header = f"lenient ({relaxed.how}); not enforced: {', '.join(relaxed.not_enforced)}"
     found = doctor.sent(constraint, backend, engine.any_whitespace)
