@@ -15,13 +15,10 @@ import sys
 from typing import Any
 
 from playground.constraints import MODE_LABELS
-from playground.launch import launched_app
+from playground.launch import chromium, launched_app
 from playground.presets import load_presets
 
 PRESET = "Iconic 90s car"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 GOAL = 0.8
 # The decode speed of one side, read from the page's metrics table ("–" while running).
 _RATE_JS = """([mode, column]) => {
@@ -68,7 +65,6 @@ def open_page(browser: Any, url: str, preset: Any) -> Any:
 
 
 def measure(engine_argv: list[str], reps: int, log: Any = print) -> dict[str, Any]:
-    from playwright.sync_api import sync_playwright
 
     preset = load_presets()[PRESET]
     api: list[dict[str, float | None]] = []
@@ -76,20 +72,15 @@ def measure(engine_argv: list[str], reps: int, log: Any = print) -> dict[str, An
     with launched_app(engine_argv) as app:
         app.wait_served()
         app.wait_ready()
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=CHROMIUM_ARGS)
-            try:
-                page = open_page(browser, app.url, preset)
-                api_run(app.url, preset)  # warm: compile caches, first-run allocations
-                page_run(page, preset.mode)
-                for rep in range(reps):
-                    api.append(api_run(app.url, preset))
-                    page_runs.append(page_run(page, preset.mode))
-                    log(f"  round {rep + 1}: api {api[-1]['constrained']:.1f} tok/s, page "
-                        f"{page_runs[-1]['constrained']:.1f} tok/s (constrained)")
-            finally:
-                browser.close()
+        with chromium() as browser:
+            page = open_page(browser, app.url, preset)
+            api_run(app.url, preset)  # warm: compile caches, first-run allocations
+            page_run(page, preset.mode)
+            for rep in range(reps):
+                api.append(api_run(app.url, preset))
+                page_runs.append(page_run(page, preset.mode))
+                log(f"  round {rep + 1}: api {api[-1]['constrained']:.1f} tok/s, page "
+                    f"{page_runs[-1]['constrained']:.1f} tok/s (constrained)")
 
     def median(runs: list[dict[str, float | None]], side: str) -> float:
         return statistics.median(run[side] or 0.0 for run in runs)

@@ -32,3 +32,27 @@ def embedded_engine():
     engine = EmbeddedEngine()
     engine.load()
     return engine
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright, one per test module."""
+    from pathlib import Path
+
+    from playground.launch import CHROMIUM, chromium
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with chromium() as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """The app on the CPU model, launched as a process once per test module."""
+    from playground.launch import launched_app
+
+    log_path = tmp_path_factory.mktemp("app") / "app.log"
+    with launched_app(["--engine", "cpu"], log_path=log_path) as app:
+        app.wait_served(limit_s=120)
+        yield app.url

@@ -6,23 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from playground.launch import launched_app
-
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("app") / "app.log"
-    with open(log_path, "w") as log, launched_app(["--engine", "cpu"], output=log) as app:
-        try:
-            app.wait_served(limit_s=120)
-        except RuntimeError as exc:
-            pytest.fail(f"{exc}:\n{log_path.read_text()}")
-        yield app.url
 
 
 def test_generate_endpoint_through_gradio_client(app_url):
@@ -51,21 +37,11 @@ def test_bad_constraint_is_a_clear_error_and_the_app_keeps_serving(app_url):
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.goto(app_url)
-        page.wait_for_selector("#engine-panel:has-text('ready')", timeout=120_000)
-        yield page
-        browser.close()
+def page(app_url, browser):
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(app_url)
+    page.wait_for_selector("#engine-panel:has-text('ready')", timeout=120_000)
+    return page
 
 
 TABS = [("choice", "Choice", "Sentiment"), ("regex", "Regex", "Email address"),

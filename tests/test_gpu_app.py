@@ -25,8 +25,7 @@ def app(tmp_path_factory):
     if os.environ.get("GPU_MODEL"):
         argv += ["--load-format", "dummy"]
     # vLLM's stats line ("Running: N reqs") every second, so the batching test can read it.
-    with open(log_path, "w") as log, launched_app(argv, output=log,
-                                                  env={"VLLM_LOG_STATS_INTERVAL": "1"}) as app:
+    with launched_app(argv, log_path=log_path, env={"VLLM_LOG_STATS_INTERVAL": "1"}) as app:
         timings = {"page_served_s": app.wait_served(limit_s=120),
                    "model_ready_s": app.wait_ready(limit_s=400)}
         if OUT:
