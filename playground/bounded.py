@@ -102,6 +102,8 @@ class _Worker:
         self.conn.close()
 
 
+# How long a call waits for a busy worker before giving up (each call ahead is bounded).
+WORKER_WAIT_S = 120.0
 _idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
 _lock = threading.Lock()
 _started = 0
@@ -137,12 +139,15 @@ def _retire(worker: _Worker) -> None:
 def call(fn: Callable[..., Any], *args: Any, timeout: float,
          setup: Callable[[], Any] | None = None) -> Any:
     """`fn(*args)` in a worker process (fn and args picklable), at most `timeout` seconds
-    counting the wait for a free worker. Raises WorkTimeout past it, the work's own
-    exception where it raised one, WorkerDied where the worker was lost.
+    of work. Raises WorkTimeout past it, the work's own exception where it raised one,
+    WorkerDied where the worker was lost.
 
-    `setup` (e.g. a slow import, once per worker) runs before, not counted in `timeout`."""
+    The wait for a free worker is not the work's time (on the H100, 42 outputs judged at
+    once after a start all came back "unjudged" when it was): it is bounded on its own,
+    since every call ahead is. `setup` (e.g. a slow import, once per worker) runs before,
+    not counted in `timeout` either."""
+    worker = _acquire(max(timeout, WORKER_WAIT_S))
     deadline = time.monotonic() + timeout
-    worker = _acquire(timeout)
     try:
         ok, value = worker.call(fn, args, max(0.0, deadline - time.monotonic()), setup)
     except WorkTimeout:

@@ -26,7 +26,7 @@ from playground.settings import SamplingSettings, chat_messages
 Form = Literal["python", "openai", "curl"]
 FORMS: tuple[Form, ...] = ("python", "openai", "curl")
 DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
-DEFAULT_BACKEND = "guidance"  # the playground's default, see engines.ENGINE_FLAGS
+DEFAULT_BACKEND = "xgrammar"  # the playground's default, see engines.ENGINE_FLAGS
 BACKENDS = ("auto", "xgrammar", "guidance", "outlines")
 _COMMON = {"model", "max_tokens", "temperature", "top_p", "seed", "stop"}
 OPENAI_CHAT = _COMMON | {"messages", "response_format"}

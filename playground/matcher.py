@@ -123,6 +123,33 @@ class Vocabulary:
                 for backend in BACKENDS}
 
 
+def guidance_misreads(tokenizer: Any, vocab_size: int | None = None, sample: int = 2000
+                      ) -> str | None:
+    """Where llguidance reads a token's bytes differently from the tokenizer itself.
+
+    Found with real weights on the H100: transformers' GGUF conversion writes a
+    tokenizer.json whose decoder is a Sequence (ByteFallback, Fuse, Replace, ByteLevel)
+    rather than ByteLevel; llguidance then takes byte-level tokens literally (" " as the
+    two bytes of "Ġ"), so its masks forbid every token that starts with a space and vLLM's
+    guidance backend fails requests ("SELECTT") or lets output escape. None if it agrees.
+    """
+    import llguidance.hf
+
+    ll = llguidance.hf.from_tokenizer(tokenizer, vocab_size or len(tokenizer))
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for token in range(min(sample, len(tokenizer))):
+        if token in special:
+            continue
+        text = tokenizer.decode([token])
+        if "\ufffd" in text:  # a partial UTF-8 sequence: its bytes are not text
+            continue
+        seen = ll.decode_bytes([token])
+        if seen != text.encode("utf-8"):
+            return (f"llguidance reads token {token} ({text!r}) as {seen!r}: its masks will "
+                    "be wrong for this tokenizer")
+    return None
+
+
 @functools.lru_cache(maxsize=8)
 def vocabulary_for(tokenizer: Any, vocab_size: int | None = None) -> Vocabulary:
     return Vocabulary(tokenizer, vocab_size)

@@ -316,7 +316,7 @@ def engine_status(engine: Engine, queue: dict[str, int] | None = None) -> dict[s
     return {"ready": engine.ready, "health": engine.health, "failure": engine.failure,
             "error": engine.load_error, "progress": fraction,
             "message": message, "engine": engine.info.as_dict(),
-            "last_error": engine.last_error, "queue": queue}
+            "last_error": engine.last_error, "warning": engine.warning, "queue": queue}
 
 
 def engine_markdown(engine: Engine, queue: dict[str, int] | None = None) -> str:
@@ -330,6 +330,8 @@ def engine_markdown(engine: Engine, queue: dict[str, int] | None = None) -> str:
         state += f", busy: {queue['running']} running, {queue['waiting']} waiting"
     if engine.ready and engine.last_error:
         state += f", but the last request failed: {engine.last_error}"
+    if engine.warning:
+        state += f". Warning: {engine.warning}"
     options = ", ".join(f"{k}={v}" for k, v in info.options.items()) or "defaults"
     return (f"**Engine:** {info.name} · **Model:** {info.model} · **Device:** {info.device}"
             f" · **State:** {html.escape(state, quote=False)}  \n"

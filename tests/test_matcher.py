@@ -84,3 +84,26 @@ def test_replay_with_the_models_tokenizer(embedded_engine):
     assert all(s.accepted for s in steps), steps
     assert steps[0].allowed < steps[0].vocab  # only "{" and whitespace may open it
     assert matcher.test('{"a": 12}').matches
+
+
+def test_guidance_misreads_a_tokenizer_whose_decoder_is_not_byte_level(embedded_engine):
+    """The H100 finding: a GGUF-converted tokenizer.json with a Sequence decoder makes
+    llguidance read byte-level tokens literally; the check must name such a token."""
+    import copy
+    import json
+
+    from playground.matcher import guidance_misreads
+
+    tokenizer = embedded_engine.tokenizer
+    assert guidance_misreads(tokenizer) is None
+    broken = copy.deepcopy(tokenizer)
+    spec = json.loads(broken.backend_tokenizer.to_str())
+    spec["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+         "use_regex": True}]}
+    from tokenizers import Tokenizer
+
+    broken._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    assert "llguidance reads token" in (guidance_misreads(broken) or "")

@@ -110,6 +110,8 @@ class Engine(ABC):
         self.load_error: str | None = None
         # Set when a loaded engine dies. It is not restarted: the app must be (say so).
         self.failure: str | None = None
+        # Something the engine loaded but cannot be trusted with (shown in the panel).
+        self.warning: str | None = None
         # The latest request failure that is the engine's own, not the request's (a
         # server unreachable or dropping streams), with its time; a success clears it.
         self.last_error: str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import os
 import signal
 import time
@@ -109,6 +110,10 @@ def _any_tokenizer() -> Any:
     return transformers.AutoTokenizer.from_pretrained(folders[-1].parent)
 
 
+# See the --structured-outputs-backend flag: correctness first (README, real weights).
+DEFAULT_BACKEND = "xgrammar"
+
+
 class VllmEngine(Engine):
     concurrent = True
     inspects = True  # by one extra prefill after the run (`inspect_distributions`)
@@ -136,7 +141,7 @@ class VllmEngine(Engine):
             "tensor_parallel_size": args.tensor_parallel_size,
             "load_format": args.load_format,
             "structured_outputs_config": {
-                "backend": effective_backend(args.structured_outputs_backend or "guidance",
+                "backend": effective_backend(args.structured_outputs_backend or DEFAULT_BACKEND,
                                              args.disable_any_whitespace),
                 "disable_any_whitespace": args.disable_any_whitespace},
         }
@@ -167,6 +172,14 @@ class VllmEngine(Engine):
         args = AsyncEngineArgs(model=self.model, disable_log_stats=False, **self.engine_options)
         self.llm = AsyncLLM.from_engine_args(args)
         self.tokenizer = self.llm.get_tokenizer()
+        if self.engine_options["structured_outputs_config"]["backend"] == "guidance":
+            from playground.matcher import guidance_misreads
+
+            problem = guidance_misreads(self.tokenizer)
+            if problem:
+                self.warning = (f"the guidance backend cannot be trusted with this model: "
+                                f"{problem}; start with --structured-outputs-backend xgrammar")
+                logging.getLogger("playground.engine").warning(self.warning)
         self.context_length = self.engine_options.get("max_model_len")
 
     def check(self, constraint: Constraint) -> list[str]:
