@@ -108,11 +108,12 @@ CSS = """
 .tok sub {font-size:9px;color:#374151;margin-left:1px}
 .tok .tip {display:none;position:absolute;z-index:1000;left:0;top:100%;min-width:280px;
            background:#111827;color:#f9fafb;padding:6px 8px;border-radius:6px;
-           font-size:12px;line-height:1.4;white-space:normal;text-align:left}
+           font:12px/1.4 system-ui,sans-serif;white-space:normal;text-align:left}
 .tok:hover .tip, .tok:focus .tip {display:block}
 .tip table {border-collapse:collapse;margin-top:4px;width:100%}
 .tip td {padding:0 6px 0 0;border:none;background:none;color:#f9fafb}
-.tip code {white-space:pre;background:#374151;color:#f9fafb;padding:0 3px;border-radius:3px}
+.tip code {white-space:pre;font-family:ui-monospace,monospace;background:#374151;
+           color:#f9fafb;padding:0 3px;border-radius:3px}
 .legend span.tok {cursor:default}
 .inspect-summary {font-size:13px;margin:4px 0}
 .leftmark {color:#b91c1c;font-weight:700}
@@ -125,6 +126,10 @@ def _shown(text: str) -> str:
         return "∅"
     visible = text.replace("\n", "↵").replace("\t", "→").replace("\r", "␍")
     return html.escape(visible)
+
+
+def _compact(count: int) -> str:
+    return f"{count}" if count < 1000 else f"{count / 1000:.3g}k"
 
 
 def _probability(logprob: float) -> str:
@@ -175,7 +180,9 @@ def strip_html(side: dict[str, Any], constrained: bool) -> str:
             note = "✗ the constraint would not allow this token: the run left the format here"
         elif left is not None and index > left:
             classes.append("after")
-        size = f"<sub>{allowed:,}</sub>" if token["kind"] != "free" else ""
+        size = f"<sub>{_compact(allowed)}</sub>" if token["kind"] != "free" else ""
+        if left is not None and index == left:
+            spans.append('<span class="leftmark" title="the run left the format here">✗</span>')
         spans.append(f'<span class="{" ".join(classes)}" tabindex="0" data-index="{index}">'
                      f"{_shown(token['text'])}{size}"
                      f'<span class="tip">{_tooltip(token, note)}</span></span>')

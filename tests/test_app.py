@@ -112,7 +112,7 @@ def test_browser_inspects_tokens_and_shows_alternatives_on_hover(page, mode, lab
     page.locator(f"#{mode}-inspect input").check()
     page.locator(f"#{mode}-run").click()
     for side in ("constrained", "unconstrained"):
-        page.wait_for_selector(f"#{mode}-{side}-verdict .tokstrip", timeout=180_000)
+        page.wait_for_selector(f"#{mode}-{side}-verdict .tokstrip", timeout=600_000)
     summary = page.locator(f"#{mode}-constrained-verdict .inspect-summary").inner_text()
     assert "forced" in summary and "narrowed" in summary and "overrides" in summary
     free = page.locator(f"#{mode}-unconstrained-verdict .inspect-summary").inner_text()
