@@ -195,7 +195,7 @@ def history_tab(parts: HistoryParts, tabs: gr.Tabs,
             upload = gr.UploadButton("Load a run or history file", file_types=[".json"],
                                      type="filepath", size="sm", elem_id="history-load")
         message = gr.Markdown(elem_id="history-message")
-        saved = gr.File(label="Saved file", interactive=False, height=80,
+        saved = gr.File(label="Saved file", interactive=False, visible=False,
                         elem_id="history-file")
         compared = gr.HTML(comparison([], None, None), elem_id="history-compare")
 
@@ -209,10 +209,13 @@ def history_tab(parts: HistoryParts, tabs: gr.Tabs,
     every = [component for mode in MODES for component in fields[mode]]
     reopen_button.click(lambda runs, run_id: reopen(runs, run_id, values, width),
                         [parts.runs, a], [tabs, *every], api_name=False)
-    save_run.click(lambda runs, run_id: save(runs, run_id, "run"), [parts.runs, a],
+    def shown(path: str | None, text: str) -> tuple[Any, str]:
+        return gr.File(value=path, visible=path is not None), text
+
+    save_run.click(lambda runs, run_id: shown(*save(runs, run_id, "run")), [parts.runs, a],
                    [saved, message], api_name=False)
-    save_all.click(lambda runs: save(runs, None, "history"), [parts.runs], [saved, message],
-                   api_name=False)
+    save_all.click(lambda runs: shown(*save(runs, None, "history")), [parts.runs],
+                   [saved, message], api_name=False)
 
     async def on_upload(runs: list[Run], session_id: str, path: str | None
                         ) -> tuple[Any, ...]:
