@@ -421,6 +421,7 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                     constrained = _result_column("Constrained", f"{mode}-constrained")
                     free = _result_column("Unconstrained", f"{mode}-unconstrained")
                 metrics = gr.Markdown(elem_id=f"{mode}-metrics")
+                ui_doctor.coverage_parts(engine, mode, editor)
         mode_state = gr.State(mode)  # inside the Tab: a stray child of Tabs breaks tab labels
     preset.change(lambda name: preset_values(presets, name), preset,
                   [prompt, editor, *controls], api_name=False)

@@ -20,8 +20,8 @@ from playground.limits import InputError
 
 COVERAGE_TIME_LIMIT_S = 15.0
 TEST_COLUMNS = ["string", "expected", "validator", "xgrammar", "guidance", "flag"]
-LABEL_MARKS = {"enforced": "✅ enforced", "not enforced": "⚠️ not enforced",
-               "rejected": "⛔ rejected", "untested": "❔ untested"}
+LABEL_MARKS = {"enforced": "enforced", "not enforced": "NOT ENFORCED",
+               "rejected": "REJECTED", "untested": "untested"}
 
 
 def coverage_backends(engine: Engine) -> list[str]:
@@ -157,16 +157,8 @@ def lenient_checkbox(mode: Mode) -> gr.Checkbox:
 
 
 def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox) -> None:
-    """Under the editor: test strings (every mode), what is sent (every mode) and, in the
-    JSON tab, the coverage table; all follow the editor as the user types."""
-    if mode == "json":
-        with gr.Accordion("Coverage: what each backend enforces", open=True):
-            table = gr.Dataframe(headers=["path", "keyword"], wrap=True, interactive=False,
-                                 elem_id=f"{mode}-coverage")
-            summary = gr.Markdown(elem_id=f"{mode}-coverage-summary")
-        gr.on([editor.change], lambda text: coverage_view(engine, text), editor,
-              [table, summary], api_name=False, trigger_mode="always_last",
-              show_progress="hidden")
+    """Under the editor: test strings and what is sent (every mode); both follow the
+    editor as the user types."""
     with gr.Accordion("Test strings", open=False):
         cases = gr.Textbox(label="One per line: `+ text` should match, `- text` should not",
                            lines=4, elem_id=f"{mode}-test-strings",
@@ -182,6 +174,19 @@ def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox) 
     gr.on([editor.change, lenient.change],
           lambda text, on: sent_view(engine, mode, text, bool(on)), [editor, lenient], sent,
           api_name=False, trigger_mode="always_last", show_progress="hidden")
+
+
+def coverage_parts(engine: Engine, mode: Mode, editor: Any) -> None:
+    """The JSON tab's coverage table (beside the editor), following it as the user types."""
+    if mode != "json":
+        return
+    with gr.Accordion("Coverage: what each backend enforces of this schema", open=True):
+        table = gr.Dataframe(headers=["path", "keyword"], wrap=True, interactive=False,
+                             elem_id=f"{mode}-coverage")
+        summary = gr.Markdown(elem_id=f"{mode}-coverage-summary")
+    gr.on([editor.change], lambda text: coverage_view(engine, text), editor,
+          [table, summary], api_name=False, trigger_mode="always_last",
+          show_progress="hidden")
 
 
 def add_api(engine: Engine) -> None:

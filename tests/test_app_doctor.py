@@ -72,7 +72,7 @@ def test_browser_coverage_table_follows_the_editor(page):
         "() => document.querySelector('#json-coverage')?.innerText.includes('uniqueItems')",
         timeout=60_000)
     table = page.locator("#json-coverage").inner_text()
-    assert "not enforced" in table and "rejected" in table
+    assert "NOT ENFORCED" in table and "REJECTED" in table
     page.wait_for_function(
         "() => document.querySelector('#json-coverage-summary')?.innerText"
         ".includes('Not enforced here')", timeout=30_000)

@@ -139,7 +139,7 @@ def test_coverage_view_lists_keywords_with_this_engines_backend_first(fake_engin
     value, line = ui_doctor.coverage_view(fake_engine, json.dumps(UNIQUE))
     assert value["headers"][:3] == ["path", "keyword", "xgrammar (this engine)"]
     row = next(r for r in value["data"] if r[1] == "uniqueItems")
-    assert row[2] == "⚠️ not enforced"
+    assert row[2] == "NOT ENFORCED"
     assert "uniqueItems at $.properties.tags" in line
     _, bad = ui_doctor.coverage_view(fake_engine, "{")
     assert "invalid JSON" in bad
