@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from playground.constraints import (
-    Choice,
     Constraint,
     ConstraintError,
     JsonSchema,
@@ -305,9 +304,43 @@ def dialect_notes(constraint: Constraint) -> list[dict[str, Any]]:
                 for pattern in [value] if isinstance(value, str) else list(value):
                     notes += dialect(pattern, f"{site.json_path}.{site.keyword}")
         return notes
-    if isinstance(constraint, Choice | LarkGrammar):
-        return []
+    if isinstance(constraint, LarkGrammar):
+        return grammar_notes(constraint)
     return []
+
+
+# Lark features whose fate in the engines' converters is worth a line: each is looked up in
+# the grammar and the whole grammar is compiled by each backend to see what it says.
+_LARK_FEATURES: list[tuple[str, str]] = [
+    (r"(?m)^\s*%ignore\b", "%ignore"), (r"(?m)^\s*%declare\b", "%declare"),
+    (r"(?m)^\s*%(override|extend)\b", "%override/%extend"),
+    (r"(?m)^\s*[A-Z_][A-Z_0-9]*\.-?\d+\s*:", "terminal priority"),
+    (r"(?m)^\s*[a-z_][a-z_0-9]*\.-?\d+\s*:", "rule priority"),
+    (r"(?m)^\s*\?[a-z_]", "?rule (inlined)"), (r"/[a-z]*[imsx][a-z]*(?=\s|$)", "regex flags"),
+    (r"[a-z_]\{", "template"),
+]
+
+
+def grammar_notes(constraint: LarkGrammar,
+                  backends: tuple[str, ...] = MATCHER_BACKENDS) -> list[dict[str, Any]]:
+    """Lark features of the grammar, each at its line, with what each backend makes of the
+    grammar (vLLM's guidance gets `?rule:` without its `?`, which only shapes Lark's tree)."""
+    from playground.matcher import Matcher
+
+    found = [(name, constraint.grammar.count("\n", 0, m.start()) + 1)
+             for pattern, name in _LARK_FEATURES
+             for m in re.finditer(pattern, constraint.grammar)]
+    if not found:
+        return []
+    says = {}
+    for backend in backends:
+        try:
+            Matcher.create(constraint, None, backend)  # type: ignore[arg-type]
+            says[backend] = "accepts the grammar"
+        except ConstraintError as exc:
+            says[backend] = f"refuses it: {exc}"
+    return [{"where": f"line {line}", "position": line, "feature": name,
+             "validator": "lark (Earley)", "backends": says} for name, line in found]
 
 
 def dialect_lines(notes: list[dict[str, Any]]) -> list[str]:
@@ -319,6 +352,8 @@ def dialect_lines(notes: list[dict[str, Any]]) -> list[str]:
         if "probe" in note:
             lines.append(f"{where}position {note['position']}: {note['feature']} on "
                          f"{note['probe']!r}: the validator {note['validator']}; {says}")
+        elif note["where"].startswith("line "):
+            lines.append(f"{note['where']}: {note['feature']}: {says}")
         else:
             lines.append(f"{where}position {note['position']}: {note['feature']}: the "
                          f"validator uses {note['validator']}; {says}")

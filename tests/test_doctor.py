@@ -183,3 +183,12 @@ def test_vllms_own_validation_takes_the_lenient_schema(backend):
     relaxed = doctor.lenient(from_text("json", json.dumps(HARD)), backend, time_limit_s=120)
     assert refusal(backend, relaxed.constraint.schema) is None
     assert "uniqueItems at $.properties.tags" in relaxed.not_enforced
+
+
+def test_grammar_notes_name_lark_features_and_what_each_backend_says():
+    grammar = 'start: A B\nA.2: /a+/\nB: /[ab]+/\n%import common.WS\n%ignore WS'
+    lines = doctor.dialect_lines(doctor.dialect_notes(from_text("grammar", grammar)))
+    assert any(line.startswith("line 2: terminal priority: xgrammar refuses it")
+               for line in lines)
+    assert any(line.startswith("line 5: %ignore") for line in lines)
+    assert doctor.dialect_notes(from_text("grammar", 'start: "a"')) == []
