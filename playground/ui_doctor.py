@@ -109,6 +109,18 @@ def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
                      language=language, label=top.removeprefix(comment).strip())
 
 
+def dialect_view(mode: str, text: str) -> str:
+    """Where the engines read the regex (or the schema's patterns, or the grammar)
+    differently from the validator, found by probing them."""
+    try:
+        constraint = from_text(mode, text)
+    except ConstraintError:
+        return ""
+    lines = doctor.dialect_lines(doctor.dialect_notes(constraint))
+    return "".join(f'<br><span class="warn">Dialect:</span> <small>{plain(line)}</small>'
+                   for line in lines[:8])
+
+
 def test_strings_view(mode: str, text: str, cases: str) -> dict[str, Any]:
     """Dataframe rows: each string, its expectation, the validator's and each backend's."""
     try:
@@ -159,6 +171,10 @@ def lenient_checkbox(mode: Mode) -> gr.Checkbox:
 def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox) -> None:
     """Under the editor: test strings and what is sent (every mode); both follow the
     editor as the user types."""
+    if mode != "choice":
+        dialect = gr.Markdown(elem_id=f"{mode}-dialect")
+        gr.on([editor.change], lambda text: dialect_view(mode, text), editor, dialect,
+              api_name=False, trigger_mode="always_last", show_progress="hidden")
     with gr.Accordion("Test strings", open=False):
         cases = gr.Textbox(label="One per line: `+ text` should match, `- text` should not",
                            lines=4, elem_id=f"{mode}-test-strings",

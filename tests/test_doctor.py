@@ -192,3 +192,11 @@ def test_grammar_notes_name_lark_features_and_what_each_backend_says():
                for line in lines)
     assert any(line.startswith("line 5: %ignore") for line in lines)
     assert doctor.dialect_notes(from_text("grammar", 'start: "a"')) == []
+
+
+def test_dialect_view_on_the_page():
+    from playground import ui_doctor
+
+    assert "guidance matches" in ui_doctor.dialect_view("regex", r"\d+")
+    assert ui_doctor.dialect_view("regex", "[a-z]+") == ""
+    assert ui_doctor.dialect_view("regex", "a(") == ""
