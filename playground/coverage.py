@@ -281,13 +281,12 @@ class Probe:
 class Documents:
     """Builds, for each keyword, a document that breaks only that keyword."""
 
-    def __init__(self, schema: Any, examples: list[Any] | None = None) -> None:
+    def __init__(self, schema: Any) -> None:
         from playground.validation import schema_validator
 
         self.schema = schema
         self.validator = schema_validator(schema)
         self.instances = Instances(schema, self._node_valid)
-        self.examples = [e for e in examples or [] if self.validator.is_valid(e)]
         checker = self.validator.format_checker
         self.checked_formats = set(checker.checkers) if checker is not None else set()
 
@@ -519,14 +518,14 @@ class Coverage:
         return all(row.backends.get(backend) in ("enforced", "untested") for row in self.rows)
 
 
-def coverage(schema: Any, backends: list[str] | None = None, time_limit_s: float = 30.0,
-             examples: list[Any] | None = None) -> Coverage:
+def coverage(schema: Any, backends: list[str] | None = None,
+             time_limit_s: float = 30.0) -> Coverage:
     """The per-keyword, per-backend table for `schema` (see the module's docstring)."""
     deadline = time.monotonic() + time_limit_s
     backends = available_backends() if backends is None else backends
     found = sites(schema)
     rows = {site: Row(site.json_path, site.keyword) for site in found}
-    documents = Documents(schema, examples)
+    documents = Documents(schema)
     probes: dict[Site, Probe | str] = {}
     lenient: dict[str, Any] = {}
     refusals: dict[str, str | None] = {}
