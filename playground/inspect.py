@@ -110,6 +110,7 @@ CSS = """
            background:#111827;color:#f9fafb;padding:6px 8px;border-radius:6px;
            font:12px/1.4 system-ui,sans-serif;white-space:normal;text-align:left}
 .tok:hover .tip, .tok:focus .tip {display:block}
+.tip b {color:#fca5a5}
 .tip table {border-collapse:collapse;margin-top:4px;width:100%}
 .tip td {padding:0 6px 0 0;border:none;background:none;color:#f9fafb}
 .tip code {white-space:pre;font-family:ui-monospace,monospace;background:#374151;
