@@ -36,7 +36,7 @@ def gpu_args():
     args.load_format = "dummy" if os.environ.get("GPU_MODEL") else "auto"
     # Random weights fill JSON with whitespace unless whitespace is restricted.
     args.disable_any_whitespace = True
-    args.gpu_memory_utilization = 0.45
+    args.gpu_memory_utilization = float(os.environ.get("GPU_MEMORY_UTILIZATION", "0.45"))
     return args
 
 

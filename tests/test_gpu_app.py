@@ -21,7 +21,7 @@ OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
 def app(tmp_path_factory):
     log_path = (OUT or tmp_path_factory.mktemp("gpu_app")) / "gpu_app.log"
     argv = ["--engine", "vllm", "--model", MODEL, "--disable-any-whitespace",
-            "--gpu-memory-utilization", "0.45"]
+            "--gpu-memory-utilization", os.environ.get("GPU_MEMORY_UTILIZATION", "0.45")]
     if os.environ.get("GPU_MODEL"):
         argv += ["--load-format", "dummy"]
     # vLLM's stats line ("Running: N reqs") every second, so the batching test can read it.

@@ -41,7 +41,9 @@ def record(name: str, data) -> None:
 def server_command() -> list[str]:
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", MODEL,
             "--load-format", "dummy" if os.environ.get("GPU_MODEL") else "auto",
-            "--port", str(PORT), "--gpu-memory-utilization", "0.5", "--max-model-len", "4096",
+            "--port", str(PORT),
+            "--gpu-memory-utilization", os.environ.get("GPU_MEMORY_UTILIZATION", "0.5"),
+            "--max-model-len", "4096",
             "--structured-outputs-config",
             json.dumps({"backend": BACKEND, "disable_any_whitespace": True}),
             "--enable-per-request-metrics"]

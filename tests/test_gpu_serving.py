@@ -29,7 +29,7 @@ REQUESTS = [
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     args = ["--engine", "vllm", "--model", MODEL, "--disable-any-whitespace",
-            "--gpu-memory-utilization", "0.45"]
+            "--gpu-memory-utilization", os.environ.get("GPU_MEMORY_UTILIZATION", "0.45")]
     if os.environ.get("GPU_MODEL"):
         args += ["--load-format", "dummy"]
     log = (OUT or tmp_path_factory.mktemp("gpu")) / "gpu_serving.log"
