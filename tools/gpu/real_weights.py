@@ -9,6 +9,7 @@ playground's own path (service.run_request: constrained and unconstrained togeth
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -33,11 +34,11 @@ EXTRA = [  # (name, mode, constraint, prompt)
 ]
 
 
-async def main() -> None:
-    folder, backend, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+async def run_backend(folder: str, backend: str, rounds: int = 2) -> dict:
+    """Every click at once, `rounds` times, on a fresh engine; the report with its summary."""
     args = defaults(["--engine", "vllm", "--model", folder, "--structured-outputs-backend",
-                     backend, "--gpu-memory-utilization", "0.35", "--max-model-len", "4096"])
+                     backend, "--gpu-memory-utilization",
+                     os.environ.get("GPU_MEMORY_UTILIZATION", "0.3"), "--max-model-len", "4096"])
     engine = VllmEngine.from_args(args)
     start = time.perf_counter()
     engine.load()
@@ -47,29 +48,32 @@ async def main() -> None:
     clicks += [(name, mode, text, prompt, {"max_tokens": 64}) for name, mode, text, prompt
                in EXTRA]
     runs = []
-    for round_ in range(rounds):
-        began = time.perf_counter()
-        results = await asyncio.gather(*(run_request(engine, mode, text, prompt, options)
-                                         for _, mode, text, prompt, options in clicks),
-                                       return_exceptions=True)
-        wall = time.perf_counter() - began
-        for (name, mode, _, _, _), result in zip(clicks, results, strict=True):
-            if isinstance(result, BaseException):
-                runs.append({"round": round_, "name": name, "mode": mode,
-                             "exception": repr(result)})
-                continue
-            for side in ("constrained", "unconstrained"):
-                r = result[side]
-                runs.append({"round": round_, "name": name, "mode": mode, "side": side,
-                             **{k: r.get(k) for k in (
-                                 "text", "verdict", "errors", "constraint_escaped",
-                                 "finish_reason", "output_tokens", "latency_s", "ttft_s",
-                                 "tokens_per_s", "engine_timings")}})
-        print(f"round {round_}: {len(clicks)} clicks at once in {wall:.2f} s", flush=True)
+    try:
+        for round_ in range(rounds):
+            began = time.perf_counter()
+            results = await asyncio.gather(*(run_request(engine, mode, text, prompt, options)
+                                             for _, mode, text, prompt, options in clicks),
+                                           return_exceptions=True)
+            wall = time.perf_counter() - began
+            for (name, mode, _, _, _), result in zip(clicks, results, strict=True):
+                if isinstance(result, BaseException):
+                    runs.append({"round": round_, "name": name, "mode": mode,
+                                 "exception": repr(result)})
+                    continue
+                for side in ("constrained", "unconstrained"):
+                    r = result[side]
+                    runs.append({"round": round_, "name": name, "mode": mode, "side": side,
+                                 **{k: r.get(k) for k in (
+                                     "text", "verdict", "errors", "constraint_escaped",
+                                     "finish_reason", "output_tokens", "latency_s", "ttft_s",
+                                     "tokens_per_s", "engine_timings")}})
+            print(f"round {round_}: {len(clicks)} clicks at once in {wall:.2f} s", flush=True)
+    finally:
+        engine.shutdown()
     constrained = [r for r in runs if r.get("side") == "constrained"]
     summary = {
         "backend": backend, "model": folder, "load_s": load_s, "clicks": len(clicks),
-        "rounds": rounds,
+        "rounds": rounds, "engine_warning": engine.warning,
         "constrained": dict(Counter(r["verdict"] for r in constrained)),
         "unconstrained": dict(Counter(r.get("verdict") for r in runs
                                       if r.get("side") == "unconstrained")),
@@ -77,11 +81,17 @@ async def main() -> None:
         "exceptions": sum("exception" in r for r in runs),
         "max_tokens_per_s": max((r["tokens_per_s"] or 0) for r in runs if "side" in r),
     }
-    print("SUMMARY " + json.dumps(summary), flush=True)
+    return {"summary": summary, "runs": runs}
+
+
+def main() -> None:
+    folder, backend, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    report = asyncio.run(run_backend(folder, backend, rounds))
+    print("SUMMARY " + json.dumps(report["summary"]), flush=True)
     with open(out, "w") as f:
-        json.dump({"summary": summary, "runs": runs}, f, indent=1)
-    engine.shutdown()
+        json.dump(report, f, indent=1)
 
 
 if __name__ == "__main__":  # the validation pool's workers import this module again
-    asyncio.run(main())
+    main()

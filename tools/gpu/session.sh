@@ -13,10 +13,9 @@ g1)  # in-process vLLM (7B shape, dummy weights) ∥ real weights per backend (S
   GPU_MEMORY_UTILIZATION=0.45 timeout 560 python3 -m pytest -q -p no:cacheprovider \
     tests/test_gpu.py tests/test_gpu_app.py tests/test_gpu_inspect.py > "$out/g1_tests.log" 2>&1 &
   ( [ -d $smollm2 ] || python3 tools/gpu/convert_smollm2.py "$GPU_SMOLLM2_GGUF" $smollm2
-    for b in xgrammar guidance; do
-      timeout 200 python3 tools/gpu/real_weights.py $smollm2 $b "$out/real_$b.json" 2 \
-        > "$out/real_$b.log" 2>&1; grep SUMMARY "$out/real_$b.log"; done ) > "$out/g1_real.log" 2>&1 &
-  wait; summary g1_tests.log; cat "$out/g1_real.log" | cut -c1-600 ;;
+    GPU_SMOLLM2_FOLDER=$smollm2 GPU_MEMORY_UTILIZATION=0.3 timeout 480 python3 -m pytest -q -s \
+      -p no:cacheprovider tests/test_gpu_real_weights.py ) > "$out/g1_real.log" 2>&1 &
+  wait; summary g1_tests.log g1_real.log; grep SUMMARY "$out/g1_real.log" | cut -c1-700 ;;
 g2)  # vLLM server engine ∥ doctor (lenient) and copy-as-code on vLLM ∥ the schema suite (CPU)
   SERVER_BACKEND=xgrammar GPU_MEMORY_UTILIZATION=0.4 timeout 560 python3 -m pytest -q \
     -p no:cacheprovider tests/test_gpu_openai.py > "$out/g2_openai.log" 2>&1 &
