@@ -89,3 +89,15 @@ def test_suite_on_the_ci_sample(capsys):
 def test_suite_on_a_missing_folder_is_an_input_error(tmp_path, capsys):
     assert main(["suite", str(tmp_path)]) == 2
     assert "no .json files" in capsys.readouterr().err
+
+
+def test_suite_generation_counts_verdicts(fake_engine):
+    from playground.suite import generate, load
+
+    files = load(BENCH, 2)
+    fake_engine.enqueue("not json", json.dumps(files[1][1]["tests"][0]["data"])
+                        if files[1][1]["tests"][0]["valid"] else "{}")
+    results = [{"file": name} for name, _ in files]
+    found = generate(fake_engine, files, 32, results)
+    assert sum(found["verdicts"].values()) == 2 and found["verdicts"].get("invalid", 0) >= 1
+    assert all("generation" in result for result in results)
