@@ -36,7 +36,7 @@ def engine(request):
     args.engine, args.model = "vllm", MODEL
     args.load_format = "dummy" if os.environ.get("GPU_MODEL") else "auto"
     args.disable_any_whitespace = True  # random weights fill JSON with whitespace otherwise
-    args.gpu_memory_utilization = 0.45
+    args.gpu_memory_utilization = float(os.environ.get("GPU_MEMORY_UTILIZATION", "0.45"))
     args.structured_outputs_backend = request.param
     engine = create_engine(args)
     engine.load()

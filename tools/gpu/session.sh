@@ -23,8 +23,8 @@ g2)  # vLLM server engine ∥ doctor (lenient) and copy-as-code on vLLM ∥ the 
   GPU_MEMORY_UTILIZATION=0.4 GPU_ENGINE_ARGS='{"gpu_memory_utilization": 0.4}' timeout 540 \
     python3 -m pytest -q -p no:cacheprovider tests/test_gpu_doctor.py tests/test_gpu_export.py \
     > "$out/g2_doctor_export.log" 2>&1 &
-  timeout 500 python3 -m playground suite tests/data/jsonschemabench --jsonl "$out/suite.jsonl" \
-    > "$out/g2_suite.log" 2>&1 &
+  timeout 500 python3 -m playground suite tests/data/jsonschemabench --vllm --limit 120 \
+    --jsonl "$out/suite.jsonl" > "$out/g2_suite.log" 2>&1 &
   wait; summary g2_openai.log g2_doctor_export.log g2_suite.log ;;
 g3)  # 64 sessions through the app, and a killed engine core
   GPU_MEMORY_UTILIZATION=0.45 GPU_SOAK_S=90 timeout 560 python3 -m pytest -q -s \
