@@ -31,9 +31,15 @@ log = logs.get("ui")
 ENGINE_QUEUE = "engine"
 # How often /generate sends a partial result (each carries the whole text so far).
 API_UPDATE_EVERY_S = 0.5
-# The page gets at most ~10 updates a second (and always the last): drawing every token
-# took the cores from the CPU model (see playground/streaming.py).
-PAGE_UPDATE_EVERY_S = 0.1
+# The page gets at most 5 updates a second (and always the last): drawing every token
+# took the cores from the CPU model (see playground/streaming.py). Measured on 2 cores
+# (bench --browser, page/API decode speed): every token 0.43, 10 a second 0.77-0.81,
+# 5 a second 0.81-0.84.
+PAGE_UPDATE_EVERY_S = 0.2
+# Model events show Gradio's queue position and spinner but not its "full" progress: that
+# pulses a border on every output, forever, while a run streams, and a browser without a
+# GPU repaints it 60 times a second on the model's cores.
+PROGRESS = "minimal"
 
 EDITOR_HINTS: dict[Mode, str] = {
     "choice": "One choice per line. The output must be exactly one of them.",
@@ -454,7 +460,8 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
     run_event = run.click(on_run, [mode_state, editor, prompt, *controls, inspect, lenient,
                                    parts.runs, parts.session],
                           [check, *results, parts.runs, parts.table], api_name=False,
-                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit)
+                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
+                          show_progress=PROGRESS)
     stop.click(on_stop, None, [check, *results], cancels=[run_event],
                api_name=False, queue=False)
     return [prompt, editor, *controls, *results]
@@ -498,7 +505,8 @@ def _batch_tab(engine: Engine, presets: dict[str, Preset], limit: int,
 
     run_event = run.click(on_run, [mode, editor, prompts, upload, *controls],
                           [status, table, totals, files], api_name=False,
-                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit)
+                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
+                          show_progress=PROGRESS)
     stop.click(on_stop, None, [status, table, totals, files], cancels=[run_event],
                api_name=False, queue=False)
 
