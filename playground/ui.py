@@ -144,14 +144,18 @@ def run_values(run: history.Run) -> list[Any]:
             *panels(constrained, free)]
 
 
+NOTHING_RAN = ("", "", "", "", "")  # the panels of a click that never reached the model
+
+
 async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str,
                     *controls: Any, flight: Flight | None = None,
                     runs: list[history.Run] | None = None, session_id: str = "",
                     store: history.SessionStore | None = None, inspect: bool = False,
                     lenient: bool = False) -> AsyncIterator[tuple[Any, ...]]:
     """Stream (check message, constrained text and verdict, unconstrained text and
-    verdict, metrics table, history, history table): at most ~10 updates a second, each
+    verdict, metrics table, history, history table): at most 5 updates a second, each
     with only what changed. A finished run joins `runs` (when given) in the last update.
+    The last run's results go at once, so they never stand beside a new one.
 
     `flight` keeps the live results for `stop_click`."""
     flight = flight or Flight()
@@ -161,6 +165,7 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
     final = None
     try:
         options = options_from_controls(*controls)
+        yield changes((skip, *panels({}, {}))) + (skip,) * 2
         if not engine.ready:
             yield ("Waiting for the model to finish loading …",) + (skip,) * 7
         # The inspector is a request option, not a sampling setting (history keeps these).
@@ -182,13 +187,13 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
             yield (skip,) * 6 + (runs, history.table(runs))
     except InputError as exc:
         log.info("input error: %s", exc)
-        yield (f'<span class="bad">{plain(str(exc))}</span>',) + (skip,) * 7
+        yield (f'<span class="bad">{plain(str(exc))}</span>',) + NOTHING_RAN + (skip,) * 2
     except EngineNotReady as exc:  # failed to load, or died: said once in the log already
-        yield (f'<span class="bad">{plain(str(exc))}</span>',) + (skip,) * 7
+        yield (f'<span class="bad">{plain(str(exc))}</span>',) + NOTHING_RAN + (skip,) * 2
     except Exception as exc:  # the page keeps serving; the user sees why, the log the trace
         log.exception("a run failed")
         message = plain(f"{type(exc).__name__}: {exc}")
-        yield (f'<span class="bad">{message}</span>',) + (skip,) * 7
+        yield (f'<span class="bad">{message}</span>',) + NOTHING_RAN + (skip,) * 2
     finally:
         flight.done.set()
 

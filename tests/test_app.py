@@ -141,6 +141,8 @@ def test_browser_stop_keeps_the_partial_output_and_frees_the_model(page):
     tab.get_by_text("Sampling").click()
     tab.get_by_label("Max tokens").fill("2000")
     page.locator("#regex-run").click()
+    # The click clears the last run's results first; only then is the text this run's.
+    page.wait_for_selector("#regex-constrained-verdict .badge.running", timeout=30_000)
     page.wait_for_function(
         "() => (document.querySelector('#regex-constrained-text textarea') || {}).value"
         "?.length > 10", timeout=120_000)

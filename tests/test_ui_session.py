@@ -49,8 +49,10 @@ def test_a_bad_constraint_is_one_message_and_no_history(fake_engine):
         return [u async for u in ui.run_click(fake_engine, "regex", "a(", "p", *CONTROLS,
                                               runs=[])]
 
-    (update,) = asyncio.run(collect())
-    assert "unterminated subpattern" in update[0] and update[1:] == (SKIP,) * 7
+    cleared, update = asyncio.run(collect())
+    assert cleared[0] == SKIP and cleared[1] == "" and "running" in cleared[2]
+    assert "unterminated subpattern" in update[0]
+    assert update[1:] == ("", "", "", "", "", SKIP, SKIP)
 
 
 def test_a_finished_run_is_saved_for_its_session_under_history_dir(fake_engine, tmp_path):
