@@ -323,8 +323,9 @@ def _export(result: batch.BatchResult) -> list[str]:
 def engine_status(engine: Engine, queue: dict[str, int] | None = None) -> dict[str, Any]:
     """`/status`: health is "loading", "ready", "load failed" or "failed" (died; the
     engine is not restarted, `failure` says why)."""
+    health = engine.health  # first: it notices a death that `ready` must then reflect
     fraction, message = engine.progress
-    return {"ready": engine.ready, "health": engine.health, "failure": engine.failure,
+    return {"ready": engine.ready, "health": health, "failure": engine.failure,
             "error": engine.load_error, "progress": fraction,
             "message": message, "engine": engine.info.as_dict(),
             "last_error": engine.last_error, "warning": engine.warning, "queue": queue}

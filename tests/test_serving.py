@@ -330,3 +330,19 @@ def test_check_with_vllm_prints_only_json_on_stdout():
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["vllm_accepts"] is True  # vLLM's INFO lines: stderr
+
+
+def test_status_is_not_ready_once_a_death_is_noticed():
+    """On the H100 /status said health "failed" and ready true in one answer: the death was
+    noticed while the answer was being built, after `ready` had been read."""
+    from playground.engines.fake import FakeEngine
+    from playground.ui import engine_status
+
+    class DyingEngine(FakeEngine):
+        def poll_health(self) -> None:
+            self.mark_failed("the engine core process was killed by SIGKILL")
+
+    engine = DyingEngine()
+    engine.load()
+    status = engine_status(engine)
+    assert status["health"] == "failed" and status["ready"] is False
