@@ -36,3 +36,12 @@ g4)  # the bench alone on the GPU (ratios, inspector overhead)
     > "$out/g4_bench.log" 2>&1
   tail -40 "$out/g4_bench.log" | cut -c1-300 ;;
 esac
+# g5: the reruns of the last session, each alone on the GPU (batching asserts need it whole)
+if [ "$group" = g5 ]; then
+  for t in "tests/test_gpu.py -k eight" "tests/test_gpu_app.py" "tests/test_gpu_serving.py -k killed" \
+           "tests/test_gpu_export.py"; do
+    name=$(echo "$t" | tr -c 'a-z0-9' '_' | cut -c1-40)
+    GPU_MEMORY_UTILIZATION=0.45 timeout 300 python3 -m pytest -q -s -p no:cacheprovider $t \
+      > "$out/g5_$name.log" 2>&1; echo "== $t"; tail -2 "$out/g5_$name.log" | cut -c1-300
+  done
+fi
