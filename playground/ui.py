@@ -43,7 +43,8 @@ PROGRESS = "minimal"
 
 EDITOR_HINTS: dict[Mode, str] = {
     "choice": "One choice per line. The output must be exactly one of them.",
-    "regex": "A regular expression; the whole output must match it (Python `re` full match).",
+    "regex": "A regular expression; the whole output must match it (a full match, judged with "
+             "RE2: `\\d` and `\\w` are ASCII).",
     "json": "A JSON Schema (draft from `$schema`, default 2020-12). Remote `$ref`s are never "
             "fetched.",
     "grammar": "A Lark grammar with a `start` rule. Validation parses the output with `lark`.",
