@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from playground import bounded, limits
+from playground import judge, limits
 from playground import log as logs
 from playground.engines import create_engine
 from playground.presets import load_presets
@@ -60,6 +60,6 @@ def serve(args: argparse.Namespace) -> int:
     # against gradio's and delay the page (measured: 8.6 s to the page with vLLM).
     engine.start_background_load()
     # Validation's worker processes start now, not on the first request (playground.bounded).
-    threading.Thread(target=bounded.warm_up, name="validation-warm-up", daemon=True).start()
+    threading.Thread(target=judge.warm_up, name="validation-warm-up", daemon=True).start()
     demo.block_thread()
     return 0

@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from playground import judge
 from playground.constraints import Constraint
 from playground.engines import create_engine, engine_argv
 from playground.engines.base import Engine
@@ -353,6 +354,8 @@ async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[
     max_tokens = (32 if quick else 64) if engine_kind == "cpu" else 256
     # The raw path may load its own reference model on first use: not in any timing.
     await engine.raw_request("Hi", None, SamplingSettings(max_tokens=1))
+    # As a server does at start: the validation workers' imports are not in any timing.
+    await asyncio.to_thread(judge.warm_up)
     log("single requests, playground path vs raw engine:")
     single = await single_requests(engine, reps, log)
     log(f"throughput, JSON schema, max {max_tokens} tokens:")
