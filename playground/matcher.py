@@ -171,7 +171,7 @@ def guidance_grammar(constraint: Constraint, any_whitespace: bool = True) -> str
             return llguidance.LLMatcher.grammar_from_json_schema(
                 json.dumps(schema), defaults={"whitespace_flexible": any_whitespace})
         case LarkGrammar(grammar=grammar):
-            from playground.engines.vllm_engine import lark_for_guidance
+            from playground.engines.vllm_adapter import lark_for_guidance
 
             return llguidance.grammar_from("grammar", lark_for_guidance(grammar))
     raise TypeError(f"not a constraint: {constraint!r}")
