@@ -173,8 +173,28 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     result.verdict, result.errors = verdict.status, verdict.errors
     # Constrained output that does not fit its constraint (or left it before max tokens)
     # means the engine did not enforce it: said loudly, never passed off as "truncated".
-    result.constraint_escaped = constraint is not None and verdict.status == "invalid"
+    result.constraint_escaped = await _escaped(engine, constraint, judge_by, settings,
+                                               result, verdict)
     yield result
+
+
+async def _escaped(engine: Engine, sent: Constraint | None, judge_by: Constraint,
+                   settings: SamplingSettings, result: RunResult, verdict: Any) -> bool:
+    """Whether the engine let through what the constraint it was *sent* forbids.
+
+    Judged against what was sent, not the full constraint: a lenient run leaves keywords
+    out on purpose, and breaking one of those is reported as not enforced, not as an
+    escape. Output ended by a user's stop string was cut by the user, so it escaped only
+    if it had already left the language (as for a cut at max tokens)."""
+    if sent is None or verdict.status != "invalid":
+        return False
+    cut_by_stop = result.finish_reason == "stop" and any(
+        stop and result.text.endswith(stop) for stop in settings.stop)
+    if sent is judge_by and not cut_by_stop:
+        return True
+    again = await judge(sent, result.text, "length" if cut_by_stop else result.finish_reason,
+                        None, engine.matcher_backend, engine.any_whitespace)
+    return again.status == "invalid"
 
 
 class RequestTimeout(TimeoutError):
@@ -372,6 +392,9 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
             out["lenient"], out["not_enforced"] = relaxed.as_dict(), relaxed.not_enforced
             out["constrained"]["errors"] = doctor.mark_not_enforced(
                 constraint, constrained.text, constrained.errors, relaxed)
+            if constrained.constraint_escaped and constrained.finish_reason != "length" and \
+                    doctor.only_not_enforced(constraint, constrained.text, relaxed):
+                out["constrained"]["constraint_escaped"] = False
         return out
 
     pair = stream_pair(engine, prompt, sending, settings, live, request.inspect,
@@ -380,7 +403,9 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
         async for constrained, free in pair:
             yield update(constrained, free)
     if request.inspect:
-        await inspect_pair(engine, prompt, settings, constraint, constrained, free)
+        # The matcher of what the engine was sent: a lenient run's left-out keywords are no
+        # place where the output "left the format".
+        await inspect_pair(engine, prompt, settings, sending, constrained, free)
         yield update(constrained, free)
 
 

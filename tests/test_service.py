@@ -180,3 +180,26 @@ def test_many_concurrent_requests_never_show_an_impossible_rate():
         for side in ("constrained", "unconstrained"):
             rate = result[side]["tokens_per_s"]
             assert rate is None or rate <= MAX_TOKENS_PER_S
+
+
+def test_a_lenient_run_breaking_a_left_out_keyword_is_not_an_escape(fake_engine):
+    schema = ('{"type": "object", "properties": {"tags": {"type": "array", "items": '
+              '{"type": "string"}, "uniqueItems": true}}, "required": ["tags"]}')
+    fake_engine.enqueue('{"tags": ["a", "a"]}', "no json")
+    result = asyncio.run(run_request(fake_engine, "json", schema, "tags?", {"lenient": True}))
+    constrained = result["constrained"]
+    assert constrained["verdict"] == "invalid" and not constrained["constraint_escaped"]
+
+
+@pytest.mark.parametrize(("text", "escaped"), [
+    ('{"a": 1,', False),  # the user's stop string "," cut a valid start: not the engine's fault
+    ('{"c": 1,', True),  # already off the schema before the stop string
+])
+def test_output_cut_by_a_user_stop_string_escapes_only_if_off_the_language(fake_engine, text,
+                                                                           escaped):
+    two = ('{"type": "object", "properties": {"a": {"type": "integer"}, "b": '
+           '{"type": "integer"}}, "required": ["a", "b"]}')
+    fake_engine.enqueue(text, text)
+    result = asyncio.run(run_request(fake_engine, "json", two, "q", {"stop": [","]}))
+    assert result["constrained"]["verdict"] == "invalid"
+    assert result["constrained"]["constraint_escaped"] is escaped
