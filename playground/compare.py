@@ -27,7 +27,7 @@ def _cell(value: Any, unit: str) -> str:
         return f"{value:.3f} s"
     if unit == "rate":
         return f"{value:.1f}"
-    return str(value)
+    return html.escape(str(value))  # e.g. a finish reason from a loaded run file
 
 
 def _difference(left: Any, right: Any, unit: str) -> str:

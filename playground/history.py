@@ -27,13 +27,56 @@ COLUMNS = ["#", "time", "mode", "prompt", "constrained", "unconstrained",
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
+# A run file is user input shown in other people's pages: everything that reaches HTML is
+# typed here (a verdict or a token kind is a CSS class, counts are formatted as numbers).
+Verdict = Literal["running", "valid", "invalid", "truncated", "error", "unjudged", "stopped"]
+
+
+class TopToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    id: int | None = None
+    logprob: float | None = None
+    allowed: bool | None = None
+
+
+class InspectedToken(BaseModel):
+    """One token of the inspector's strip (playground.inspect)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    id: int | None = None
+    allowed: int | None = None
+    kind: Literal["forced", "narrowed", "free"]
+    override: bool = False
+    logprob: float | None = None
+    rank: int | None = None
+    top: list[TopToken] = Field(default_factory=list)
+
+
+class InspectSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: int = 0
+    forced: int = 0
+    narrowed: int = 0
+    free: int = 0
+    overrides: int = 0
+    mean_logprob: float | None = None
+    mean_logprob_constrained: float | None = None
+    mean_logprob_unconstrained: float | None = None
+    backend: Literal["xgrammar", "guidance"] | None = None
+
+
 class SideResult(BaseModel):
     """One side of a run, as `service.RunResult` gives it."""
 
     model_config = ConfigDict(extra="forbid")
 
     text: str = ""
-    verdict: str = "running"
+    verdict: Verdict = "running"
     errors: list[str] = Field(default_factory=list)
     prompt_tokens: int | None = None
     output_tokens: int = 0
@@ -45,8 +88,8 @@ class SideResult(BaseModel):
     engine_timings: dict[str, float] = Field(default_factory=dict)
     constraint_escaped: bool = False
     # The token inspector's, when the run asked for it.
-    tokens: list[dict[str, Any]] | None = None
-    inspect_summary: dict[str, Any] | None = None
+    tokens: list[InspectedToken] | None = None
+    inspect_summary: InspectSummary | None = None
     left_format_at: int | None = None
     inspect_s: float | None = None
     inspect_error: str | None = None
@@ -65,6 +108,9 @@ class Run(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     constrained: SideResult
     unconstrained: SideResult
+    # A lenient run: what it left unenforced, and what the engine was sent.
+    not_enforced: list[str] | None = None
+    sent: dict[str, Any] | None = None
 
 
 class HistoryFile(BaseModel):
@@ -84,7 +130,8 @@ def record(update: dict[str, Any], prompt: str, constraint: str,
                constraint=constraint, settings=settings, engine=update.get("engine") or {},
                warnings=update.get("warnings") or [],
                constrained=_side(update["constrained"]),
-               unconstrained=_side(update["unconstrained"]))
+               unconstrained=_side(update["unconstrained"]),
+               not_enforced=update.get("not_enforced"), sent=update.get("sent"))
 
 
 def _side(result: dict[str, Any]) -> SideResult:

@@ -119,6 +119,7 @@ def verdict_html(result: dict[str, Any]) -> str:
     escaped = ('<div class="escaped">constraint not enforced by the engine: this output was '
                "generated under the constraint and does not fit it</div>"
                if result.get("constraint_escaped") else "")
+    status, label = html.escape(str(status)), html.escape(str(label))
     return (f'{escaped}<span class="badge {status}">{label}</span>'
             + (f"<ul>{items}</ul>" if items else ""))
 

@@ -183,3 +183,23 @@ def test_two_runs_side_by_side_mark_what_differs():
     assert "<tr class=differs><th>setting: seed</th><td>0</td><td>1</td></tr>" in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
     assert "<tr><th>mode</th>" in page  # same mode: not marked
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("verdict", "valid<img src=x onerror=alert(1)>"),
+    ("tokens", [{"text": "a", "kind": 'forced" onmouseover="alert(1)', "top": []}]),
+    ("tokens", [{"text": "a", "kind": "forced", "rank": "<img src=x>", "top": []}]),
+    ("inspect_summary", {"forced": "<script>"}),
+])
+def test_a_hostile_run_file_cannot_put_markup_in_the_page(field, value):
+    """A run file is shared between users: whatever reaches the page's HTML is typed."""
+    good = json.loads(history.dumps(_history(1), "run"))
+    good["runs"][0]["constrained"][field] = value
+    with pytest.raises(InputError, match="history file"):
+        history.loads(json.dumps(good))
+
+
+def test_the_verdict_badge_escapes_whatever_it_is_given():
+    from playground.ui import verdict_html
+
+    assert "<img" not in verdict_html({"verdict": "<img src=x onerror=alert(1)>"})
