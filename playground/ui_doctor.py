@@ -13,12 +13,17 @@ from typing import Any
 
 import gradio as gr
 
-from playground import doctor
-from playground.constraints import ConstraintError, JsonSchema, Mode, from_text
+from playground import bounded, doctor, limits
+from playground.constraints import ConstraintError, JsonSchema, Mode
 from playground.engines.base import Engine
+from playground.judge import build_constraint
 from playground.limits import InputError
 
 COVERAGE_TIME_LIMIT_S = 15.0
+# Test strings are judged in a killable worker: a string can make Python `re` (a pattern RE2
+# refuses) or an ambiguous grammar's parse run for hours.
+MAX_TEST_STRINGS = 50
+MAX_TEST_STRING_CHARS = 10_000
 TEST_COLUMNS = ["string", "expected", "validator", "xgrammar", "guidance", "flag"]
 LABEL_MARKS = {"enforced": "enforced", "not enforced": "NOT ENFORCED",
                "rejected": "REJECTED", "untested": "untested"}
@@ -41,8 +46,8 @@ def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
                                     for i, b in enumerate(backends)]]
     empty = {"headers": headers, "data": []}
     try:
-        constraint = from_text("json", text)
-    except ConstraintError as exc:
+        constraint = build_constraint("json", text)
+    except (ConstraintError, InputError) as exc:
         return empty, f"<small>{plain(str(exc))}</small>"
     if not isinstance(constraint.schema, dict):
         return empty, "<small>A boolean schema has no keywords.</small>"
@@ -89,8 +94,8 @@ def coverage_details(engine: Engine, text: str) -> list[dict[str, Any]]:
 def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
     """The constraint as the engine will receive it (after conversion, lenient or not)."""
     try:
-        constraint = from_text(mode, text)
-    except ConstraintError as exc:
+        constraint = build_constraint(mode, text)
+    except (ConstraintError, InputError) as exc:
         return gr.update(value=f"# {exc}", language=None)
     backend = doctor.engine_backend(engine)
     header = ""
@@ -113,8 +118,8 @@ def dialect_view(mode: str, text: str) -> str:
     """Where the engines read the regex (or the schema's patterns, or the grammar)
     differently from the validator, found by probing them."""
     try:
-        constraint = from_text(mode, text)
-    except ConstraintError:
+        constraint = build_constraint(mode, text)
+    except (ConstraintError, InputError):
         return ""
     lines = doctor.dialect_lines(doctor.dialect_notes(constraint))
     return "".join(f'<br><span class="warn">Dialect:</span> <small>{plain(line)}</small>'
@@ -124,10 +129,13 @@ def dialect_view(mode: str, text: str) -> str:
 def test_strings_view(mode: str, text: str, cases: str) -> dict[str, Any]:
     """Dataframe rows: each string, its expectation, the validator's and each backend's."""
     try:
-        constraint = from_text(mode, text)
-    except ConstraintError as exc:
+        constraint = build_constraint(mode, text)
+    except (ConstraintError, InputError) as exc:
         return {"headers": TEST_COLUMNS, "data": [["", "", str(exc), "", "", ""]]}
-    results = doctor.test_strings(constraint, doctor.parse_cases(cases))
+    try:
+        results = bounded_test_strings(constraint, doctor.parse_cases(cases))
+    except InputError as exc:
+        return {"headers": TEST_COLUMNS, "data": [["", "", str(exc), "", "", ""]]}
     return {"headers": TEST_COLUMNS, "data": doctor.test_rows(results)}
 
 
@@ -147,12 +155,33 @@ def api_test_strings(mode: str, constraint: str, strings: list[Any] | str
                 cases.append((str(item[0]), item[1] if len(item) > 1 else None))
             else:
                 cases.append((str(item), None))
-    return doctor.test_strings(built, cases)
+    try:
+        return bounded_test_strings(built, cases)
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def bounded_test_strings(constraint: Any, cases: list[tuple[str, bool | None]]
+                         ) -> list[dict[str, Any]]:
+    """`doctor.test_strings` within limits: how many, how long, and how much time."""
+    if len(cases) > MAX_TEST_STRINGS:
+        raise InputError(f"test strings: {len(cases)} given, at most {MAX_TEST_STRINGS}")
+    if any(len(text) > MAX_TEST_STRING_CHARS for text, _ in cases):
+        raise InputError(f"test strings: each at most {MAX_TEST_STRING_CHARS:,} characters")
+    limit = limits.active().compile_timeout_s
+    try:
+        return bounded.call(doctor.test_strings, constraint, cases, timeout=limit)
+    except bounded.WorkTimeout:
+        raise InputError(f"test strings: gave up after {limit:g} s (a backtracking regex or "
+                         "an ambiguous grammar; --compile-timeout-s raises it)") from None
+    except bounded.WorkerDied:
+        raise InputError("test strings: the worker judging them ended (out of memory?)"
+                         ) from None
 
 
 def _parse(mode: str, text: str) -> Any:
     try:
-        return from_text(mode, text)
+        return build_constraint(mode, text)
     except ConstraintError as exc:
         raise gr.Error(str(exc)) from None
     except InputError as exc:

@@ -200,3 +200,23 @@ def test_dialect_view_on_the_page():
     assert "guidance matches" in ui_doctor.dialect_view("regex", r"\d+")
     assert ui_doctor.dialect_view("regex", "[a-z]+") == ""
     assert ui_doctor.dialect_view("regex", "a(") == ""
+
+
+def test_a_backtracking_test_string_is_given_up_not_a_frozen_server():
+    """A regex RE2 refuses falls back to Python `re`: a test string must not hold the
+    server for hours (it is judged in a killable worker under the compile time limit)."""
+    import time
+
+    from playground.limits import Limits, configure
+    from playground.ui_doctor import api_test_strings
+
+    configure(Limits(compile_timeout_s=2.0))
+    try:
+        start = time.monotonic()
+        with pytest.raises(Exception, match="gave up after 2 s"):
+            api_test_strings("regex", r"(a+)+\1x", ["a" * 40])
+        assert time.monotonic() - start < 15
+    finally:
+        configure(Limits())
+    with pytest.raises(Exception, match="at most 50"):
+        api_test_strings("regex", "a+", ["a"] * 51)
