@@ -16,8 +16,9 @@ from playground import limits
 from playground.engines.base import Engine
 from playground.service import InputError, RunResult, prepare, stream_run
 
-COLUMNS = ["index", "prompt", "text", "verdict", "errors", "prompt_tokens", "output_tokens",
-           "latency_s", "ttft_s", "tokens_per_s", "finish_reason"]
+COLUMNS = ["index", "prompt", "text", "verdict", "constraint_escaped", "errors",
+           "prompt_tokens", "output_tokens", "latency_s", "ttft_s", "tokens_per_s",
+           "finish_reason"]
 
 
 def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
