@@ -6,38 +6,18 @@ written to $OUT when it is set.
 """
 
 import asyncio
-import json
-import os
 import time
-from pathlib import Path
 
 import pytest
+from gpu_support import concurrent_clicks, gpu_args, record
 
 from playground import batch
-from playground.engines import create_engine, defaults
+from playground.engines import create_engine
 from playground.presets import load_presets
 from playground.service import run_request, stream_request
 
 pytestmark = pytest.mark.gpu
 PRESETS = load_presets()
-MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
-OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
-
-
-def record(name: str, data) -> None:
-    if OUT:
-        with open(OUT / name, "a") as file:
-            file.write(json.dumps(data) + "\n")
-
-
-def gpu_args():
-    args = defaults()
-    args.engine, args.model = "vllm", MODEL
-    args.load_format = "dummy" if os.environ.get("GPU_MODEL") else "auto"
-    # Random weights fill JSON with whitespace unless whitespace is restricted.
-    args.disable_any_whitespace = True
-    args.gpu_memory_utilization = float(os.environ.get("GPU_MEMORY_UTILIZATION", "0.45"))
-    return args
 
 
 @pytest.fixture(scope="module")
@@ -82,19 +62,7 @@ def test_tokens_stream(loop, engine):
 
 
 def test_eight_concurrent_clicks_are_batched(loop, engine):
-    presets = list(PRESETS.values())[:8]
-
-    async def one(preset):
-        return await run_request(engine, preset.mode, preset.constraint_text, preset.prompt,
-                                 {**preset.settings.model_dump(), "max_tokens": 64})
-
-    async def all_eight():
-        return await asyncio.gather(*(one(p) for p in presets))
-
-    start = time.perf_counter()
-    results = loop.run_until_complete(all_eight())
-    wall = time.perf_counter() - start
-    summed = sum(r[k]["latency_s"] for r in results for k in ("constrained", "unconstrained"))
+    results, wall, summed = concurrent_clicks(loop, engine, 8)
     record("gpu_concurrency.jsonl", {"requests": 16, "wall_s": wall, "sum_latency_s": summed})
     assert all(r["constrained"]["verdict"] in {"valid", "truncated"} for r in results)
     # 16 requests in flight together: the wall time is far below their summed latency.

@@ -7,18 +7,15 @@ record of what was generated).
 
 import asyncio
 import json
-import os
-from pathlib import Path
 
 import pytest
+from gpu_support import OUT, gpu_args
 
-from playground.engines import create_engine, defaults
+from playground.engines import create_engine
 from playground.limits import InputError
 from playground.service import run_request
 
 pytestmark = pytest.mark.gpu
-MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
-OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
 # uniqueItems, not, if/then/else and a format no backend knows: vLLM refuses it whole.
 HARD = {"type": "object", "required": ["name", "tags", "age", "card"],
         "properties": {"name": {"type": "string", "maxLength": 20},
@@ -32,13 +29,7 @@ HARD = {"type": "object", "required": ["name", "tags", "age", "card"],
 
 @pytest.fixture(scope="module", params=["guidance", "xgrammar"])
 def engine(request):
-    args = defaults()
-    args.engine, args.model = "vllm", MODEL
-    args.load_format = "dummy" if os.environ.get("GPU_MODEL") else "auto"
-    args.disable_any_whitespace = True  # random weights fill JSON with whitespace otherwise
-    args.gpu_memory_utilization = float(os.environ.get("GPU_MEMORY_UTILIZATION", "0.45"))
-    args.structured_outputs_backend = request.param
-    engine = create_engine(args)
+    engine = create_engine(gpu_args(structured_outputs_backend=request.param))
     engine.load()
     yield engine
     engine.shutdown()

@@ -6,15 +6,14 @@ results appended to $OUT/gpu_inspect.jsonl when $OUT is set).
 """
 
 import asyncio
-import json
-import os
 import re
-from pathlib import Path
 
 import pytest
+from gpu_support import MODEL, gpu_args
+from gpu_support import record as record_in
 
 from playground.constraints import from_text
-from playground.engines import create_engine, defaults
+from playground.engines import create_engine
 from playground.matcher import Matcher
 from playground.presets import load_presets
 from playground.service import run_request
@@ -22,14 +21,10 @@ from playground.service import run_request
 pytestmark = pytest.mark.gpu
 PRESETS = load_presets()
 CLASSICS = ["Sentiment", "Email address", "Iconic 90s car", "SQL SELECT"]
-MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
-OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
 
 
 def record(data) -> None:
-    if OUT:
-        with open(OUT / "gpu_inspect.jsonl", "a") as file:
-            file.write(json.dumps(data) + "\n")
+    record_in("gpu_inspect.jsonl", data)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +36,7 @@ def loop():
 
 @pytest.fixture(scope="module")
 def engine(loop):
-    args = defaults()
-    args.engine, args.model = "vllm", MODEL
-    args.load_format = "dummy" if os.environ.get("GPU_MODEL") else "auto"
-    args.disable_any_whitespace = True  # random weights fill JSON with whitespace otherwise
-    args.gpu_memory_utilization = float(os.environ.get("GPU_MEMORY_UTILIZATION", "0.45"))
-    engine = create_engine(args)
+    engine = create_engine(gpu_args())
     engine.load()
     yield engine
     engine.shutdown()

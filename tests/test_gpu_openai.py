@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from gpu_support import concurrent_clicks
 
 from playground.engines.openai_engine import OpenAIEngine
 from playground.presets import load_presets
@@ -126,19 +127,7 @@ def test_tokens_stream(loop, engine):
 
 
 def test_sixteen_concurrent_sessions(loop, engine):
-    presets = [list(PRESETS.values())[i % len(PRESETS)] for i in range(16)]
-
-    async def one(preset):
-        return await run_request(engine, preset.mode, preset.constraint_text, preset.prompt,
-                                 {**preset.settings.model_dump(), "max_tokens": 64})
-
-    async def sixteen():
-        return await asyncio.gather(*(one(p) for p in presets))
-
-    start = time.perf_counter()
-    results = loop.run_until_complete(sixteen())
-    wall = time.perf_counter() - start
-    summed = sum(r[k]["latency_s"] for r in results for k in ("constrained", "unconstrained"))
+    results, wall, summed = concurrent_clicks(loop, engine, 16)
     record("gpu_openai_concurrency.jsonl", {
         "sessions": 16, "requests": 32, "wall_s": wall, "sum_latency_s": summed,
         "verdicts": [r["constrained"]["verdict"] for r in results]})
