@@ -1,3 +1,4 @@
+import asyncio
 import importlib.util
 
 import pytest
@@ -56,3 +57,11 @@ def app_url(tmp_path_factory):
     with launched_app(["--engine", "cpu"], log_path=log_path) as app:
         app.wait_served(limit_s=120)
         yield app.url
+
+
+@pytest.fixture(scope="module")
+def loop():
+    """One event loop for a module's tests that share an engine (the GPU tests)."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()

@@ -21,13 +21,6 @@ PRESETS = load_presets()
 
 
 @pytest.fixture(scope="module")
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def engine(loop):
     engine = create_engine(gpu_args())
     start = time.perf_counter()

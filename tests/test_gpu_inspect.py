@@ -28,13 +28,6 @@ def record(data) -> None:
 
 
 @pytest.fixture(scope="module")
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def engine(loop):
     engine = create_engine(gpu_args())
     engine.load()

@@ -81,13 +81,6 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def engine(server):
     engine = OpenAIEngine(server)
     start = time.perf_counter()
