@@ -43,6 +43,9 @@ FORMAT_VIOLATIONS: dict[str, list[str]] = {
 }
 
 
+_NONE = object()  # no attempt gave a document (None is a JSON value)
+
+
 class NoInstance(ValueError):
     """No document could be proposed for this schema (the reason says why)."""
 
@@ -269,18 +272,26 @@ class Instances:
             for key in ("then", "else"):
                 if node.get(key) is self._focus and self._location is None:
                     self._location = list(where)
-            for attempt in tries:
-                saved = self._location
-                try:
-                    found = self._typed(attempt, where)
-                except NoInstance:
-                    self._location = saved
-                    continue
-                if self.ok(node, found):
-                    return found
-                self._location = saved
-            raise NoInstance("no document satisfied if/then/else")
+            found = self._first_valid(node, (lambda a=a: self._typed(a, where) for a in tries))
+            if found is _NONE:
+                raise NoInstance("no document satisfied if/then/else")
+            return found
         return self._typed(node, where)
+
+    def _first_valid(self, node: dict[str, Any], attempts: Any) -> Any:
+        """The first attempt's document that `node` accepts, or _NONE; an attempt that
+        fails leaves the focus location as it was."""
+        for attempt in attempts:
+            saved = self._location
+            try:
+                found = attempt()
+            except NoInstance:
+                self._location = saved
+                continue
+            if self.ok(node, found):
+                return found
+            self._location = saved
+        return _NONE
 
     def _typed(self, node: dict[str, Any], where: list[Any]) -> Any:
         kinds = node.get("type")
@@ -290,16 +301,10 @@ class Instances:
                      "object": ("properties", "additionalProperties", "patternProperties")}
             order = sorted(kinds, key=lambda k: not any(
                 self.reaches(node.get(key)) for key in leads.get(k, ())))
-            for kind in order:
-                saved = self._location
-                try:
-                    found = self._of_type(node, kind, where)
-                except NoInstance:
-                    self._location = saved
-                    continue
-                if self.ok(node, found):
-                    return found
-                self._location = saved
+            found = self._first_valid(
+                node, (lambda k=k: self._of_type(node, k, where) for k in order))
+            if found is not _NONE:
+                return found
         found = self._of_type(node, _pick_type(node), where)
         if "not" in node and not self.ok(node, found):
             for other in (1, "a", True, None, [], {}, 2, "b"):

@@ -14,7 +14,7 @@ from typing import Any
 
 from playground.engines import defaults
 from playground.presets import load_presets
-from playground.service import run_request
+from playground.service import run_request, stream_request
 
 MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
@@ -58,3 +58,13 @@ def concurrent_clicks(loop: asyncio.AbstractEventLoop, engine: Any, count: int
     wall = time.perf_counter() - start
     summed = sum(r[k]["latency_s"] for r in results for k in ("constrained", "unconstrained"))
     return results, wall, summed
+
+
+def streamed_lengths(loop: asyncio.AbstractEventLoop, engine: Any) -> set[int]:
+    """The constrained text's lengths over the updates of one 64-token regex run."""
+    async def collect():
+        return [u async for u in stream_request(
+            engine, "regex", "[a-z]+( [a-z]+)*", "Write a long sentence.",
+            {"max_tokens": 64})]
+
+    return {len(u["constrained"]["text"]) for u in loop.run_until_complete(collect())}

@@ -9,12 +9,12 @@ import asyncio
 import time
 
 import pytest
-from gpu_support import concurrent_clicks, gpu_args, record
+from gpu_support import concurrent_clicks, gpu_args, record, streamed_lengths
 
 from playground import batch
 from playground.engines import create_engine
 from playground.presets import load_presets
-from playground.service import run_request, stream_request
+from playground.service import run_request
 
 pytestmark = pytest.mark.gpu
 PRESETS = load_presets()
@@ -44,13 +44,7 @@ def test_every_preset_on_vllm(loop, engine, preset):
 
 
 def test_tokens_stream(loop, engine):
-    async def collect():
-        return [u async for u in stream_request(
-            engine, "regex", "[a-z]+( [a-z]+)*", "Write a long sentence.",
-            {"max_tokens": 64})]
-
-    updates = loop.run_until_complete(collect())
-    lengths = {len(u["constrained"]["text"]) for u in updates}
+    lengths = streamed_lengths(loop, engine)
     assert len(lengths) > 10, "the text should grow over many updates"
 
 

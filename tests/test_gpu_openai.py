@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from gpu_support import concurrent_clicks
+from gpu_support import concurrent_clicks, streamed_lengths
 
 from playground.engines.openai_engine import OpenAIEngine
 from playground.presets import load_presets
@@ -110,13 +110,7 @@ def test_every_preset_through_the_server(loop, engine, preset):
 
 
 def test_tokens_stream(loop, engine):
-    async def collect():
-        return [u async for u in stream_request(
-            engine, "regex", "[a-z]+( [a-z]+)*", "Write a long sentence.",
-            {"max_tokens": 64})]
-
-    updates = loop.run_until_complete(collect())
-    assert len({len(u["constrained"]["text"]) for u in updates}) > 10
+    assert len(streamed_lengths(loop, engine)) > 10
 
 
 def test_sixteen_concurrent_sessions(loop, engine):
