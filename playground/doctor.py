@@ -124,44 +124,30 @@ def bounded_lenient(constraint: Constraint, backend: str, limit_s: float) -> Len
         raise TimeoutError(str(exc)) from None
 
 
-def only_not_enforced(constraint: Constraint, text: str, relaxed: Lenient) -> bool:
-    """Whether the output is JSON whose every schema error breaks a keyword this lenient run
-    left unenforced on purpose: expected of the run, not an escape of the engine's."""
-    if not relaxed.sites or not isinstance(constraint, JsonSchema):
-        return False
-    from playground.coverage import json_path
-    from playground.validation import schema_validator
-
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    sites = [list(error.absolute_schema_path)
-             for error in schema_validator(constraint.schema).iter_errors(document)]
-    return all(where and (json_path(tuple(where[:-1])), str(where[-1])) in relaxed.sites
-               for where in sites)
-
-
 def mark_not_enforced(constraint: Constraint, text: str, errors: list[str],
-                      relaxed: Lenient) -> list[str]:
-    """The verdict's errors, each one that breaks a keyword the run did not enforce
-    saying so."""
+                      relaxed: Lenient) -> tuple[list[str], bool]:
+    """The verdict's errors, each one that breaks a keyword the run did not enforce saying
+    so; and whether every schema error is such a one (the output is JSON breaking only
+    keywords this lenient run left unenforced on purpose: expected, not an escape)."""
     if not relaxed.sites or not isinstance(constraint, JsonSchema):
-        return errors
+        return errors, False
     from playground.coverage import json_path
     from playground.validation import schema_validator
 
     try:
         document = json.loads(text)
     except json.JSONDecodeError:
-        return errors
-    flagged = set()
+        return errors, False
+    flagged, others = set(), 0
     for error in schema_validator(constraint.schema).iter_errors(document):
         where = list(error.absolute_schema_path)
         if where and (json_path(tuple(where[:-1])), str(where[-1])) in relaxed.sites:
             flagged.add(f"{error.json_path}: {error.message}")
-    return [f"{e} (not enforced by {relaxed.backend} in this lenient run)" if e in flagged
-            else e for e in errors]
+        else:
+            others += 1
+    marked = [f"{e} (not enforced by {relaxed.backend} in this lenient run)" if e in flagged
+              else e for e in errors]
+    return marked, others == 0
 
 
 # ---- test strings ------------------------------------------------------------------------

@@ -390,10 +390,10 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
                "sent": sent}
         if relaxed is not None:
             out["lenient"], out["not_enforced"] = relaxed.as_dict(), relaxed.not_enforced
-            out["constrained"]["errors"] = doctor.mark_not_enforced(
+            marked, expected = doctor.mark_not_enforced(
                 constraint, constrained.text, constrained.errors, relaxed)
-            if constrained.constraint_escaped and constrained.finish_reason != "length" and \
-                    doctor.only_not_enforced(constraint, constrained.text, relaxed):
+            out["constrained"]["errors"] = marked
+            if expected and constrained.finish_reason != "length":
                 out["constrained"]["constraint_escaped"] = False
         return out
 
