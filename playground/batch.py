@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playground import limits
+from playground import limits, watchdog
 from playground.engines.base import Engine
 from playground.service import InputError, RunResult, prepare, stream_run
 
@@ -111,6 +111,7 @@ async def run_batch(engine: Engine, mode: str, constraint_text: str, prompts: li
 
     A concurrent engine (vLLM) gets every prompt at once and batches them itself.
     """
+    watchdog.watch()
     constraint, _, settings = await prepare(engine, mode, constraint_text, options)
     check_work(prompts, settings.max_tokens)
     batch = BatchResult(prompts, [None] * len(prompts))

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from playground import doctor, limits
+from playground import doctor, limits, watchdog
 from playground import log as logs
 from playground.constraints import Constraint, ConstraintError
 from playground.engines.base import Chunk, Engine, EngineDead, SamplingSettings, TokenDist
@@ -367,6 +367,7 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
                          live: list[RunResult] | None = None
                          ) -> AsyncIterator[dict[str, Any]]:
     """Updates of one click as JSON-ready objects; `live` as in `stream_pair`."""
+    watchdog.watch()  # the server's loop, from its first request on
     options = check_request(mode, constraint_text, prompt, options)
     request = parse_request_options(options)
     if request.inspect and not engine.inspects:

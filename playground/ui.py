@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from playground import batch, downloads, history, ui_doctor, ui_session
+from playground import batch, downloads, history, ui_doctor, ui_session, watchdog
 from playground import log as logs
 from playground.compare import metrics_table
 from playground.constraints import MODE_LABELS, MODES, Mode
@@ -330,7 +330,8 @@ def engine_status(engine: Engine, queue: dict[str, int] | None = None) -> dict[s
     return {"ready": engine.ready, "health": health, "failure": engine.failure,
             "error": engine.load_error, "progress": fraction,
             "message": message, "engine": engine.info.as_dict(),
-            "last_error": engine.last_error, "warning": engine.warning, "queue": queue}
+            "last_error": engine.last_error, "warning": engine.warning, "queue": queue,
+            "event_loop": stalls.as_dict() if (stalls := watchdog.seen()) else None}
 
 
 def engine_markdown(engine: Engine, queue: dict[str, int] | None = None) -> str:

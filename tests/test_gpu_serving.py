@@ -47,6 +47,7 @@ def test_sixty_four_sessions_all_succeed_with_memory_flat(app):
     assert not failures, failures[:5]
     assert figures["rss_end_mb"] - figures["rss_warm_mb"] < 200, figures
     assert figures["status_max_s"] < 5.0
+    assert figures["event_loop"]["longest_stall_s"] < 1.0, figures
 
 
 def test_a_killed_engine_core_is_reported_and_not_restarted(app):

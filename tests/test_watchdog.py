@@ -1,0 +1,38 @@
+"""The event-loop watchdog: a blocked loop is logged with where it is stuck, and counted."""
+
+import asyncio
+import logging
+import time
+
+from playground import watchdog
+
+
+def test_a_blocking_call_on_the_loop_is_logged_with_its_stack_and_counted(caplog):
+    def block_the_loop_for(seconds: float) -> None:
+        time.sleep(seconds)  # what a blocking call does: the loop cannot run
+
+    async def scenario() -> watchdog.LoopStalls:
+        stalls = watchdog.watch(stall_s=0.3)
+        await asyncio.sleep(0.3)
+        block_the_loop_for(0.8)
+        await asyncio.sleep(0.4)  # the watchdog sees the loop back
+        return stalls
+
+    with caplog.at_level(logging.WARNING, logger="playground"):
+        stalls = asyncio.run(scenario())
+    assert stalls.count == 1 and 0.5 < stalls.longest_s < 2.0
+    stuck = [r.getMessage() for r in caplog.records if "has not run" in r.getMessage()]
+    assert stuck and "block_the_loop_for" in stuck[0]
+    assert any("was blocked for" in r.getMessage() for r in caplog.records)
+
+
+def test_a_loop_that_only_awaits_has_no_stalls():
+    async def scenario() -> watchdog.LoopStalls:
+        stalls = watchdog.watch(stall_s=0.3)
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+        assert watchdog.watch() is stalls  # once per loop
+        return stalls
+
+    stalls = asyncio.run(scenario())
+    assert stalls.count == 0 and stalls.as_dict()["stalls"] == 0
