@@ -3,7 +3,7 @@
     source /opt/gpu-env.sh && python3 tools/gpu/openai_bench.py [bench flags, e.g. --quick]
 
 The server runs the staged model ($GPU_MODEL, dummy weights) on port 8011 with the
-backend in $SERVER_BACKEND (default guidance, the in-process default), whitespace
+backend in $SERVER_BACKEND (default xgrammar, the in-process default), whitespace
 restricted server-wide, dev mode on (so the playground reads the backend) and per-request
 metrics. The report goes to $OUT/bench_openai.json and .png (or /tmp), the server's log
 beside it. The server takes ~2 min to serve; a --quick bench a few minutes more.
@@ -25,7 +25,7 @@ URL = f"http://127.0.0.1:{PORT}"
 
 
 def start_server(log_path: Path) -> subprocess.Popen:
-    backend = os.environ.get("SERVER_BACKEND", "guidance")
+    backend = os.environ.get("SERVER_BACKEND", "xgrammar")
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                "--model", os.environ["GPU_MODEL"], "--load-format", "dummy",
                "--port", str(PORT), "--gpu-memory-utilization", "0.5",
