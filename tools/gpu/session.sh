@@ -1,47 +1,62 @@
 #!/usr/bin/env bash
-# The GPU test groups, each sized for one device call (<= 10 min), two runs sharing the H100
-# where they fit. After staging (../shared/gpu/README.md), on the GPU machine:
-#   source /opt/gpu-env.sh && bash tools/gpu/session.sh g1    (then g2, g3, g4)
-# Logs and results go to $OUT; each group prints its pytest summaries.
+# The GPU test groups, each sized for one device call (<= 10 min). After staging
+# (../shared/gpu/README.md), on the GPU machine:
+#   source /opt/gpu-env.sh && bash tools/gpu/session.sh GROUP
+# Logs and results go to $OUT; each group prints its summaries.
+#   inprocess  in-process vLLM (7B shape, dummy weights) ∥ real weights per backend (SmolLM2)
+#   serving    64 sessions through the app, then a killed engine core (alone: it times /status)
+#   server     bench --engine openai against vllm serve ∥ copy-as-code snippets on vLLM
+#   suite      the 308-schema suite with vLLM's columns, then generation on SmolLM2
+#   doctor     lenient runs on vLLM, both backends
+#   bench      the in-process bench alone (ratios, inspector overhead)
+#   batching   the batching asserts, each alone on the GPU (they need it whole)
 set -u
 group=$1
 out=${OUT:-/tmp/gpu-out}; mkdir -p "$out"; export OUT=$out
 smollm2=/root/smollm2
 summary() { for f in "$@"; do echo "== $f"; tail -3 "$out/$f" | cut -c1-400; done; }
+real_weights() { [ -d $smollm2 ] || python3 tools/gpu/convert_smollm2.py "$GPU_SMOLLM2_GGUF" $smollm2; }
+PYTEST="python3 -m pytest -q -p no:cacheprovider"  # a variable: `timeout` runs no shell function
 case $group in
-g1)  # in-process vLLM (7B shape, dummy weights) ∥ real weights per backend (SmolLM2)
-  GPU_MEMORY_UTILIZATION=0.45 timeout 560 python3 -m pytest -q -p no:cacheprovider \
-    tests/test_gpu.py tests/test_gpu_app.py tests/test_gpu_inspect.py > "$out/g1_tests.log" 2>&1 &
-  ( [ -d $smollm2 ] || python3 tools/gpu/convert_smollm2.py "$GPU_SMOLLM2_GGUF" $smollm2
-    GPU_SMOLLM2_FOLDER=$smollm2 GPU_MEMORY_UTILIZATION=0.3 timeout 480 python3 -m pytest -q -s \
-      -p no:cacheprovider tests/test_gpu_real_weights.py ) > "$out/g1_real.log" 2>&1 &
-  wait; summary g1_tests.log g1_real.log; grep SUMMARY "$out/g1_real.log" | cut -c1-700 ;;
-g2)  # vLLM server engine ∥ doctor (lenient) and copy-as-code on vLLM ∥ the schema suite (CPU)
-  SERVER_BACKEND=xgrammar GPU_MEMORY_UTILIZATION=0.4 timeout 560 python3 -m pytest -q \
-    -p no:cacheprovider tests/test_gpu_openai.py > "$out/g2_openai.log" 2>&1 &
-  sleep 20  # let the server take its memory first
-  GPU_MEMORY_UTILIZATION=0.4 GPU_ENGINE_ARGS='{"gpu_memory_utilization": 0.4}' timeout 540 \
-    python3 -m pytest -q -p no:cacheprovider tests/test_gpu_doctor.py tests/test_gpu_export.py \
-    > "$out/g2_doctor_export.log" 2>&1 &
-  timeout 500 python3 -m playground suite tests/data/jsonschemabench --vllm --limit 120 \
-    --jsonl "$out/suite.jsonl" > "$out/g2_suite.log" 2>&1 &
-  wait; summary g2_openai.log g2_doctor_export.log g2_suite.log ;;
-g3)  # 64 sessions through the app, and a killed engine core
-  GPU_MEMORY_UTILIZATION=0.45 GPU_SOAK_S=90 timeout 560 python3 -m pytest -q -s \
-    -p no:cacheprovider tests/test_gpu_serving.py > "$out/g3_serving.log" 2>&1
-  summary g3_serving.log; grep -E "gpu_soak|gpu_engine_death" "$out"/*.json* 2>/dev/null | cut -c1-400 ;;
-g4)  # the bench alone on the GPU (ratios, inspector overhead)
+inprocess)
+  GPU_MEMORY_UTILIZATION=0.45 timeout 560 $PYTEST tests/test_gpu.py tests/test_gpu_app.py \
+    tests/test_gpu_inspect.py > "$out/inprocess.log" 2>&1 &
+  ( real_weights; GPU_SMOLLM2_FOLDER=$smollm2 GPU_MEMORY_UTILIZATION=0.3 timeout 480 \
+      $PYTEST -s tests/test_gpu_real_weights.py ) > "$out/real_weights.log" 2>&1 &
+  wait; summary inprocess.log real_weights.log ;;
+serving)
+  GPU_MEMORY_UTILIZATION=0.45 GPU_SOAK_S=90 timeout 560 $PYTEST -s tests/test_gpu_serving.py \
+    > "$out/serving.log" 2>&1
+  summary serving.log; grep -E "gpu_soak|gpu_engine_death" "$out/serving.log" | cut -c1-900
+  grep -A14 "event loop has not run" "$out/gpu_serving.log" | head -60 ;;
+server)
+  SERVER_BACKEND=xgrammar timeout 570 python3 tools/gpu/openai_bench.py --quick \
+    > "$out/bench_openai.log" 2>&1 &
+  sleep 25  # the server takes its memory first
+  GPU_MEMORY_UTILIZATION=0.4 GPU_ENGINE_ARGS='{"gpu_memory_utilization": 0.4}' timeout 560 \
+    $PYTEST tests/test_gpu_export.py > "$out/export.log" 2>&1 &
+  wait; summary export.log; tail -25 "$out/bench_openai.log" | cut -c1-300 ;;
+suite)
+  real_weights
+  timeout 540 python3 -m playground suite tests/data/jsonschemabench --vllm --jobs 14 \
+    --engine vllm --model $smollm2 --gpu-memory-utilization 0.5 --max-tokens 256 \
+    --jsonl "$out/suite.jsonl" > "$out/suite.json" 2> "$out/suite.log"
+  tail -3 "$out/suite.log"; python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
+print(json.dumps({k: v for k, v in d.items() if k != 'backends'})[:1500]); \
+[print(b, json.dumps(s)) for b, s in d['backends'].items()]" "$out/suite.json" ;;
+doctor)
+  GPU_MEMORY_UTILIZATION=0.45 timeout 560 $PYTEST tests/test_gpu_doctor.py > "$out/doctor.log" 2>&1
+  summary doctor.log ;;
+bench)
   timeout 580 python3 -m playground bench --engine vllm --model "$GPU_MODEL" --load-format dummy \
     --disable-any-whitespace --quick --json "$out/bench_gpu.json" --plot "$out/bench_gpu.png" \
-    > "$out/g4_bench.log" 2>&1
-  tail -40 "$out/g4_bench.log" | cut -c1-300 ;;
-esac
-# g5: the reruns of the last session, each alone on the GPU (batching asserts need it whole)
-if [ "$group" = g5 ]; then
-  for t in "tests/test_gpu.py -k eight" "tests/test_gpu_app.py" "tests/test_gpu_serving.py -k killed" \
-           "tests/test_gpu_export.py"; do
+    > "$out/bench.log" 2>&1
+  tail -40 "$out/bench.log" | cut -c1-300 ;;
+batching)
+  for t in "tests/test_gpu.py -k eight" "tests/test_gpu_app.py"; do
     name=$(echo "$t" | tr -c 'a-z0-9' '_' | cut -c1-40)
-    GPU_MEMORY_UTILIZATION=0.45 timeout 300 python3 -m pytest -q -s -p no:cacheprovider $t \
-      > "$out/g5_$name.log" 2>&1; echo "== $t"; tail -2 "$out/g5_$name.log" | cut -c1-300
-  done
-fi
+    GPU_MEMORY_UTILIZATION=0.45 timeout 280 $PYTEST -s $t > "$out/batching_$name.log" 2>&1
+    echo "== $t"; tail -2 "$out/batching_$name.log" | cut -c1-300
+  done ;;
+*) echo "unknown group $group"; exit 2 ;;
+esac
