@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="add vLLM's request validation columns (default: if installed)")
     suite.add_argument("--time-limit-s", type=float, default=20.0,
                        help="coverage time per schema")
+    suite.add_argument("--jobs", type=int, metavar="N",
+                       help="schemas at once, each in its own worker process (default: the "
+                            "cores but one, at most 32)")
     suite.add_argument("--max-tokens", type=int, default=256,
                        help="with a model: tokens per generated document")
     add_engine_flags(suite)

@@ -19,9 +19,12 @@ The "lenient" schema per backend, what a lenient run sends, comes from the same 
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,19 +198,86 @@ def available_backends(include_vllm: bool | None = None) -> list[str]:
     return found
 
 
+_WARMED: set[str] = set()
+
+
 def warm(backends: tuple[str, ...] | list[str] = RAW_BACKENDS) -> None:
     """Import what these backends need (xgrammar imports torch: seconds), once per
-    process: a worker's setup, outside its time limit (playground.bounded)."""
+    process: a worker's setup, outside its time limit (playground.bounded). For the
+    `vllm:` columns, one check of a tiny schema each: vLLM's import (~6 s on 2 cores) and
+    the tokenizer its check reads, which the first real check paid before, in its limit
+    and in its compile time."""
     import llguidance  # noqa: F401
     import xgrammar  # noqa: F401
 
-    if any(b.startswith("vllm:") for b in backends):
-        from playground.engines import vllm_engine  # noqa: F401
+    for backend in backends:
+        if backend.startswith("vllm:") and backend not in _WARMED:
+            from playground.engines.vllm_engine import vllm_check
+
+            vllm_check(JsonSchema({"type": "integer"}), backend.removeprefix("vllm:"))
+            _WARMED.add(backend)
+
+
+class _Remembered(Tester):
+    """A tester that answers each text once: the doctor asks the same documents of a
+    backend and of its `vllm:` column (one matcher when their lenient schemas agree)."""
+
+    def __init__(self, tester: Tester) -> None:
+        self.tester = tester
+        self.answers: dict[str, StringTest] = {}
+
+    def test(self, text: str) -> StringTest:
+        found = self.answers.get(text)
+        if found is None:
+            found = self.answers[text] = self.tester.test(text)
+        return found
+
+
+# Per process, the few schemas last compiled: a suite's schema is compiled by its refusal
+# check, its MaskBench-style tests and the coverage, once for a backend and once again for
+# its `vllm:` column (the same matcher); each of those compiled it anew before.
+_TESTERS: OrderedDict[tuple[str, bytes], Tester | ConstraintError] = OrderedDict()
+_REFUSALS: OrderedDict[tuple[str, bytes], str | None] = OrderedDict()
+_KEEP_TESTERS, _KEEP_REFUSALS = 16, 512
+_lock = threading.Lock()
+_UNASKED = object()
+
+
+def _remember(store: OrderedDict[Any, Any], key: Any, value: Any, keep: int) -> None:
+    with _lock:
+        store[key] = value
+        while len(store) > keep:
+            store.popitem(last=False)
+
+
+def _key(schema: Any) -> bytes | None:
+    """A digest of the schema's text: a key that stays small however large the schema
+    (bisecting a large schema asks hundreds of near copies of it)."""
+    try:
+        text = json.dumps(schema)
+    except (TypeError, ValueError):  # not JSON: not remembered
+        return None
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).digest()
 
 
 def compile_tester(backend: str, schema: Any) -> Tester:
     """The backend's matcher for `schema`; ConstraintError with its message if refused."""
     raw = backend.removeprefix("vllm:")
+    key = _key(schema)
+    found = _TESTERS.get((raw, key)) if key is not None else None
+    if found is None:
+        try:
+            found = _Remembered(_compile_tester(raw, schema))
+        except ConstraintError as exc:
+            found = exc
+        if key is not None:
+            _remember(_TESTERS, (raw, key), found, _KEEP_TESTERS)
+    if isinstance(found, ConstraintError):
+        raise ConstraintError(str(found))
+    return found
+
+
+def _compile_tester(raw: str, schema: Any) -> Tester:
     if raw == "outlines":
         return OutlinesTester(outlines_regex(schema))
     from playground.matcher import Matcher
@@ -216,9 +286,23 @@ def compile_tester(backend: str, schema: Any) -> Tester:
 
 
 def refusal(backend: str, schema: Any) -> str | None:
-    """The backend's reason for refusing `schema`, or None if it accepts it."""
+    """The backend's reason for refusing `schema`, or None if it accepts it (remembered
+    for the last few hundred schemas asked: vLLM's outlines check of a large schema parses
+    its regex in Python, seconds each time)."""
     if schema == {} or schema is True:  # any JSON; vLLM reads an empty schema as none
         return None
+    key = _key(schema)
+    if key is not None:
+        found = _REFUSALS.get((backend, key), _UNASKED)
+        if found is not _UNASKED:
+            return found  # type: ignore[return-value]
+    reason = _refusal(backend, schema)
+    if key is not None:
+        _remember(_REFUSALS, (backend, key), reason, _KEEP_REFUSALS)
+    return reason
+
+
+def _refusal(backend: str, schema: Any) -> str | None:
     if backend.startswith("vllm:"):
         from playground.engines.vllm_engine import vllm_check
 

@@ -11,6 +11,8 @@ from MaskBench). Per backend it reports:
   real tokenizer, so this is the same question asked of text, not its figure);
 - coverage: the doctor's per-keyword labels, summed, and the schemas fully covered;
 - with a model (`--engine cpu`): the share of constrained outputs the validator accepts.
+
+Schemas run `--jobs` at a time, each in its own worker process; results keep file order.
 """
 
 from __future__ import annotations
@@ -18,16 +20,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from playground import coverage as cov
 
 LABELS = ("enforced", "not enforced", "rejected", "untested")
+# A worker holds xgrammar, torch and (with --vllm) vLLM imported: ~1 GB each.
+MAX_JOBS = 32
+# Constrained requests in flight at once for an engine that batches (vLLM): the app's
+# default --concurrency with vLLM.
+CONCURRENT_REQUESTS = 64
+
+
+def default_jobs() -> int:
+    """Schemas at once: every core this process may use but one (for the main process and
+    the system), at most MAX_JOBS."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores - 1, MAX_JOBS))
 
 
 def load(folder: str | Path, limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -94,6 +114,49 @@ def bounded_schema(name: str, data: dict[str, Any], backends: list[str],
                 "backends": {b: {"compiles": None, "compile_s": None} for b in backends}}
 
 
+def run_all(files: list[tuple[str, dict[str, Any]]], backends: list[str],
+            time_limit_s: float, jobs: int = 1,
+            emit: Callable[[dict[str, Any]], Any] = lambda result: None
+            ) -> list[dict[str, Any]]:
+    """`bounded_schema` for every file, `jobs` at a time (each in its own worker process,
+    so a schema past its limit still costs only itself). Results in file order, each also
+    given to `emit` in file order as soon as those before it are done; "[i/N] name" on
+    stderr as each one finishes (with several jobs, the largest schemas start first)."""
+    from playground import bounded
+
+    jobs = max(1, min(jobs, len(files)))
+    # The pool of worker processes grows to the jobs (the server keeps its own default).
+    bounded.MAX_WORKERS = max(bounded.MAX_WORKERS, jobs)
+    results: list[dict[str, Any] | None] = [None] * len(files)
+    emitted = 0
+
+    def finished(index: int, result: dict[str, Any], done: int) -> None:
+        nonlocal emitted
+        results[index] = result
+        print(f"[{done}/{len(files)}] {files[index][0]}", file=sys.stderr, flush=True)
+        while emitted < len(files) and results[emitted] is not None:
+            emit(results[emitted])
+            emitted += 1
+
+    if jobs == 1:  # in this thread: the worker is forked from it (no fork server)
+        for index, (name, data) in enumerate(files):
+            finished(index, bounded_schema(name, data, backends, time_limit_s), index + 1)
+        return results  # type: ignore[return-value]
+    # The largest schemas first: a slow one (up to its limit) then runs beside the others
+    # rather than alone at the end. Stable: schemas of one size keep file order.
+    order = sorted(range(len(files)), key=lambda i: -len(json.dumps(files[i][1].get("schema"))))
+    with ThreadPoolExecutor(jobs, thread_name_prefix="suite") as pool:
+        futures = {pool.submit(bounded_schema, *files[index], backends, time_limit_s): index
+                   for index in order}
+        try:
+            for done, future in enumerate(as_completed(futures), start=1):
+                finished(futures[future], future.result(), done)
+        except BaseException:  # e.g. vLLM's API moved: stop, not after every other schema
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return results  # type: ignore[return-value]
+
+
 def summarize(results: list[dict[str, Any]], backends: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {"schemas": len(results), "backends": {}}
     for backend in backends:
@@ -137,20 +200,27 @@ def generate(engine: Any, files: list[tuple[str, dict[str, Any]]], max_tokens: i
                                                  constraint)]
         return snapshots[-1]
 
-    async def every() -> None:  # one event loop for all: vLLM's engine is bound to it
-        for (_, data), result in zip(files, results, strict=True):
-            if "timeout" in result:
-                continue
-            try:
-                engine.check(JsonSchema(data["schema"]))
-            except ConstraintError as exc:
-                result["generation"] = {"verdict": "refused", "error": str(exc)}
-                verdicts["refused"] += 1
-                continue
+    async def each(data: dict[str, Any], result: dict[str, Any],
+                   room: asyncio.Semaphore) -> None:
+        if "timeout" in result:
+            return
+        try:
+            engine.check(JsonSchema(data["schema"]))
+        except ConstraintError as exc:
+            result["generation"] = {"verdict": "refused", "error": str(exc)}
+            verdicts["refused"] += 1
+            return
+        async with room:
             final = await one(data["schema"])
-            result["generation"] = {"verdict": final.verdict, "errors": final.errors[:3],
-                                    "text": final.text[:2000]}
-            verdicts[final.verdict] += 1
+        result["generation"] = {"verdict": final.verdict, "errors": final.errors[:3],
+                                "text": final.text[:2000]}
+        verdicts[final.verdict] += 1
+
+    async def every() -> None:  # one event loop for all: vLLM's engine is bound to it
+        # An engine that batches (vLLM) gets many requests at once; the CPU model, one.
+        room = asyncio.Semaphore(CONCURRENT_REQUESTS if engine.concurrent else 1)
+        await asyncio.gather(*(each(data, result, room)
+                               for (_, data), result in zip(files, results, strict=True)))
 
     asyncio.run(every())
     generated = sum(verdicts[v] for v in verdicts if v != "refused")
@@ -161,15 +231,12 @@ def generate(engine: Any, files: list[tuple[str, dict[str, Any]]], max_tokens: i
 def main(args: argparse.Namespace) -> dict[str, Any]:
     files = load(args.dir, args.limit)
     backends = args.backend or cov.available_backends(include_vllm=args.vllm)
+    jobs = getattr(args, "jobs", None) or default_jobs()
     jsonl = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
-    results = []
     try:
-        for index, (name, data) in enumerate(files, start=1):
-            result = bounded_schema(name, data, backends, args.time_limit_s)
-            results.append(result)
-            if jsonl:
-                jsonl.write(json.dumps(result) + "\n")
-            print(f"[{index}/{len(files)}] {name}", file=sys.stderr)
+        results = run_all(files, backends, args.time_limit_s, jobs,
+                          lambda result: jsonl.write(json.dumps(result) + "\n")
+                          if jsonl else None)
     finally:
         if jsonl:
             jsonl.close()

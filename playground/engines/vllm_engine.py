@@ -7,6 +7,7 @@ The pure adapters from a constraint to vLLM's `StructuredOutputsParams` fields l
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import logging
 import os
@@ -98,8 +99,11 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+@functools.cache
 def _any_tokenizer() -> Any:
-    """A tokenizer for vLLM's guidance fallback: the cached CPU model's, if any."""
+    """A tokenizer for vLLM's guidance fallback: the cached CPU model's, if any. Loaded once
+    a process (from disk it took 0.18 s, paid by every check: most of the suite's vLLM
+    columns); vLLM's validation only reads it."""
     from playground.engines.embedded import CACHE_DIR
 
     folders = sorted(CACHE_DIR.glob("smollm2-*/tokenizer_config.json"))

@@ -1,0 +1,66 @@
+"""What the doctor remembers within a process: compiled testers and refusals."""
+
+import pytest
+
+from playground import coverage as cov
+from playground.constraints import ConstraintError
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}},
+          "required": ["n"]}
+
+
+def test_a_backend_and_its_vllm_column_share_one_tester():
+    tester = cov.compile_tester("xgrammar", SCHEMA)
+    assert cov.compile_tester("vllm:xgrammar", dict(SCHEMA)) is tester
+    assert cov.compile_tester("guidance", SCHEMA) is not tester
+    first = tester.test('{"n":3}')
+    assert first.matches and tester.test('{"n":3}') is first  # each text answered once
+    assert not tester.test('{"n":2}').matches
+
+
+def test_a_refused_schema_raises_every_time(monkeypatch):
+    calls = []
+    real = cov._compile_tester
+
+    def counted(raw, schema):
+        calls.append(raw)
+        return real(raw, schema)
+
+    monkeypatch.setattr(cov, "_compile_tester", counted)
+    refused = {"type": "string", "format": "no-such-format-for-guidance"}
+    for _ in range(2):
+        with pytest.raises(ConstraintError, match="llguidance"):
+            cov.compile_tester("guidance", refused)
+    assert calls == ["guidance"]
+
+
+def test_refusals_are_remembered(monkeypatch):
+    calls = []
+    real = cov._refusal
+
+    def counted(backend, schema):
+        calls.append(backend)
+        return real(backend, schema)
+
+    monkeypatch.setattr(cov, "_refusal", counted)
+    schema = {"type": "array", "items": {"type": "integer"}, "minItems": 7}
+    assert cov.refusal("guidance", schema) is None
+    assert cov.refusal("guidance", schema) is None
+    assert cov.refusal("outlines", schema) is None
+    assert calls == ["guidance", "outlines"]
+
+
+def test_the_memory_is_bounded():
+    for index in range(cov._KEEP_TESTERS + 5):
+        cov.compile_tester("outlines", {"type": "integer", "minimum": index})
+    assert len(cov._TESTERS) <= cov._KEEP_TESTERS
+    for index in range(cov._KEEP_REFUSALS + 5):
+        cov.refusal("outlines", {"type": "integer", "maximum": index})
+    assert len(cov._REFUSALS) <= cov._KEEP_REFUSALS
+
+
+def test_any_tokenizer_is_loaded_once():
+    pytest.importorskip("vllm")
+    from playground.engines.vllm_engine import _any_tokenizer
+
+    assert _any_tokenizer() is _any_tokenizer()
