@@ -576,7 +576,10 @@ def build_ui(engine: Engine, presets: dict[str, Preset],
         gr.api(generate, api_name="generate", concurrency_id=ENGINE_QUEUE,
                concurrency_limit=limit)
 
-        def status() -> dict[str, Any]:
+        async def status() -> dict[str, Any]:
+            # On the loop (it is cheap), so the loop's watchdog starts with the first
+            # readiness check, before any user's request.
+            watchdog.watch()
             return engine_status(engine, queue_load(demo))
 
         gr.api(status, api_name="status", queue=False)

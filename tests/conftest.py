@@ -65,3 +65,15 @@ def loop():
     loop = asyncio.new_event_loop()
     yield loop
     loop.close()
+
+
+@pytest.fixture
+def playground_log(caplog):
+    """caplog for the playground logger, which stops propagating once the CLI configured
+    it (an earlier test may have)."""
+    import logging
+
+    logger = logging.getLogger("playground")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)

@@ -99,7 +99,8 @@ def test_openai_snippets_run_against_vllm_serve(tmp_path):
     flags = [f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}")
              for key, value in ENGINE_ARGS.items() if value is not False]
     # The `vllm` entry point as a module: the GPU machine's bundle puts no script on PATH.
-    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", MODEL, "--port", str(port), "--structured-outputs-config",
+    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", MODEL,
+               "--port", str(port), "--structured-outputs-config",
                json.dumps(target.structured_outputs_config), *flags]
     with open(tmp_path / "serve.log", "w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,

@@ -201,3 +201,28 @@ def test_health_notices_a_death_between_requests():
     llm.errored = True
     assert engine.health == "failed"
     assert "exited with code 1" in engine.failure
+
+
+def test_vllm_prompts_are_encoded_off_the_event_loop_with_the_playgrounds_own_tokenizer():
+    """vLLM's tokenizer deep-copies itself on the loop when our threads hold its copies
+    (a 2 s stall of every user on the H100): ours is separate, and used in a thread."""
+    import threading
+
+    llm = StubAsyncLLM(fail_after=2)
+    engine = stub_vllm_engine(llm)
+    threads: list[str] = []
+    engine.tokenizer = SimpleNamespace(
+        apply_chat_template=lambda messages, **kwargs: messages[-1]["content"],
+        encode=lambda text, add_special_tokens=False: threads.append(
+            threading.current_thread().name) or [1, 2, 3])
+    asyncio.run(run_request(engine, "regex", ".*", "p", {}))
+    assert threads and threading.main_thread().name not in threads
+
+
+def test_own_tokenizer_falls_back_to_vllms_where_transformers_cannot_load_one(
+        playground_log):
+    from playground.engines.vllm_engine import own_tokenizer
+
+    vllm_tokenizer = object()
+    assert own_tokenizer("/no/such/model/folder", vllm_tokenizer) is vllm_tokenizer
+    assert "using vLLM's tokenizer" in playground_log.text

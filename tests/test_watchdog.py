@@ -1,13 +1,12 @@
 """The event-loop watchdog: a blocked loop is logged with where it is stuck, and counted."""
 
 import asyncio
-import logging
 import time
 
 from playground import watchdog
 
 
-def test_a_blocking_call_on_the_loop_is_logged_with_its_stack_and_counted(caplog):
+def test_a_blocking_call_on_the_loop_is_logged_with_its_stack_and_counted(playground_log):
     def block_the_loop_for(seconds: float) -> None:
         time.sleep(seconds)  # what a blocking call does: the loop cannot run
 
@@ -18,12 +17,11 @@ def test_a_blocking_call_on_the_loop_is_logged_with_its_stack_and_counted(caplog
         await asyncio.sleep(0.4)  # the watchdog sees the loop back
         return stalls
 
-    with caplog.at_level(logging.WARNING, logger="playground"):
-        stalls = asyncio.run(scenario())
+    stalls = asyncio.run(scenario())
     assert stalls.count == 1 and 0.5 < stalls.longest_s < 2.0
-    stuck = [r.getMessage() for r in caplog.records if "has not run" in r.getMessage()]
+    stuck = [r.getMessage() for r in playground_log.records if "has not run" in r.getMessage()]
     assert stuck and "block_the_loop_for" in stuck[0]
-    assert any("was blocked for" in r.getMessage() for r in caplog.records)
+    assert any("was blocked for" in r.getMessage() for r in playground_log.records)
 
 
 def test_a_loop_that_only_awaits_has_no_stalls():

@@ -41,6 +41,10 @@ MAX_ERROR_BYTES = 8192
 RETRY_LOAD_S = 5.0
 
 
+# Below the server's keep-alive timeout (vLLM's VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s).
+KEEPALIVE_S = 2.0
+
+
 class ServerError(RuntimeError):
     """A failed server request, said in one line. `health`: the server itself is at fault
     (unreachable, timing out, dropping streams, 5xx), not the request it was sent."""
@@ -188,7 +192,11 @@ class OpenAIEngine(Engine):
                 base_url=self.base_url, headers=self._headers(), timeout=self._timeout(),
                 # The server batches: a pool smaller than the concurrency would queue
                 # requests here instead of there.
-                limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+                # An idle connection is dropped here before the server drops it (uvicorn,
+                # vllm serve: 5 s, httpx's default too): reusing one the server was closing
+                # failed 128 concurrent requests with ReadError on the H100.
+                limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256,
+                                    keepalive_expiry=KEEPALIVE_S))
             self._clients[loop] = client
         return client
 
