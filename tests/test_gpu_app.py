@@ -2,7 +2,6 @@
 concurrent gradio_client sessions batched by vLLM."""
 
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -24,8 +23,7 @@ def app(tmp_path_factory):
             "--gpu-memory-utilization", os.environ.get("GPU_MEMORY_UTILIZATION", "0.45")]
     if os.environ.get("GPU_MODEL"):
         argv += ["--load-format", "dummy"]
-    # vLLM's stats line ("Running: N reqs") every second, so the batching test can read it.
-    with launched_app(argv, log_path=log_path, env={"VLLM_LOG_STATS_INTERVAL": "1"}) as app:
+    with launched_app(argv, log_path=log_path) as app:
         timings = {"page_served_s": app.wait_served(limit_s=120),
                    "model_ready_s": app.wait_ready(limit_s=400)}
         if OUT:
@@ -52,6 +50,19 @@ def test_eight_concurrent_sessions(app):
             preset.mode, preset.constraint_text, preset.prompt,
             {**preset.settings.model_dump(), "max_tokens": 96}, api_name="/generate")
 
+    # How many model events the app runs at once, from /status while the sessions run.
+    running: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        client = Client(url, verbose=False)
+        while not done.is_set():
+            queue = client.predict(api_name="/status")["queue"] or {}
+            running.append(queue.get("running", 0))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     start = time.perf_counter()
     threads = [threading.Thread(target=session, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -59,16 +70,17 @@ def test_eight_concurrent_sessions(app):
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
+    done.set()
+    watcher.join()
     verdicts = [r["constrained"]["verdict"] for r in results]
     summed = sum(r[k]["latency_s"] for r in results for k in ("constrained", "unconstrained"))
     if OUT:
         (OUT / "gpu_sessions.json").write_text(str({"wall_s": wall, "sum_latency_s": summed,
                                                     "verdicts": verdicts}))
     assert all(v in {"valid", "truncated"} for v in verdicts), verdicts
-    assert wall < summed / 4, (wall, summed)
-    # vLLM's own stats log says how many requests ran together: batched, not one by one.
-    time.sleep(1.5)  # the next stats line
-    running = [int(n) for n in re.findall(r"Running: (\d+) reqs", log_path.read_text())]
+    assert wall < summed / 4, (wall, summed)  # overlapping inside the engine
+    # In-process AsyncLLM logs no "Running: N reqs" line (vllm serve's loop asks for it),
+    # so the app's own queue says how many clicks were in the engine together.
     if OUT:
         (OUT / "gpu_running.txt").write_text(str(running))
-    assert running and max(running) >= 2, running
+    assert max(running) >= 4, running
