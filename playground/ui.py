@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -175,7 +174,7 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
         if lenient:  # the doctor's "generate anyway", a request option too
             requested = {**requested, "lenient": True}
         updates = stream_request(engine, mode, constraint_text, prompt, requested,
-                                 live=flight.results)
+                                 live=flight.results, every_s=PAGE_UPDATE_EVERY_S / 2)
         # Every generator in the chain is closed as soon as this one is (a Stop or a closed
         # page), so the engine drops the request now rather than when garbage is collected.
         async with aclosing(coalesce(updates, PAGE_UPDATE_EVERY_S)) as thinned:
@@ -221,15 +220,11 @@ async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
     noticed (Gradio closes this generator at its next update) and its request stopped.
     """
     try:  # options as an object or a JSON string: checked (types, sizes) by the service
-        sent_at, update = time.monotonic(), None
-        updates = stream_request(engine, mode, constraint, prompt, options)
+        updates = stream_request(engine, mode, constraint, prompt, options,
+                                 every_s=API_UPDATE_EVERY_S)
         async with aclosing(updates):
             async for update in updates:
-                if time.monotonic() - sent_at >= API_UPDATE_EVERY_S:
-                    sent_at = time.monotonic()
-                    yield update
-        if update is not None:
-            yield update
+                yield update
     except (InputError, json.JSONDecodeError) as exc:
         log.info("input error: %s", exc)
         raise gr.Error(str(exc), print_exception=False) from None
