@@ -18,15 +18,21 @@ def test_a_backend_and_its_vllm_column_share_one_tester():
     assert not tester.test('{"n":2}').matches
 
 
+def count_calls(monkeypatch, name: str) -> list[str]:
+    """The backends `cov.<name>(backend, schema)` is called with, from now on."""
+    calls: list[str] = []
+    real = getattr(cov, name)
+
+    def counted(backend, schema):
+        calls.append(backend)
+        return real(backend, schema)
+
+    monkeypatch.setattr(cov, name, counted)
+    return calls
+
+
 def test_a_refused_schema_raises_every_time(monkeypatch):
-    calls = []
-    real = cov._compile_tester
-
-    def counted(raw, schema):
-        calls.append(raw)
-        return real(raw, schema)
-
-    monkeypatch.setattr(cov, "_compile_tester", counted)
+    calls = count_calls(monkeypatch, "_compile_tester")
     refused = {"type": "string", "format": "no-such-format-for-guidance"}
     for _ in range(2):
         with pytest.raises(ConstraintError, match="llguidance"):
@@ -35,14 +41,7 @@ def test_a_refused_schema_raises_every_time(monkeypatch):
 
 
 def test_refusals_are_remembered(monkeypatch):
-    calls = []
-    real = cov._refusal
-
-    def counted(backend, schema):
-        calls.append(backend)
-        return real(backend, schema)
-
-    monkeypatch.setattr(cov, "_refusal", counted)
+    calls = count_calls(monkeypatch, "_refusal")
     schema = {"type": "array", "items": {"type": "integer"}, "minItems": 7}
     assert cov.refusal("guidance", schema) is None
     assert cov.refusal("guidance", schema) is None
