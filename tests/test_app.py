@@ -48,12 +48,16 @@ TABS = [("choice", "Choice", "Sentiment"), ("regex", "Regex", "Email address"),
         ("json", "JSON Schema", "Iconic 90s car"), ("grammar", "Lark grammar", "SQL SELECT")]
 
 
+def pick_preset(page, mode: str, label: str, preset: str) -> None:
+    """Open the mode's tab and choose a preset from its dropdown."""
+    page.get_by_role("tab", name=label).click()
+    page.locator(f"#{mode}-preset input").click()
+    page.get_by_role("option", name=preset, exact=True).click()
+
+
 @pytest.mark.parametrize(("mode", "label", "preset"), TABS)
 def test_browser_picks_a_preset_runs_it_and_reads_the_verdict(page, mode, label, preset):
-    page.get_by_role("tab", name=label).click()
-    dropdown = page.locator(f"#{mode}-preset input")
-    dropdown.click()
-    page.get_by_role("option", name=preset, exact=True).click()
+    pick_preset(page, mode, label, preset)
     page.locator(f"#{mode}-run").click()
     verdict = page.locator(f"#{mode}-constrained-verdict .badge")
     page.wait_for_function(
@@ -105,10 +109,7 @@ def test_generate_endpoint_inspects_tokens_when_asked(app_url):
 
 @pytest.mark.parametrize(("mode", "label", "preset"), TABS)
 def test_browser_inspects_tokens_and_shows_alternatives_on_hover(page, mode, label, preset):
-    page.get_by_role("tab", name=label).click()
-    dropdown = page.locator(f"#{mode}-preset input")
-    dropdown.click()
-    page.get_by_role("option", name=preset, exact=True).click()
+    pick_preset(page, mode, label, preset)
     page.locator(f"#{mode}-inspect input").check()
     page.locator(f"#{mode}-run").click()
     for side in ("constrained", "unconstrained"):
