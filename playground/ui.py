@@ -423,9 +423,7 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                                           info="where the constraint acted, token by token")
                     lenient = ui_doctor.lenient_checkbox(mode)
                 ui_doctor.doctor_parts(engine, mode, editor, lenient)
-                export_form, export_code = ui_session.copy_as_code(mode, ui_session.export_text(
-                    ui_session.export.target_for(engine.info.as_dict()), mode, "python",
-                    editor.value or "", prompt.value or "", defaults.model_dump()))
+                export_panel, export_form, export_code = ui_session.copy_as_code(mode)
             with gr.Column(scale=3):
                 with gr.Row():
                     constrained = _result_column("Constrained", f"{mode}-constrained")
@@ -443,7 +441,8 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                                       mode, form, text, prompt_text,
                                       options_from_controls(*values))
 
-    gr.on([export_form.change, editor.change, prompt.change, *(c.change for c in controls)],
+    gr.on([export_panel.expand, export_form.change, editor.change, prompt.change,
+           *(c.change for c in controls)],
           on_export, [export_form, editor, prompt, *controls], export_code, api_name=False,
           trigger_mode="always_last", show_progress="hidden")
 

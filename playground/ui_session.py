@@ -52,15 +52,18 @@ def export_code(target: export.Target, mode: str, form: str, constraint_text: st
                    language="shell" if form == "curl" else "python")
 
 
-def copy_as_code(mode: Mode, initial: str) -> tuple[gr.Radio, gr.Code]:
-    with gr.Accordion("Copy as code", open=False, elem_id=f"{mode}-export-panel"):
+def copy_as_code(mode: Mode) -> tuple[gr.Accordion, gr.Radio, gr.Code]:
+    """Filled when opened, not when the page is built: converting a Lark grammar imports
+    xgrammar, hence torch, which delayed the page by seconds (10.5 s to the page on the
+    H100 machine, where torch loads CUDA's libraries)."""
+    with gr.Accordion("Copy as code", open=False, elem_id=f"{mode}-export-panel") as panel:
         form = gr.Radio(list(export.FORMS), value="python", show_label=False,
                         info="vLLM offline API · openai client for `vllm serve` · curl",
                         elem_id=f"{mode}-export-form")
-        code = gr.Code(value=initial, language="python", interactive=False, lines=12,
+        code = gr.Code(value="", language="python", interactive=False, lines=12,
                        max_lines=40, buttons=["copy", "download"], show_label=False,
                        elem_id=f"{mode}-export")
-    return form, code
+    return panel, form, code
 
 
 # ---- history ---------------------------------------------------------------------------

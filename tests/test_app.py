@@ -160,3 +160,22 @@ def test_browser_stop_keeps_the_partial_output_and_frees_the_model(page):
         "() => { const b = document.querySelector('#regex-unconstrained-verdict .badge');"
         " return b && !b.classList.contains('running') && !b.classList.contains('stopped') }",
         timeout=120_000)
+
+
+def test_building_the_page_imports_no_model_library():
+    """What runs before the page is served stays light: torch (through xgrammar or
+    transformers) took seconds there on the GPU machine. The model loads after."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from playground import cli\n"
+        "from playground.app import build_ui, create_engine, load_presets\n"
+        "args = cli.build_parser().parse_args(['serve', '--engine', 'cpu'])\n"
+        "build_ui(create_engine(args), load_presets())\n"
+        "print(sorted(m for m in ('torch', 'xgrammar', 'transformers', 'vllm', 'llguidance')"
+        " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -68,7 +68,8 @@ def _run(page, mode: str, expected_rows: int) -> None:
 def test_copy_as_code_follows_the_editor_and_settings(page):
     page.get_by_role("tab", name="Choice").click()
     page.get_by_text("Copy as code").click()
-    page.wait_for_selector("#choice-export .cm-content", timeout=10_000)
+    page.wait_for_function("() => document.querySelector('#choice-export .cm-content')"
+                           "?.innerText.includes('StructuredOutputsParams')", timeout=10_000)
     code = _code(page, "choice")
     assert "StructuredOutputsParams(choice=choices)" in code and "Positive" in code
     page.locator("#choice-export-form").get_by_text("curl", exact=True).click()
