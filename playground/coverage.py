@@ -54,6 +54,8 @@ _CONDITIONS = frozenset({"not", "if"})
 _SHAPE = frozenset({"type", "properties", "items", "prefixItems", "$ref", "allOf", "anyOf",
                     "oneOf"})
 _WRONG_TYPES: list[Any] = [None, True, 0, -1, 1.5, "", "a", [], {}]
+# Documents tried per keyword beyond the first: each is one more matcher run per backend.
+MAX_OTHER_PROBES = 4
 
 
 @dataclass(frozen=True)
@@ -355,11 +357,14 @@ class Probe:
     """A document valid but for one keyword, the valid one it came from, and the error."""
 
     document: Any
-    valid: Any
+    valid: Any  # None where the schema admits no valid document reaching this keyword
     error: str
     # Valid documents sharing a start with `document` (the valid one first): a backend
     # that stops the broken one where a valid twin goes on is stopping the break.
     twins: list[Any] = field(default_factory=list)
+    # Other documents breaking only this keyword (each required name left out in turn,
+    # other wrong strings): one that a backend lets through is enough to say "not enforced".
+    others: list[tuple[Any, str]] = field(default_factory=list)  # (document, error)
 
 
 class Documents:
@@ -395,23 +400,35 @@ class Documents:
             return f"no valid document could be built: {exc}"
         except RecursionError:
             return "no valid document could be built: the schema recurses too deep"
+        owned = self._owned(node, site.keyword)
         if not self.validator.is_valid(base):
-            errors = [e.message for e in self.validator.iter_errors(base)][:1]
-            return f"no valid document could be built (the closest: {errors[0][:120]})" \
-                if errors else "no valid document could be built"
+            errors = list(self.validator.iter_errors(base))
+            if location is not None and all(_belongs(e, node, site.keyword, owned)
+                                            for e in errors):
+                # No value satisfies this subschema (say enum strings under type object),
+                # and the closest breaks only this keyword: a backend that lets it
+                # through does not enforce it, whatever else it does.
+                return Probe(base, None, errors[0].message[:200])
+            return (f"no valid document could be built (the closest: "
+                    f"{errors[0].message[:120]})")
         if location is None:
             return "no valid document reaches this part of the schema"
         current = _get(base, location)
-        owned = self._owned(node, site.keyword)
+        found: list[tuple[Any, str, Any]] = []
         for candidate in self._candidates(node, site.keyword, current, location):
             document = _set(base, location, candidate)
             errors = list(self.validator.iter_errors(document))
             if errors and all(_belongs(e, node, site.keyword, owned) for e in errors):
-                twins = [base] + [_set(base, location, part) for part in _parts(candidate)]
-                return Probe(document, base, errors[0].message[:200],
-                             [t for t in twins if self.validator.is_valid(t)])
-        return (f"no document breaking only `{site.keyword}` could be built "
-                "(the validator found other errors too, or none)")
+                found.append((document, errors[0].message[:200], candidate))
+                if len(found) > MAX_OTHER_PROBES:
+                    break
+        if not found:
+            return (f"no document breaking only `{site.keyword}` could be built "
+                    "(the validator found other errors too, or none)")
+        document, error, candidate = found[0]
+        twins = [base] + [_set(base, location, part) for part in _parts(candidate)]
+        return Probe(document, base, error, [t for t in twins if self.validator.is_valid(t)],
+                     [(other, message) for other, message, _ in found[1:]])
 
     def _owned(self, node: dict[str, Any], keyword: str) -> set[int]:
         value = node.get(keyword)
@@ -576,10 +593,14 @@ class Row:
     messages: dict[str, str] = field(default_factory=dict)
     # The document that breaks only this keyword (compact JSON), where one was built.
     document: str | None = None
+    # Per backend, the document its label rests on: the one let through or stopped (a
+    # backend may stop `document` and let another break of the same keyword through).
+    evidence: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "keyword": self.keyword, "backends": self.backends,
-                "messages": self.messages, "document": self.document}
+                "messages": self.messages, "document": self.document,
+                "evidence": self.evidence}
 
 
 @dataclass
@@ -663,19 +684,32 @@ def coverage(schema: Any, backends: list[str] | None = None,
                 probes[site] = documents.probe(site)
                 if isinstance(probes[site], Probe):
                     rows[site].document = text_of(probes[site].document)
-            rows[site].backends[backend], rows[site].messages[backend] = _judge(
-                tester, probes[site])
+            label, message, evidence = _judge(tester, probes[site])
+            rows[site].backends[backend], rows[site].messages[backend] = label, message
+            if evidence is not None:
+                rows[site].evidence[backend] = evidence
     return Coverage(list(rows.values()), lenient, refusals, notes)
 
 
-def _judge(tester: Tester, probe: Probe | str) -> tuple[Label, str]:
+def _judge(tester: Tester, probe: Probe | str) -> tuple[Label, str, str | None]:
+    """The label, the reason, and the document the label rests on."""
     if isinstance(probe, str):
-        return "untested", probe
+        return "untested", probe, None
     broken_text = text_of(probe.document)
     broken = tester.test(broken_text)
     if broken.matches:
         return "not enforced", (f"let through {_short(broken_text)}, which breaks it: "
-                                f"{probe.error}")
+                                f"{probe.error}"), broken_text
+    for other, error in probe.others:
+        other_text = text_of(other)
+        if tester.test(other_text).matches:
+            return "not enforced", (f"let through {_short(other_text)}, which breaks it: "
+                                    f"{error} (it stopped another break: {probe.error})"
+                                    ), other_text
+    if probe.valid is None:
+        return "untested", (f"it stopped {_short(broken_text)} ({probe.error}), but no "
+                            "document is valid here to show that it lets valid ones "
+                            "through"), None
     # Stopped: by the break, or by something the backend refuses in valid documents too?
     # The valid twin sharing the longest start with the broken one must go through: past
     # where the broken one stopped if a twin goes that far, else at least the valid one.
@@ -686,9 +720,9 @@ def _judge(tester: Tester, probe: Probe | str) -> tuple[Label, str]:
     verdict = tester.test(twin_text)
     if verdict.matches:
         where = f"at character {stop}" if stop >= 0 else "(no match)"
-        return "enforced", f"stopped {_short(broken_text)} {where} ({probe.error})"
+        return "enforced", f"stopped {_short(broken_text)} {where} ({probe.error})", broken_text
     return "untested", (f"it refuses a valid document too, {_short(twin_text)}: "
-                        f"{verdict.message}")
+                        f"{verdict.message}"), None
 
 
 def _common(a: str, b: str) -> int:
