@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_flags(suite)
     for action in suite._actions:  # no model unless asked for one
         if action.dest == "engine":
-            action.choices, action.default = ["none", "auto", "cpu", "vllm"], "none"
+            action.choices, action.default = ["none", "auto", "cpu", "vllm", "openai"], "none"
 
     bench = commands.add_parser("bench", help="playground path vs raw engine, side by side")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions and levels")

@@ -10,7 +10,8 @@ from MaskBench). Per backend it reports:
   refuses every invalid one (documents as compact JSON; MaskBench checks token masks over a
   real tokenizer, so this is the same question asked of text, not its figure);
 - coverage: the doctor's per-keyword labels, summed, and the schemas fully covered;
-- with a model (`--engine cpu`): the share of constrained outputs the validator accepts.
+- with a model (`--engine cpu|vllm`, or `openai` for a `vllm serve` at `--base-url`): the
+  share of constrained outputs the validator accepts.
 
 Schemas run `--jobs` at a time, each in its own worker process; results keep file order.
 """
@@ -245,8 +246,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         from playground.engines import create_engine
 
         engine = create_engine(args, log=lambda message: print(message, file=sys.stderr))
-        engine.load()
-        summary["generation"] = generate(engine, files, args.max_tokens, results)
+        try:
+            engine.load()
+            summary["generation"] = generate(engine, files, args.max_tokens, results)
+        finally:
+            engine.shutdown()
         if args.jsonl:
             Path(args.jsonl).write_text("".join(json.dumps(r) + "\n" for r in results),
                                         encoding="utf-8")

@@ -627,3 +627,22 @@ def test_the_bench_protocol_runs_both_paths_against_the_server(engine, server):
     assert table["4"]["constrained_tokens_mean"] == 5 and table["4"]["throughput_ratio"] > 0
     # Half the requests went the raw way: the same body, the same endpoint.
     assert len({json.dumps(body, sort_keys=True) for body in server.bodies}) < len(server.bodies)
+
+
+def test_the_suite_generates_through_a_server(server, tmp_path, capsys):
+    """`suite --engine openai`: one request per schema to the server, judged as anywhere."""
+    from playground import cli
+
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    for name, schema in (("a.json", {"type": "object", "required": ["a"]}),
+                         ("b.json", {"type": "object", "required": ["b"]})):
+        (folder / name).write_text(json.dumps({"schema": schema, "tests": []}))
+    server.script = Script(deltas=['{"a"', ": 1", "}"])
+    assert cli.main(["suite", str(folder), "--backend", "xgrammar", "--engine", "openai",
+                     "--base-url", server.url, "--jobs", "1"]) == 0
+    generation = json.loads(capsys.readouterr().out)["generation"]
+    assert generation["verdicts"] == {"valid": 1, "invalid": 1}
+    assert generation["engine"]["name"] == "vLLM 0.26.0 server"
+    assert [body["response_format"]["json_schema"]["schema"] for body in server.bodies] \
+        == [{"type": "object", "required": ["a"]}, {"type": "object", "required": ["b"]}]
