@@ -404,7 +404,7 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
     names = [name for name, preset in presets.items() if preset.mode == mode]
     first = presets[names[0]] if names else None
     defaults = first.settings if first else SamplingSettings()
-    with gr.Tab(MODE_LABELS[mode], id=mode, elem_id=f"tab-{mode}"):
+    with gr.Tab(MODE_LABELS[mode], id=mode, elem_id=f"tab-{mode}") as tab:
         with gr.Row():
             with gr.Column(scale=2):
                 preset = gr.Dropdown(names, value=names[0] if names else None, label="Preset",
@@ -422,14 +422,14 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                     inspect = gr.Checkbox(False, label="Inspect tokens", elem_id=f"{mode}-inspect",
                                           info="where the constraint acted, token by token")
                     lenient = ui_doctor.lenient_checkbox(mode)
-                ui_doctor.doctor_parts(engine, mode, editor, lenient)
+                ui_doctor.doctor_parts(engine, mode, editor, lenient, tab)
                 export_panel, export_form, export_code = ui_session.copy_as_code(mode)
             with gr.Column(scale=3):
                 with gr.Row():
                     constrained = _result_column("Constrained", f"{mode}-constrained")
                     free = _result_column("Unconstrained", f"{mode}-unconstrained")
                 metrics = gr.Markdown(elem_id=f"{mode}-metrics")
-                ui_doctor.coverage_parts(engine, mode, editor)
+                ui_doctor.coverage_parts(engine, mode, editor, tab)
         mode_state = gr.State(mode)  # inside the Tab: a stray child of Tabs breaks tab labels
     preset.change(lambda name: preset_values(presets, name), preset,
                   [prompt, editor, *controls], api_name=False)

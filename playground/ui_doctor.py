@@ -197,13 +197,15 @@ def lenient_checkbox(mode: Mode) -> gr.Checkbox:
                             "constraint", visible=mode == "json")
 
 
-def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox) -> None:
+def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox,
+                 tab: gr.Tab) -> None:
     """Under the editor: test strings and what is sent (every mode); both follow the
-    editor as the user types."""
+    editor as the user types, and are filled when the tab or the panel is opened (not
+    when the page is built: the grammar's conversion imports xgrammar, hence torch)."""
     if mode != "choice":
         dialect = gr.Markdown(elem_id=f"{mode}-dialect")
-        gr.on([editor.change], lambda text: dialect_view(mode, text), editor, dialect,
-              api_name=False, trigger_mode="always_last", show_progress="hidden")
+        gr.on([tab.select, editor.change], lambda text: dialect_view(mode, text), editor,
+              dialect, api_name=False, trigger_mode="always_last", show_progress="hidden")
     with gr.Accordion("Test strings", open=False):
         cases = gr.Textbox(label="One per line: `+ text` should match, `- text` should not",
                            lines=4, elem_id=f"{mode}-test-strings",
@@ -213,23 +215,24 @@ def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox) 
                                elem_id=f"{mode}-test-results")
     test.click(lambda text, lines: test_strings_view(mode, text, lines), [editor, cases],
                results, api_name=False)
-    with gr.Accordion("What the engine receives", open=False):
+    with gr.Accordion("What the engine receives", open=False) as sent_panel:
         sent = gr.Code(language=None, interactive=False, elem_id=f"{mode}-sent",
                        label="the constraint as sent")
-    gr.on([editor.change, lenient.change],
+    gr.on([sent_panel.expand, editor.change, lenient.change],
           lambda text, on: sent_view(engine, mode, text, bool(on)), [editor, lenient], sent,
           api_name=False, trigger_mode="always_last", show_progress="hidden")
 
 
-def coverage_parts(engine: Engine, mode: Mode, editor: Any) -> None:
-    """The JSON tab's coverage table (beside the editor), following it as the user types."""
+def coverage_parts(engine: Engine, mode: Mode, editor: Any, tab: gr.Tab) -> None:
+    """The JSON tab's coverage table (beside the editor), following it as the user types;
+    filled when the tab is opened."""
     if mode != "json":
         return
     with gr.Accordion("Coverage: what each backend enforces of this schema", open=True):
         table = gr.Dataframe(headers=["path", "keyword"], wrap=True, interactive=False,
                              elem_id=f"{mode}-coverage")
         summary = gr.Markdown(elem_id=f"{mode}-coverage-summary")
-    gr.on([editor.change], lambda text: coverage_view(engine, text), editor,
+    gr.on([tab.select, editor.change], lambda text: coverage_view(engine, text), editor,
           [table, summary], api_name=False, trigger_mode="always_last",
           show_progress="hidden")
 

@@ -61,6 +61,28 @@ def test_browser_tests_strings_in_every_tab(page, mode, label, lines, shown):
     assert "xgrammar" in text and "guidance" in text and "validator" in text
 
 
+def test_browser_opening_a_tab_fills_its_doctor_views(app_url, browser):
+    """Nothing typed: the preset's coverage when the JSON tab opens, the converted grammar
+    when its panel opens (neither is computed while the page is built)."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1400})
+    try:
+        page.goto(app_url)
+        page.wait_for_selector("#engine-panel", timeout=60_000)
+        page.get_by_role("tab", name="JSON Schema").click()
+        page.wait_for_function(
+            "() => document.querySelector('#json-coverage-summary')?.innerText"
+            ".includes('Full coverage')", timeout=60_000)
+        assert "required" in page.locator("#json-coverage").inner_text()
+        page.get_by_role("tab", name="Lark grammar").click()
+        page.locator("#tab-grammar").get_by_text("What the engine receives",
+                                                 exact=True).click()
+        page.wait_for_function(
+            "() => document.querySelector('#grammar-sent')?.innerText.includes('::=')",
+            timeout=60_000)
+    finally:
+        page.close()
+
+
 def test_browser_coverage_table_follows_the_editor(page):
     page.get_by_role("tab", name="JSON Schema").click()
     editor = page.locator("#json-constraint .cm-content")
