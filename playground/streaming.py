@@ -9,6 +9,8 @@ API. A reader needs a few frames a second, and the last one always (the page use
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -21,7 +23,8 @@ async def coalesce(source: AsyncIterator[T], interval_s: float = 1 / UPDATES_PER
                    clock: Callable[[], float] = time.monotonic) -> AsyncIterator[T]:
     """The items of `source`, at most one per `interval_s`: an item arriving sooner waits,
     replaced by any newer one, and is sent when its interval is up (even if nothing newer
-    comes). The last item is always sent; an error of `source` follows it.
+    comes). The last item is always sent, as soon as `source` ends; an error of `source`
+    follows it. With `interval_s` infinite: the first item and the last.
 
     `source` runs in one task of its own from start to end (generators that hold timeouts
     or cancel scopes must not move between tasks), never waiting for the consumer; closing
@@ -53,8 +56,11 @@ async def coalesce(source: AsyncIterator[T], interval_s: float = 1 / UPDATES_PER
             fresh.clear()
             if newest:
                 wait = last + interval_s - clock()
-                if wait > 0:
-                    await asyncio.sleep(wait)  # newer items replace this one meanwhile
+                if wait > 0 and not ended.is_set():
+                    # Newer items replace this one meanwhile; the end sends it at once.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ended.wait(),
+                                               None if math.isinf(wait) else wait)
                 last = clock()
                 yield newest.pop()
             if ended.is_set() and not newest:

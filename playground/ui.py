@@ -22,7 +22,7 @@ from playground.inspect import strip_html
 from playground.plain import plain
 from playground.presets import Preset
 from playground.service import InputError, parse_constraint, stream_request
-from playground.streaming import Changes, coalesce
+from playground.streaming import Changes
 
 log = logs.get("ui")
 # Every event that runs the model waits in this one Gradio queue group, limited to what the
@@ -174,10 +174,10 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
         if lenient:  # the doctor's "generate anyway", a request option too
             requested = {**requested, "lenient": True}
         updates = stream_request(engine, mode, constraint_text, prompt, requested,
-                                 live=flight.results, every_s=PAGE_UPDATE_EVERY_S / 2)
+                                 live=flight.results, every_s=PAGE_UPDATE_EVERY_S)
         # Every generator in the chain is closed as soon as this one is (a Stop or a closed
         # page), so the engine drops the request now rather than when garbage is collected.
-        async with aclosing(coalesce(updates, PAGE_UPDATE_EVERY_S)) as thinned:
+        async with aclosing(updates) as thinned:
             async for final in thinned:
                 yield changes((warnings_message(final["warnings"]),
                                *panels(final["constrained"], final["unconstrained"]))

@@ -47,6 +47,50 @@ def test_a_held_item_is_sent_when_its_interval_is_up_without_waiting_for_the_nex
     assert seen[1][1] < 0.3  # "b" did not wait for "c"
 
 
+def test_an_infinite_interval_sends_the_first_and_the_last_at_once():
+    async def run():
+        start = asyncio.get_running_loop().time()
+        got = [item async for item in coalesce(_items([(0.01, i) for i in range(20)]),
+                                               float("inf"))]
+        return got, asyncio.get_running_loop().time() - start
+
+    got, took = asyncio.run(run())
+    assert got == [0, 19] and took < 5
+
+
+def test_a_request_shows_its_finished_side_while_the_other_has_not_started():
+    """The CPU engine runs the two sides one after the other: the constrained verdict is
+    shown on the clock, not held until the free run's first token (2 s later here)."""
+    from playground.engines.fake import FakeEngine
+    from playground.service import stream_request
+
+    class SlowFreeStart(FakeEngine):
+        async def stream(self, prompt, constraint, settings, inspect=False):
+            if constraint is None:
+                await asyncio.sleep(2.0)
+            async for chunk in super().stream(prompt, constraint, settings, inspect):
+                yield chunk
+
+    engine = SlowFreeStart(concurrent=False)
+    engine.load()
+    engine.enqueue("Positive", "Negative")
+
+    async def run():
+        start = asyncio.get_running_loop().time()
+        seen = []
+        async for update in stream_request(engine, "choice", "Positive\nNegative", "p",
+                                           {"max_tokens": 4}, every_s=0.1):
+            seen.append((asyncio.get_running_loop().time() - start,
+                         update["constrained"]["verdict"], update["unconstrained"]["text"]))
+        return seen
+
+    seen = asyncio.run(run())
+    shown = next(at for at, verdict, _ in seen if verdict == "valid")
+    free_started = next(at for at, _, text in seen if text)
+    assert free_started - shown > 1.5, seen  # not held for the free run's first token
+    assert seen[-1][1:] == ("valid", "Negative")
+
+
 def test_errors_pass_through_and_the_source_is_closed():
     closed = []
 
