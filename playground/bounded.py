@@ -22,9 +22,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-# Half the cores, 2 to 8: on the H100's 16 cores two workers queued the validations of
-# 128 outputs cut at max tokens behind each other at the end of every batch.
-MAX_WORKERS = max(min(2, os.cpu_count() or 1), min(8, (os.cpu_count() or 1) // 2))
+
+def _cores() -> int:
+    """The cores this process may use (a container's or taskset's, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# Half the cores, at least 2 and at most 8: on the H100's 16 cores two workers queued the
+# validations of 128 outputs cut at max tokens behind each other at the end of every batch.
+MAX_WORKERS = max(2, min(8, _cores() // 2))
 # Imported once in the fork server, so every worker starts with them loaded.
 PRELOAD = ["playground.validation"]
 
@@ -36,6 +45,10 @@ _STARTED = "started"
 
 class WorkTimeout(TimeoutError):
     """The work ran past its limit; its worker was killed."""
+
+
+class WorkersBusy(WorkTimeout):
+    """No worker came free in time: other calls hold them all (not this work's cost)."""
 
 
 class WorkerDied(RuntimeError):
@@ -106,36 +119,98 @@ class _Worker:
 
 # How long a call waits for a busy worker before giving up (each call ahead is bounded).
 WORKER_WAIT_S = 120.0
+POLL_S = 0.05
 _idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
 _lock = threading.Lock()
 _started = 0
+_alive: set[_Worker] = set()  # idle and busy
 
 
 def _acquire(timeout: float) -> _Worker:
     global _started
-    try:
-        return _idle.get_nowait()
-    except queue.Empty:
-        pass
-    with _lock:
-        if _started < MAX_WORKERS:
-            _started += 1
-            try:
-                return _Worker()
-            except BaseException:
-                _started -= 1
-                raise
-    try:
-        return _idle.get(timeout=timeout)
-    except queue.Empty:
-        raise WorkTimeout(f"every worker stayed busy for {timeout:g} s") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            worker = _idle.get_nowait()
+        except queue.Empty:
+            pass
+        else:
+            if worker in _alive:  # not one stop_all killed while it sat idle
+                return worker
+            continue
+        with _lock:
+            if _started < MAX_WORKERS:
+                _started += 1
+                try:
+                    worker = _Worker()
+                except BaseException:
+                    _started -= 1
+                    raise
+                _alive.add(worker)
+                return worker
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WorkersBusy(f"every worker stayed busy for {timeout:g} s (other "
+                              "requests' work)")
+        # Polled, not one long wait: a worker killed past its limit frees a slot without
+        # coming back to the idle queue, and that slot must be taken at once.
+        try:
+            worker = _idle.get(timeout=min(left, POLL_S))
+        except queue.Empty:
+            continue
+        if worker in _alive:
+            return worker
 
 
 def _retire(worker: _Worker) -> None:
     global _started
     worker.kill()
     with _lock:
-        _started -= 1
+        if worker in _alive:
+            _alive.discard(worker)
+            _started -= 1
+
+
+_side_calls = 0
+
+
+def side_call(fn: Callable[..., Any], *args: Any, timeout: float,
+              setup: Callable[[], Any] | None = None) -> Any:
+    """`call` for tools beside the runs (the doctor's test strings and coverage): they
+    never hold the last worker, so runs' constraints and verdicts always find one. Past
+    that share, WorkersBusy at once rather than a wait."""
+    global _side_calls
+    with _lock:
+        if _side_calls >= max(1, MAX_WORKERS - 1):
+            raise WorkersBusy("every worker for the doctor's tools is busy with other "
+                              "users' checks; try again in a moment")
+        _side_calls += 1
+    try:
+        return call(fn, *args, timeout=timeout, setup=setup)
+    finally:
+        with _lock:
+            _side_calls -= 1
+
+
+def resize(most: int) -> None:
+    """At most `most` workers from now on; idle ones past that are stopped now (a suite
+    that grew the pool to its jobs gives the memory back before generating)."""
+    global MAX_WORKERS
+    MAX_WORKERS = most
+    while _started > most:
+        try:
+            _retire(_idle.get_nowait())
+        except queue.Empty:
+            return
+
+
+def stop_all() -> None:
+    """Kill every worker, busy ones too: their callers get WorkerDied at once (an
+    interrupted suite stops now, not when each schema reaches its time limit)."""
+    with _lock:
+        workers = list(_alive)
+    for worker in workers:
+        _retire(worker)
 
 
 def call(fn: Callable[..., Any], *args: Any, timeout: float,

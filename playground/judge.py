@@ -44,6 +44,8 @@ def judge_blocking(constraint: Constraint, text: str, finish_reason: str | None 
     setup = _import_matchers if finish_reason == "length" else None
     try:
         return bounded.call(validate, *args, timeout=limit.validation_timeout_s, setup=setup)
+    except bounded.WorkersBusy as exc:
+        return _unjudged(finish_reason, f"not judged: {exc}")
     except bounded.WorkTimeout:
         return _unjudged(finish_reason, f"not judged: {limit.message('validation_timeout_s')}")
     except bounded.WorkerDied as exc:
@@ -140,6 +142,8 @@ def build_constraint(mode: str, text: str) -> Constraint:
         limit = limits.active()
         try:
             return bounded.call(from_text, mode, text, timeout=limit.compile_timeout_s)
+        except bounded.WorkersBusy as exc:
+            raise LimitError(f"the server is busy: {exc}; try again") from None
         except bounded.WorkTimeout:
             raise LimitError(limit.message("compile_timeout_s", what=f"checking the {mode} "
                                            "constraint")) from None

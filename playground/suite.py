@@ -126,8 +126,20 @@ def run_all(files: list[tuple[str, dict[str, Any]]], backends: list[str],
     from playground import bounded
 
     jobs = max(1, min(jobs, len(files)))
-    # The pool of worker processes grows to the jobs (the server keeps its own default).
-    bounded.MAX_WORKERS = max(bounded.MAX_WORKERS, jobs)
+    # The pool of worker processes grows to the jobs for this run only.
+    default_workers = bounded.MAX_WORKERS
+    bounded.resize(max(default_workers, jobs))
+    try:
+        return _run_all(files, backends, time_limit_s, jobs, emit)
+    finally:
+        bounded.resize(default_workers)
+
+
+def _run_all(files: list[tuple[str, dict[str, Any]]], backends: list[str],
+             time_limit_s: float, jobs: int, emit: Callable[[dict[str, Any]], Any]
+             ) -> list[dict[str, Any]]:
+    from playground import bounded
+
     results: list[dict[str, Any] | None] = [None] * len(files)
     emitted = 0
 
@@ -146,15 +158,17 @@ def run_all(files: list[tuple[str, dict[str, Any]]], backends: list[str],
     # The largest schemas first: a slow one (up to its limit) then runs beside the others
     # rather than alone at the end. Stable: schemas of one size keep file order.
     order = sorted(range(len(files)), key=lambda i: -len(json.dumps(files[i][1].get("schema"))))
-    with ThreadPoolExecutor(jobs, thread_name_prefix="suite") as pool:
-        futures = {pool.submit(bounded_schema, *files[index], backends, time_limit_s): index
-                   for index in order}
-        try:
-            for done, future in enumerate(as_completed(futures), start=1):
-                finished(futures[future], future.result(), done)
-        except BaseException:  # e.g. vLLM's API moved: stop, not after every other schema
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="suite")
+    futures = {pool.submit(bounded_schema, *files[index], backends, time_limit_s): index
+               for index in order}
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            finished(futures[future], future.result(), done)
+    except BaseException:  # e.g. vLLM's API moved, or Ctrl-C: stop now, not after every
+        pool.shutdown(wait=False, cancel_futures=True)  # schema running reaches its limit
+        bounded.stop_all()
+        raise
+    pool.shutdown()
     return results  # type: ignore[return-value]
 
 
@@ -205,13 +219,13 @@ def generate(engine: Any, files: list[tuple[str, dict[str, Any]]], max_tokens: i
                    room: asyncio.Semaphore) -> None:
         if "timeout" in result:
             return
-        try:
-            engine.check(JsonSchema(data["schema"]))
-        except ConstraintError as exc:
-            result["generation"] = {"verdict": "refused", "error": str(exc)}
-            verdicts["refused"] += 1
-            return
         async with room:
+            try:  # in a thread: vLLM's outlines check of a large schema takes seconds
+                await asyncio.to_thread(engine.check, JsonSchema(data["schema"]))
+            except ConstraintError as exc:
+                result["generation"] = {"verdict": "refused", "error": str(exc)}
+                verdicts["refused"] += 1
+                return
             final = await one(data["schema"])
         result["generation"] = {"verdict": final.verdict, "errors": final.errors[:3],
                                 "text": final.text[:2000]}

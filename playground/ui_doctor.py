@@ -75,8 +75,9 @@ def bounded_coverage(schema: Any, backends: list[str]) -> Any:
     from playground.coverage import coverage, warm
 
     try:
-        return bounded.call(coverage, schema, backends, COVERAGE_TIME_LIMIT_S,
-                            timeout=COVERAGE_TIME_LIMIT_S + 15, setup=partial(warm, backends))
+        return bounded.side_call(coverage, schema, backends, COVERAGE_TIME_LIMIT_S,
+                                 timeout=COVERAGE_TIME_LIMIT_S + 15,
+                                 setup=partial(warm, backends))
     except bounded.WorkerDied as exc:
         raise TimeoutError(str(exc)) from None
 
@@ -170,7 +171,9 @@ def bounded_test_strings(constraint: Any, cases: list[tuple[str, bool | None]]
         raise InputError(f"test strings: each at most {MAX_TEST_STRING_CHARS:,} characters")
     limit = limits.active().compile_timeout_s
     try:
-        return bounded.call(doctor.test_strings, constraint, cases, timeout=limit)
+        return bounded.side_call(doctor.test_strings, constraint, cases, timeout=limit)
+    except bounded.WorkersBusy as exc:
+        raise InputError(f"test strings: {exc}") from None
     except bounded.WorkTimeout:
         raise InputError(f"test strings: gave up after {limit:g} s (a backtracking regex or "
                          "an ambiguous grammar; --compile-timeout-s raises it)") from None

@@ -30,10 +30,11 @@ class LoopStalls:
 
     count: int = 0
     longest_s: float = 0.0
+    threshold_s: float = STALL_S
 
     def as_dict(self) -> dict[str, float]:
         return {"stalls": self.count, "longest_stall_s": round(self.longest_s, 3),
-                "stall_threshold_s": STALL_S}
+                "stall_threshold_s": self.threshold_s}
 
 
 class _Watch:
@@ -41,7 +42,7 @@ class _Watch:
         self.loop, self.stall_s = loop, stall_s
         self.thread_id = threading.get_ident()  # the loop's thread: watch() runs on it
         self.last_tick = time.monotonic()
-        self.stalls = LoopStalls()
+        self.stalls = LoopStalls(threshold_s=stall_s)
         loop.call_soon(self._tick)
         threading.Thread(target=self._watch, name="playground-loop-watchdog",
                          daemon=True).start()
@@ -82,6 +83,8 @@ def watch(stall_s: float = STALL_S) -> LoopStalls:
     """Watch the running event loop (once per loop; later calls return the same counts)."""
     loop = asyncio.get_running_loop()
     with _lock:
+        for key in [key for key, w in _watches.items() if w.loop.is_closed()]:
+            del _watches[key]  # each holds its loop (and what is keyed on it) alive
         current = _watches.get(id(loop))
         if current is None or current.loop is not loop:
             current = _watches[id(loop)] = _Watch(loop, stall_s)

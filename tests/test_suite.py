@@ -54,12 +54,15 @@ def test_results_keep_file_order_whatever_finishes_first(monkeypatch, capsys):
     files = [(f"s{i}.json", {"schema": {}}) for i in range(6)]
     delays = {name: 0.1 * (6 - i) for i, (name, _) in enumerate(files)}  # last ends first
 
+    workers = []
+
     def fake(name, data, backends, time_limit_s):
+        workers.append(bounded.MAX_WORKERS)
         time.sleep(delays[name])
         return {"file": name, "backends": {}}
 
     monkeypatch.setattr(suite, "bounded_schema", fake)
-    monkeypatch.setattr(bounded, "MAX_WORKERS", bounded.MAX_WORKERS)
+    monkeypatch.setattr(bounded, "MAX_WORKERS", 2)
     emitted = []
     results = suite.run_all(files, [], 1.0, jobs=6, emit=emitted.append)
     assert [r["file"] for r in results] == [r["file"] for r in emitted] == \
@@ -67,7 +70,26 @@ def test_results_keep_file_order_whatever_finishes_first(monkeypatch, capsys):
     progress = capsys.readouterr().err.splitlines()
     assert progress[0] == "[1/6] s5.json"  # as each finished, counted
     assert sorted(progress) == sorted(f"[{i}/6] s{6 - i}.json" for i in range(1, 7))
-    assert bounded.MAX_WORKERS >= 6  # the pool grew to the jobs
+    assert min(workers) >= 6  # the pool grew to the jobs...
+    assert bounded.MAX_WORKERS == 2  # ...for this run only
+
+
+def test_a_failing_schema_stops_the_run_at_once(monkeypatch):
+    """Not after every schema still running reaches its limit."""
+    def fake(name, data, backends, time_limit_s):
+        if name == "bad.json":
+            time.sleep(0.1)
+            raise RuntimeError("vLLM's API moved")
+        time.sleep(3)
+        return {"file": name, "backends": {}}
+
+    monkeypatch.setattr(suite, "bounded_schema", fake)
+    monkeypatch.setattr(bounded, "MAX_WORKERS", bounded.MAX_WORKERS)
+    files = [("a.json", {}), ("bad.json", {}), ("b.json", {})]
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="moved"):
+        suite.run_all(files, [], 1.0, jobs=3)
+    assert time.monotonic() - start < 2
 
 
 def test_a_schema_past_its_limit_costs_only_itself(monkeypatch):

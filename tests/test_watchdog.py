@@ -34,3 +34,26 @@ def test_a_loop_that_only_awaits_has_no_stalls():
 
     stalls = asyncio.run(scenario())
     assert stalls.count == 0 and stalls.as_dict()["stalls"] == 0
+    assert stalls.as_dict()["stall_threshold_s"] == 0.3  # the threshold in use
+
+
+def test_a_closed_loop_is_let_go():
+    """Each watch holds its loop: closed ones are dropped, not kept for the process's life
+    (with them whatever is keyed on a loop, such as the openai engine's clients)."""
+    import gc
+    import weakref
+
+    async def scenario() -> None:
+        watchdog.watch()
+
+    loops = []
+    for _ in range(3):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(scenario())
+        loop.close()
+        loops.append(weakref.ref(loop))
+        del loop
+    asyncio.run(scenario())  # a new watch drops the closed ones
+    time.sleep(2 * watchdog.TICK_S)  # their threads end
+    gc.collect()
+    assert all(ref() is None for ref in loops)
