@@ -64,6 +64,8 @@ def validate(constraint: Constraint, text: str, finish_reason: str | None = "sto
     if finish_reason != "length":
         return Verdict("invalid" if errors else "valid", errors)
     prefix = prefix_check(constraint, text, backend, any_whitespace)
+    if prefix.accepted is None and isinstance(constraint, JsonSchema) and errors:
+        prefix = _json_prefix_check(text, backend, any_whitespace) or prefix
     if prefix.accepted is False:
         return Verdict("invalid", [f"stopped at max tokens, and not on the way to a match: "
                                    f"{prefix.message}", *errors])
@@ -95,6 +97,22 @@ def prefix_check(constraint: Constraint, text: str, backend: str = "xgrammar",
         where = "" if name == backend else f" (checked with {name})"
         return PrefixCheck(found.accepted, (found.message or "") + where)
     return PrefixCheck(None, "; ".join(tried))
+
+
+def _json_prefix_check(text: str, backend: str, any_whitespace: bool) -> PrefixCheck | None:
+    """For a schema no matcher compiles: text that no more output can make valid (a
+    finished value other than a number, or no JSON at all), else None (unknown)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        found = prefix_check(JsonSchema({}), text, backend, any_whitespace)
+        if found.accepted is False:
+            return PrefixCheck(False, f"not on the way to any JSON document: {found.message}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return PrefixCheck(False, "a finished JSON value that breaks the schema (only "
+                                  "whitespace could follow)")
+    return None
 
 
 @lru_cache(maxsize=32)

@@ -58,6 +58,23 @@ def test_cut_at_max_tokens_is_truncated_never_valid():
     assert "max tokens" in verdict.errors[0]
 
 
+# A schema no matcher compiles (a backreference): what is cut can still be judged.
+UNCOMPILABLE = '{"type": "string", "pattern": "^(a+)+\\\\1$"}'
+
+
+@pytest.mark.parametrize(("text", "status", "why"), [
+    ("The story of a dog.", "invalid", "not on the way to any JSON document"),
+    ('"bbb"', "invalid", "a finished JSON value"),
+    ('{"a": 1}', "invalid", "a finished JSON value"),
+    ('"aa', "truncated", "unknown"),  # a string still open: more could follow
+    ("12", "truncated", "unknown"),  # a number can grow
+])
+def test_cut_output_of_a_schema_no_matcher_compiles(text, status, why):
+    verdict = validate(from_text("json", UNCOMPILABLE), text, finish_reason="length")
+    assert verdict.status == status
+    assert any(why in error for error in verdict.errors), verdict.errors
+
+
 def test_engine_error_is_its_own_verdict():
     verdict = validate(from_text("regex", "a"), "", finish_reason="error",
                        engine_error="grammar compile failed")
