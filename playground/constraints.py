@@ -153,6 +153,11 @@ class JsonSchema:
         for path, node in json_objects(self.schema, "$"):
             if isinstance(node.get("pattern"), str):
                 found += slow_repetitions(node["pattern"], f" in the pattern at {path}")
+                # Inside a schema xgrammar compiles such a pattern and drops the feature
+                # (a warning on its stderr only): say it before the run.
+                found += [f"the pattern at {path}: {hint}; inside a JSON Schema the engine "
+                          "may ignore it and let breaking strings through"
+                          for find, hint in _DIALECT_HINTS if re.search(find, node["pattern"])]
             for key in ("maxLength", "maxItems"):
                 if isinstance(node.get(key), int) and node[key] - node.get(
                         key.replace("max", "min"), 0) >= _SLOW_SPAN:

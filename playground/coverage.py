@@ -464,6 +464,10 @@ class Documents:
             found += [current + (current[-1:] or "a") * (value + 1 - len(current)),
                       "a" * (value + 1)]
         elif keyword == "pattern":
+            # First, strings of the pattern without its lookarounds: the breaks an engine
+            # that ignores them (xgrammar inside a schema, with a warning) lets through.
+            found += [string_for(value, last=True), string_for(value)] \
+                if isinstance(value, str) else []
             found += ["", "!", "~~ ~~", "a", "0", "A", " ", "aaaaaaaaaaaaaaaa"]
         elif keyword == "format" and isinstance(value, str):
             found += FORMAT_VIOLATIONS.get(value, []) + ["not a valid " + value, "", "x"]

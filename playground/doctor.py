@@ -249,23 +249,44 @@ _FEATURES: list[tuple[str, str]] = [
 ]
 
 
+def _feature_verdict(pattern: str, backend: str, in_schema: bool) -> str:
+    """What `backend` makes of a pattern with a feature the engines lack: refused, or
+    compiled and then (asked with a string that breaks only that feature) ignored."""
+    from playground.instances import string_for
+    from playground.matcher import Matcher
+
+    constraint: Constraint = JsonSchema({"type": "string", "pattern": pattern}) \
+        if in_schema else Regex(pattern)
+    try:
+        matcher = Matcher.create(constraint, None, backend)  # type: ignore[arg-type]
+    except ConstraintError as exc:
+        return f"refuses it: {exc}"
+    for probe in dict.fromkeys([string_for(pattern, last=True), string_for(pattern)]):
+        try:
+            breaks = re.search(pattern, probe) is None
+        except re.error:
+            break
+        text = json.dumps(probe) if in_schema else probe
+        if breaks and matcher.accepts(text):
+            return f"accepts the pattern but ignores this: it lets {probe!r} through"
+    return "accepts the pattern"
+
+
 def dialect(pattern: str, where: str = "",
-            backends: tuple[str, ...] = MATCHER_BACKENDS) -> list[dict[str, Any]]:
+            backends: tuple[str, ...] = MATCHER_BACKENDS,
+            in_schema: bool = False) -> list[dict[str, Any]]:
     """Where the engines read `pattern` differently from the validator (RE2, then Python
-    `re`), found by asking them: each feature's position, and what each side says."""
+    `re`), found by asking them: each feature's position, and what each side says
+    (`in_schema`: of the pattern as a JSON Schema `pattern`, which xgrammar treats
+    differently from a bare regex)."""
     from playground.matcher import Matcher
     from playground.validation import errors_in
 
     notes: list[dict[str, Any]] = []
     for find, name in _FEATURES:
         for found in re.finditer(find, pattern):
-            says = {}
-            for backend in backends:
-                try:
-                    Matcher.create(Regex(pattern), None, backend)  # type: ignore[arg-type]
-                    says[backend] = "accepts the pattern"
-                except ConstraintError as exc:
-                    says[backend] = f"refuses it: {exc}"
+            says = {backend: _feature_verdict(pattern, backend, in_schema)
+                    for backend in backends}
             notes.append({"where": where, "position": found.start(), "feature": name,
                           "validator": "Python re (RE2 refuses it)",
                           "backends": says})
@@ -306,7 +327,8 @@ def dialect_notes(constraint: Constraint) -> list[dict[str, Any]]:
 
                 value = node_at(constraint.schema, site.path)[site.keyword]
                 for pattern in [value] if isinstance(value, str) else list(value):
-                    notes += dialect(pattern, f"{site.json_path}.{site.keyword}")
+                    notes += dialect(pattern, f"{site.json_path}.{site.keyword}",
+                                     in_schema=True)
         return notes
     if isinstance(constraint, LarkGrammar):
         return grammar_notes(constraint)

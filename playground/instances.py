@@ -79,17 +79,21 @@ def within(node: Any) -> set[int]:
     return seen
 
 
-def string_for(pattern: str) -> str:
-    """A short string that `re.search(pattern, ...)` finds (best effort; checked after)."""
+def string_for(pattern: str, last: bool = False) -> str:
+    """A short string that `re.search(pattern, ...)` finds (best effort; checked after).
+
+    Lookarounds and anchors are skipped, so with `last` (each class's last character,
+    each alternation's last branch) the string often breaks a lookaround alone: what an
+    engine that ignores lookarounds lets through."""
     import re._parser as sre  # type: ignore[import-not-found]
 
     try:
-        return _from_parsed(sre.parse(pattern))
+        return _from_parsed(sre.parse(pattern), last)
     except (re.error, NoInstance, RecursionError, TypeError, ValueError):
         return ""
 
 
-def _from_parsed(parsed: Any) -> str:
+def _from_parsed(parsed: Any, last: bool = False) -> str:
     import re._constants as c  # type: ignore[import-not-found]
 
     out: list[str] = []
@@ -101,14 +105,14 @@ def _from_parsed(parsed: Any) -> str:
         elif op == c.ANY:
             out.append("a")
         elif op == c.IN:
-            out.append(_from_class(arg))
+            out.append(_from_class(arg, last))
         elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
             low, _high, sub = arg
-            out.append(_from_parsed(sub) * low)
+            out.append(_from_parsed(sub, last) * low)
         elif op == c.SUBPATTERN:
-            out.append(_from_parsed(arg[-1]))
+            out.append(_from_parsed(arg[-1], last))
         elif op == c.BRANCH:
-            out.append(_from_parsed(arg[1][0]))
+            out.append(_from_parsed(arg[1][-1 if last else 0], last))
         elif op in (c.AT, c.ASSERT, c.ASSERT_NOT):
             continue
         elif op == c.GROUPREF:
@@ -118,17 +122,17 @@ def _from_parsed(parsed: Any) -> str:
     return "".join(out)
 
 
-def _from_class(items: list[tuple[Any, Any]]) -> str:
+def _from_class(items: list[tuple[Any, Any]], last: bool = False) -> str:
     import re._constants as c  # type: ignore[import-not-found]
 
     if items and items[0][0] == c.NEGATE:
         excluded = "".join(_from_class([item]) for item in items[1:] if item[0] != c.NEGATE)
         return next(ch for ch in "a0_ -Z" if ch not in excluded)
-    for op, arg in items:
+    for op, arg in reversed(items) if last else items:
         if op == c.LITERAL:
             return chr(arg)
         if op == c.RANGE:
-            return chr(arg[0])
+            return chr(arg[1] if last else arg[0])
         if op == c.CATEGORY:
             return {c.CATEGORY_DIGIT: "0", c.CATEGORY_SPACE: " ", c.CATEGORY_WORD: "a",
                     c.CATEGORY_NOT_DIGIT: "a", c.CATEGORY_NOT_SPACE: "a",

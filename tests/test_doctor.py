@@ -8,6 +8,7 @@ import pytest
 from playground import doctor
 from playground.constraints import from_text
 from playground.service import run_request
+from playground.validation import errors_in
 
 UNIQUE = {"type": "object", "required": ["tags"],
           "properties": {"tags": {"type": "array", "items": {"type": "string"},
@@ -85,6 +86,25 @@ def test_dialect_notes_of_patterns_inside_a_schema():
     schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": r"^\w+$"}}}
     notes = doctor.dialect_notes(from_text("json", json.dumps(schema)))
     assert notes and notes[0]["where"] == "$.properties.code.pattern"
+
+
+LOOKAHEAD = {"type": "object", "required": ["name"],
+             "properties": {"name": {"type": "string", "pattern": "^(?=A)[A-Za-z]+$"}}}
+
+
+def test_a_lookahead_inside_a_schema_is_said_to_be_ignored_not_refused():
+    """xgrammar refuses a bare lookahead but, inside a schema, compiles it and drops it."""
+    from playground.coverage import compile_tester, coverage
+
+    constraint = from_text("json", json.dumps(LOOKAHEAD))
+    note = doctor.dialect_notes(constraint)[0]
+    assert note["feature"] == "lookahead"
+    assert note["backends"]["xgrammar"].startswith("accepts the pattern but ignores this")
+    assert any("lookaround" in warning for warning in constraint.warnings)
+    row = next(r for r in coverage(LOOKAHEAD, ["xgrammar"]).rows if r.keyword == "pattern")
+    assert row.backends["xgrammar"] == "not enforced"
+    assert compile_tester("xgrammar", LOOKAHEAD).test(row.evidence["xgrammar"]).matches
+    assert errors_in(constraint, row.evidence["xgrammar"])  # which breaks the pattern
 
 
 def test_lenient_per_backend():
