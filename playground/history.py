@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from playground.constraints import Mode
 from playground.limits import InputError, active
@@ -73,7 +73,7 @@ class InspectSummary(BaseModel):
 class SideResult(BaseModel):
     """One side of a run, as `service.RunResult` gives it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     text: str = ""
     verdict: Verdict = "running"
@@ -111,6 +111,16 @@ class Run(BaseModel):
     # A lenient run: what it left unenforced, and what the engine was sent.
     not_enforced: list[str] | None = None
     sent: dict[str, Any] | None = None
+
+    @field_validator("created")
+    @classmethod
+    def _a_time(cls, value: str) -> str:
+        """A time this machine can show (a file's 9999-12-31T23:59:59-14:00 is past the
+        last one Python can hold once moved to UTC)."""
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC).isoformat(timespec="seconds")
+        except (ValueError, OverflowError):
+            raise ValueError("not an ISO 8601 time this machine can show") from None
 
 
 class HistoryFile(BaseModel):
@@ -172,7 +182,7 @@ def _short(text: str, limit: int = 60) -> str:
 def _clock(created: str) -> str:
     try:
         return datetime.fromisoformat(created).astimezone().strftime("%H:%M:%S")
-    except ValueError:
+    except (ValueError, OverflowError):
         return created
 
 
@@ -195,6 +205,8 @@ def loads(data: bytes | str) -> HistoryFile:
         raw = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"history file: not JSON ({exc})") from None
+    except RecursionError:
+        raise InputError("history file: nested too deeply to be a run file") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise InputError(f"history file: not a {FORMAT} file (no \"format\": \"{FORMAT}\")")
     try:

@@ -145,10 +145,12 @@ async def load(runs: list[Run], session_id: str, store: SessionStore | None,
         return runs, gr.skip(), f'<span class="bad">{html.escape(str(exc))}</span>', \
             gr.skip(), gr.skip()
     runs, shown = history.restore(runs, loaded)
+    table = history.table(runs)  # before saving: nothing kept that cannot be shown
     await _save(store, session_id, runs)
     what = (f"history of {len(loaded.runs)} runs restored" if loaded.kind == "history"
             else f"run loaded as #{shown.id}" if shown else "nothing to load")
-    return runs, history.table(runs), what.capitalize() + ".", \
+    # Verdicts are shown as the file recorded them: a file is the user's own, not re-judged.
+    return runs, table, what.capitalize() + " (verdicts as the file recorded them).", \
         shown.id if shown else None, None
 
 

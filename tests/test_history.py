@@ -82,6 +82,13 @@ def test_loading_a_history_replaces_and_a_run_adds():
     assert shown.id == 3 and shown.prompt == saved[0].prompt
 
 
+def _run_data(**changes):
+    data = json.loads(history.dumps(_history(1), "history"))["runs"][0]
+    for key, value in changes.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    return data
+
+
 def _file(**changes):
     data = json.loads(history.dumps(_history(2), "history"))
     data.update(changes)
@@ -100,6 +107,13 @@ def _file(**changes):
         (_file(runs=[{"id": 1}]), "history file: runs.0.created: Field required (and "),
         (_file(runs=json.loads(history.dumps(_history(1) * 2, "history"))["runs"]),
          "a run number is used twice"),
+        (_file(runs=[_run_data(created="9999-12-31T23:59:59-14:00")]),
+         "runs.0.created: Value error, not an ISO 8601 time"),
+        (_file(runs=[_run_data(created="yesterday")]), "runs.0.created"),
+        (_file(runs=[_run_data(constrained={"tokens_per_s": float("inf")})]),
+         "runs.0.constrained.tokens_per_s"),
+        ('{"format": "structured-playground-history", "runs": ' + "[" * 100_000
+         + "]" * 100_000 + "}", "nested too deeply"),
     ],
 )
 def test_a_bad_file_is_one_clear_line(data, message):

@@ -113,11 +113,11 @@ def test_save_and_load_back_through_the_handlers():
     assert message == "3 runs saved."
     restored, rows, message, a, _ = asyncio.run(ui_session.load([], "", None, path))
     assert restored == runs and len(rows) == 3 and a == 3
-    assert message == "History of 3 runs restored."
+    assert message == "History of 3 runs restored (verdicts as the file recorded them)."
     path, _ = ui_session.save(runs, 2, "run")
     restored, _, message, a, _ = asyncio.run(ui_session.load(runs, "", None, path))
     assert [run.id for run in restored] == [1, 2, 3, 4] and a == 4
-    assert message == "Run loaded as #4."
+    assert message == "Run loaded as #4 (verdicts as the file recorded them)."
     assert ui_session.save(runs, None, "run")[0] is None
 
 
