@@ -8,11 +8,12 @@ so what worked here works there. Pure functions: no vLLM, no model.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from playground.constraints import Constraint
+from playground.constraints import Constraint, JsonSchema
 from playground.engines.vllm_adapter import (
     CHAT_PATH,
     COMPLETIONS_PATH,
@@ -247,6 +248,23 @@ def _json_is_python(text: str) -> bool:
     return not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
 
 
+def lenient_for(constraint: Constraint, target: Target, limit_s: float = 20.0
+                ) -> tuple[Constraint, str]:
+    """A lenient run's constraint as the target's backend would be sent it, and a comment
+    saying what it leaves unenforced (other modes: the constraint, no comment).
+    TimeoutError where the doctor could not find it in time."""
+    if not isinstance(constraint, JsonSchema):
+        return constraint, ""
+    from playground import doctor
+
+    backend = "xgrammar" if target.engine_backend == "auto" else target.engine_backend
+    # vLLM's own request validation where vLLM is installed: what the snippet will meet.
+    column = f"vllm:{backend}" if importlib.util.find_spec("vllm") else backend
+    relaxed = doctor.bounded_lenient(constraint, column, limit_s)
+    unenforced = ", ".join(relaxed.not_enforced) or "nothing"
+    return relaxed.constraint, f"# Lenient ({relaxed.how}); not enforced: {unenforced}\n"
+
+
 def from_args(args: Any, constraint: Constraint, prompt: str, options: dict[str, Any]) -> str:
     """`run --export FORM`: the snippet for the run the flags describe, for the vLLM
     engine those flags would start."""
@@ -257,4 +275,13 @@ def from_args(args: Any, constraint: Constraint, prompt: str, options: dict[str,
                     backend=args.structured_outputs_backend or DEFAULT_BACKEND,
                     disable_any_whitespace=args.disable_any_whitespace,
                     **({"base_url": _v1(base_url)} if base_url else {}))
-    return snippet(args.export, constraint, prompt, parse_settings(options), target)
+    note = ""
+    if getattr(args, "lenient", False):
+        from playground.limits import InputError
+
+        try:
+            constraint, note = lenient_for(constraint, target)
+        except TimeoutError as exc:
+            raise InputError(f"lenient: the schema's lenient form was not found: {exc}"
+                             ) from None
+    return note + snippet(args.export, constraint, prompt, parse_settings(options), target)

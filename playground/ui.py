@@ -436,14 +436,16 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
     editor.change(lambda text: check_message(mode, text, engine), editor, check,
                   api_name=False, trigger_mode="always_last")
 
-    def on_export(form: str, text: str, prompt_text: str, *values: Any) -> Any:
+    def on_export(form: str, text: str, prompt_text: str, lenient_on: bool,
+                  *values: Any) -> Any:
         return ui_session.export_code(ui_session.export.target_for(engine.info.as_dict()),
                                       mode, form, text, prompt_text,
-                                      options_from_controls(*values))
+                                      options_from_controls(*values), bool(lenient_on))
 
     gr.on([export_panel.expand, export_form.change, editor.change, prompt.change,
-           *(c.change for c in controls)],
-          on_export, [export_form, editor, prompt, *controls], export_code, api_name=False,
+           lenient.change, *(c.change for c in controls)],
+          on_export, [export_form, editor, prompt, lenient, *controls], export_code,
+          api_name=False,
           trigger_mode="always_last", show_progress="hidden")
 
     async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:

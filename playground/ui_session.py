@@ -34,21 +34,29 @@ table.compare tr.differs th {color:#b45309}
 
 
 def export_text(target: export.Target, mode: str, form: str, constraint_text: str,
-                prompt: str, options: dict[str, Any]) -> str:
-    """The snippet, or a comment saying what to fix first."""
+                prompt: str, options: dict[str, Any], lenient: bool = False) -> str:
+    """The snippet (of the lenient run where ticked), or a comment saying what to fix
+    first."""
     try:
         constraint, _ = parse_constraint(mode, constraint_text)
-        return export.snippet(form, constraint, prompt, parse_settings(options), target)
+        note = ""
+        if lenient:
+            constraint, note = export.lenient_for(constraint, target)
+        return note + export.snippet(form, constraint, prompt, parse_settings(options),
+                                     target)
     except InputError as exc:
         return f"# Fix this first: {exc}\n"
+    except TimeoutError as exc:
+        return f"# The lenient schema was not found in time: {exc}\n"
     except Exception as exc:  # a converter's failure: say so, keep the page serving
         log.exception("copy as code failed")
         return f"# This constraint cannot be converted for vLLM: {type(exc).__name__}: {exc}\n"
 
 
 def export_code(target: export.Target, mode: str, form: str, constraint_text: str,
-                prompt: str, options: dict[str, Any]) -> Any:
-    return gr.Code(value=export_text(target, mode, form, constraint_text, prompt, options),
+                prompt: str, options: dict[str, Any], lenient: bool = False) -> Any:
+    return gr.Code(value=export_text(target, mode, form, constraint_text, prompt, options,
+                                     lenient),
                    language="shell" if form == "curl" else "python")
 
 

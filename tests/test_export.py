@@ -215,3 +215,26 @@ def test_cli_export_prints_the_snippet_without_a_model(capsys, form):
     out = capsys.readouterr().out
     preset = PRESETS["Iconic 90s car"]
     assert out == _snippet(form, "Iconic 90s car", preset.settings)
+
+
+UNIQUE = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"},
+                                                     "uniqueItems": True}}}
+
+
+def test_lenient_export_carries_the_lenient_schema(tmp_path, capsys):
+    """What a lenient run sends, not the full schema vLLM refuses (uniqueItems)."""
+    from playground import ui_session
+    from playground.cli import main
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(UNIQUE))
+    assert main(["run", "--mode", "json", "--schema", str(path), "--prompt", "p",
+                 "--lenient", "--export", "curl"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Lenient") and "uniqueItems at $.properties.tags" in out
+    assert "uniqueItems" not in out.split("\n", 1)[1]  # only the comment names it
+    page = ui_session.export_text(Target(), "json", "python", json.dumps(UNIQUE), "p", {},
+                                  lenient=True)
+    assert page.startswith("# Lenient") and page.count("uniqueItems") == 1
+    full = ui_session.export_text(Target(), "json", "python", json.dumps(UNIQUE), "p", {})
+    assert '"uniqueItems": True' in full
