@@ -13,9 +13,19 @@ from typing import Any
 from playground import limits
 from playground import log as logs
 from playground.constraints import MODES, ConstraintError
+from playground.coverage import RAW_BACKENDS, VLLM_BACKENDS
 from playground.engines import add_engine_flags
 from playground.limits import LIMIT_FLAGS
 from playground.service import InputError, parse_constraint
+
+DOCTOR_BACKENDS = [*RAW_BACKENDS, *VLLM_BACKENDS]
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def _constraint_text(args: argparse.Namespace) -> str:
@@ -63,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the doctor: per keyword and backend, enforced / not enforced / "
                             "rejected (\"coverage\"), and regex dialect differences")
     check.add_argument("--coverage-backend", action="append", metavar="NAME",
+                       choices=DOCTOR_BACKENDS,
                        help="only these backends (xgrammar, guidance, outlines, "
                             "vllm:xgrammar, ...; repeat); default every one installed")
     check.add_argument("--test-string", action="append", metavar="S", default=[],
@@ -96,10 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     suite = commands.add_parser("suite", help="the doctor over a folder of JSONSchemaBench "
                                               "files: compiles, coverage, compile times")
     suite.add_argument("dir", help="folder of JSONSchemaBench files (tests/data/jsonschemabench)")
-    suite.add_argument("--limit", type=int, help="a sample of this many files, spread evenly")
+    suite.add_argument("--limit", type=positive_int,
+                       help="a sample of this many files, spread evenly")
     suite.add_argument("--jsonl", help="write one line per schema to this file")
-    suite.add_argument("--backend", action="append", metavar="NAME",
-                       help="only these backends (repeat); default every one installed")
+    suite.add_argument("--backend", action="append", metavar="NAME", choices=DOCTOR_BACKENDS,
+                       help=f"only these backends ({', '.join(DOCTOR_BACKENDS)}; repeat); "
+                            "default every one installed")
     suite.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=None,
                        help="add vLLM's request validation columns (default: if installed)")
     suite.add_argument("--time-limit-s", type=float, default=20.0,
@@ -189,7 +202,7 @@ def doctor_report(constraint: Any, backends: list[str] | None) -> dict[str, Any]
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
-    from playground.engines import create_engine
+    from playground.engines import engine_from_flags
     from playground.presets import load_presets
     from playground.service import run_request
 
@@ -219,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
         from playground.export import from_args
 
         return from_args(args, constraint, prompt, options)
-    engine = create_engine(args, log=lambda message: print(message, file=sys.stderr))
+    engine = engine_from_flags(args, log=lambda message: print(message, file=sys.stderr))
     engine.load(lambda fraction, message: print(f"[{fraction:4.0%}] {message}", file=sys.stderr))
     if args.inspect:  # a request option, not a sampling setting (export leaves it out)
         options = {**options, "inspect": True}

@@ -245,6 +245,11 @@ def generate(engine: Any, files: list[tuple[str, dict[str, Any]]], max_tokens: i
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     files = load(args.dir, args.limit)
+    engine = None
+    if args.engine not in (None, "none"):  # made now: a flag mistake fails before the suite
+        from playground.engines import engine_from_flags
+
+        engine = engine_from_flags(args, log=lambda message: print(message, file=sys.stderr))
     backends = args.backend or cov.available_backends(include_vllm=args.vllm)
     jobs = getattr(args, "jobs", None) or default_jobs()
     jsonl = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
@@ -256,10 +261,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if jsonl:
             jsonl.close()
     summary = summarize(results, backends)
-    if args.engine not in (None, "none"):
-        from playground.engines import create_engine
-
-        engine = create_engine(args, log=lambda message: print(message, file=sys.stderr))
+    if engine is not None:
         try:
             engine.load()
             summary["generation"] = generate(engine, files, args.max_tokens, results)

@@ -51,6 +51,26 @@ def test_unusable_constraint_exits_2_with_one_line(args, message):
     assert json.loads(done.stderr.strip().splitlines()[-1])["code"] == 2
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["suite", "tests/data/jsonschemabench", "--backend", "bogus"], "invalid choice"),
+        (["suite", "tests/data/jsonschemabench", "--limit", "0"], "must be 1 or more"),
+        (["suite", "tests/data/jsonschemabench", "--limit", "-1"], "must be 1 or more"),
+        (["check", "--mode", "regex", "--regex", "a", "--coverage-backend", "x"],
+         "invalid choice"),
+        (["run", "--preset", "Sentiment", "--engine", "openai"], "needs --base-url"),
+        (["suite", "tests/data/jsonschemabench", "--limit", "1", "--engine", "openai"],
+         "needs --base-url"),  # at once, not after the suite
+    ],
+)
+def test_flag_mistakes_exit_2_in_one_line(args, message):
+    done = subprocess.run([sys.executable, "-m", "playground", *args], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
 def test_presets_command_lists_every_preset():
     done = subprocess.run([sys.executable, "-m", "playground", "presets"], capture_output=True,
                           text=True, timeout=60)

@@ -83,6 +83,18 @@ def gpu_available() -> bool:
     return has_gpu and importlib.util.find_spec("vllm") is not None
 
 
+def engine_from_flags(args: argparse.Namespace,
+                      log: Callable[[str], None] = lambda message: None) -> Engine:
+    """`create_engine` for a command: flags that cannot make an engine (--engine openai
+    without --base-url, --engine vllm without a GPU) are the user's input error (exit 2)."""
+    from playground.limits import InputError
+
+    try:
+        return create_engine(args, log)
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(str(exc)) from None
+
+
 def create_engine(args: argparse.Namespace | None = None,
                   log: Callable[[str], None] = lambda message: None) -> Engine:
     """The engine the flags ask for, not yet loaded (call `load` or `start_background_load`)."""
