@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class SamplingSettings(BaseModel):
@@ -22,6 +22,14 @@ class SamplingSettings(BaseModel):
     chat_template: bool = True
     system_prompt: str = ""
 
+    @field_validator("max_tokens", "temperature", "top_p", "seed", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        """A number, not true (which pydantic would read as 1) or text."""
+        if isinstance(value, bool | str):
+            raise ValueError(f"must be a number, not {type(value).__name__} {value!r}")
+        return value
+
 
 class RequestOptions(BaseModel):
     """What a request asks of the playground around its two runs, not of the sampler.
@@ -31,7 +39,7 @@ class RequestOptions(BaseModel):
     Add a request-level option here as a field.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true or false, not "yes" or 1
 
     inspect: bool = False  # the token inspector: replay and raw distributions after the run
     # Generate anyway: send what the engine's backend can enforce of a JSON Schema (the

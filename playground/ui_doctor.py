@@ -89,7 +89,7 @@ def coverage_details(engine: Engine, text: str) -> list[dict[str, Any]]:
     try:
         return bounded_coverage(constraint.schema, coverage_backends(engine)).as_list()
     except TimeoutError as exc:
-        raise gr.Error(f"coverage gave up: {exc}") from None
+        raise _input_error(f"coverage gave up: {exc}") from None
 
 
 def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
@@ -140,6 +140,31 @@ def test_strings_view(mode: str, text: str, cases: str) -> dict[str, Any]:
     return {"headers": TEST_COLUMNS, "data": doctor.test_rows(results)}
 
 
+def _input_error(message: str) -> gr.Error:
+    """The API's answer to bad input: one line for the user, no traceback in the log."""
+    return gr.Error(message, print_exception=False)
+
+
+def _case(index: int, item: Any) -> tuple[str, bool | None]:
+    """One test string of the API, typed: text a string, expect true, false or null."""
+    if isinstance(item, dict):
+        unknown = set(item) - {"text", "expect"}
+        if unknown:
+            raise _input_error(f"strings[{index}]: unknown key {sorted(unknown)[0]!r}")
+        text, expect = item.get("text"), item.get("expect")
+    elif isinstance(item, list) and 1 <= len(item) <= 2:
+        text, expect = item[0], item[1] if len(item) > 1 else None
+    else:
+        text, expect = item, None
+    if not isinstance(text, str):
+        raise _input_error(f"strings[{index}]: the text must be a string, not "
+                       f"{type(text).__name__}")
+    if expect is not None and not isinstance(expect, bool):
+        raise _input_error(f"strings[{index}]: expect must be true, false or null, not "
+                       f"{expect!r}")
+    return text, expect
+
+
 def api_test_strings(mode: str, constraint: str, strings: list[Any] | str
                      ) -> list[dict[str, Any]]:
     """The `/test_strings` endpoint. `strings`: a list of {"text", "expect"} (expect true,
@@ -147,19 +172,15 @@ def api_test_strings(mode: str, constraint: str, strings: list[Any] | str
     built = _parse(mode, constraint)
     if isinstance(strings, str):
         cases = doctor.parse_cases(strings)
+    elif isinstance(strings, list):
+        cases = [_case(index, item) for index, item in enumerate(strings)]
     else:
-        cases = []
-        for item in strings or []:
-            if isinstance(item, dict):
-                cases.append((str(item.get("text", "")), item.get("expect")))
-            elif isinstance(item, list | tuple) and item:
-                cases.append((str(item[0]), item[1] if len(item) > 1 else None))
-            else:
-                cases.append((str(item), None))
+        raise _input_error("strings: give a list of {\"text\", \"expect\"} objects, of "
+                       "[text, expect] pairs, or the box's lines as one string")
     try:
         return bounded_test_strings(built, cases)
     except InputError as exc:
-        raise gr.Error(str(exc)) from None
+        raise _input_error(str(exc)) from None
 
 
 def bounded_test_strings(constraint: Any, cases: list[tuple[str, bool | None]]
@@ -186,9 +207,9 @@ def _parse(mode: str, text: str) -> Any:
     try:
         return build_constraint(mode, text)
     except ConstraintError as exc:
-        raise gr.Error(str(exc)) from None
+        raise _input_error(str(exc)) from None
     except InputError as exc:
-        raise gr.Error(str(exc)) from None
+        raise _input_error(str(exc)) from None
 
 
 # ---- layout ----------------------------------------------------------------------------

@@ -101,3 +101,17 @@ def test_browser_coverage_table_follows_the_editor(page):
     if os.environ.get("PLAYGROUND_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOTS / "doctor.png", full_page=True)
+
+
+@pytest.mark.parametrize(("strings", "words"), [
+    ([None], "the text must be a string"),
+    ([{"text": 123, "expect": True}], "the text must be a string"),
+    ([{"text": "1", "expect": "yes"}], "expect must be true, false or null"),
+    ([{"text": "1", "colour": 1}], "unknown key 'colour'"),
+    (5, "give a list"),
+])
+def test_test_strings_endpoint_refuses_wrong_types(strings, words):
+    from playground.ui_doctor import api_test_strings
+
+    with pytest.raises(Exception, match=words):
+        api_test_strings("regex", r"\d+", strings)
