@@ -647,3 +647,12 @@ def test_the_suite_generates_through_a_server(server, tmp_path, capsys):
     sent = sorted(body["response_format"]["json_schema"]["schema"]["required"][0]
                   for body in server.bodies)  # at once, in any order: a server batches
     assert sent == ["a", "b"]
+
+
+def test_a_server_that_ignores_max_tokens_is_cut_off(server, engine):
+    """Not read to the request's time limit: past max_tokens the stream is closed."""
+    server.script = Script(deltas=["yes "] * 50, delay_s=0.01)
+    chunks = run(collect(engine, settings=SamplingSettings(max_tokens=3)))
+    final = chunks[-1]
+    assert final.finish_reason == "error" and "for max_tokens 3" in final.error
+    assert sum(1 for c in chunks if c.text) == 3

@@ -406,6 +406,13 @@ class OpenAIEngine(Engine):
                     if isinstance(usage, dict):
                         prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
                     timings = server_timings(event.get("metrics")) or timings
+                    if read.tokens > settings.max_tokens:
+                        # A server that ignores max_tokens would stream on to the request
+                        # time limit; closing the stream cancels it there.
+                        raise ServerError(
+                            f"the server sent {read.tokens:,} tokens for max_tokens "
+                            f"{settings.max_tokens:,}; stopped reading (is it a vLLM "
+                            "server?)")
                     if read.text or read.tokens > tokens:
                         yield Chunk(text=read.text, output_tokens=read.tokens,
                                     token_ids=read.token_ids)
