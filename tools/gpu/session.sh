@@ -27,7 +27,8 @@ inprocess)
 serving)
   GPU_MEMORY_UTILIZATION=0.45 GPU_SOAK_S=90 timeout 560 $PYTEST -s tests/test_gpu_serving.py \
     > "$out/serving.log" 2>&1
-  summary serving.log; grep -E "gpu_soak|gpu_engine_death" "$out/serving.log" | cut -c1-900
+  summary serving.log; tail -n 3 "$out/gpu_soak" "$out/gpu_engine_death" 2>/dev/null \
+    | cut -c1-900
   grep -A14 "event loop has not run" "$out/gpu_serving.log" | head -60 ;;
 server)
   SERVER_BACKEND=xgrammar timeout 570 python3 tools/gpu/openai_bench.py --quick \
