@@ -76,6 +76,7 @@ class BatchResult:
     results: list[RunResult | None]
     wall_s: float = 0.0
     totals: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None  # why it ended early, if it did
 
     @property
     def done(self) -> int:
@@ -100,8 +101,13 @@ class BatchResult:
             "validity_rate": counts["valid"] / len(finished) if finished else None,
             "output_tokens": tokens, "wall_s": self.wall_s,
             "tokens_per_s": tokens / self.wall_s if self.wall_s else None,
+            "note": self.note,
         }
         return self.totals
+
+
+def _past_limit() -> str:
+    return limits.active().message("batch_timeout_s") + "; the prompts left were not run"
 
 
 async def run_batch(engine: Engine, mode: str, constraint_text: str, prompts: list[str],
@@ -122,14 +128,18 @@ async def run_batch(engine: Engine, mode: str, constraint_text: str, prompts: li
             batch.results[index] = result
 
     yield batch
+    deadline = start + limits.active().batch_timeout_s
     try:
         if engine.concurrent:
             tasks = [asyncio.create_task(one(index)) for index in range(len(prompts))]
             try:
-                for finished in asyncio.as_completed(tasks):
+                for finished in asyncio.as_completed(
+                        tasks, timeout=max(0.0, deadline - time.perf_counter())):
                     await finished
                     batch.wall_s = time.perf_counter() - start
                     yield batch
+            except TimeoutError:  # the ones still running end "stopped", below
+                batch.note = _past_limit()
             finally:
                 for task in tasks:
                     task.cancel()
@@ -137,6 +147,9 @@ async def run_batch(engine: Engine, mode: str, constraint_text: str, prompts: li
                 await asyncio.gather(*tasks, return_exceptions=True)
         else:
             for index in range(len(prompts)):
+                if time.perf_counter() > deadline:
+                    batch.note = _past_limit()
+                    break
                 await one(index)
                 batch.wall_s = time.perf_counter() - start
                 yield batch

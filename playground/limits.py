@@ -52,6 +52,9 @@ class Limits:
     # Time. Past these a request stops (its partial output labelled), a verdict or a
     # compilation is given up as "unjudged" / an error naming the limit.
     request_timeout_s: float = _limit(300.0, "one request", "seconds")
+    # A batch holds a model slot to its end (the CPU model has one): past this the prompts
+    # not started are left "not run", so one user's batch never holds the model for long.
+    batch_timeout_s: float = _limit(900.0, "one batch", "seconds")
     validation_timeout_s: float = _limit(5.0, "validation", "seconds")
     compile_timeout_s: float = _limit(30.0, "compiling the constraint", "seconds")
     # A vLLM server (--engine openai): how long to wait for a connection, and for its

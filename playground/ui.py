@@ -309,7 +309,8 @@ def totals_markdown(totals: dict[str, Any]) -> str:
             f"**Throughput:** {'–' if speed is None else f'{speed:.1f}'} tokens/s · "
             f"**Wall time:** {totals['wall_s']:.2f} s"
             + (f" · **Constraint not enforced by the engine: {totals['constraint_escaped']} "
-               "outputs**" if totals.get("constraint_escaped") else ""))
+               "outputs**" if totals.get("constraint_escaped") else "")
+            + (f" · {plain(totals['note'])}" if totals.get("note") else ""))
 
 
 def _export(result: batch.BatchResult) -> list[str]:

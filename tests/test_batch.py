@@ -82,3 +82,24 @@ def test_batch_on_the_embedded_model(embedded_engine):
     result = run_to_end(embedded_engine, "choice", "yes\nno", prompts, {"max_tokens": 8})
     assert result.totals["finished"] == 3
     assert all(r.verdict in {"valid", "truncated"} for r in result.results)
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_a_batch_past_its_time_limit_leaves_the_rest_not_run(concurrent):
+    """One user's batch never holds the model slot for long (the CPU model has one)."""
+    from playground.engines.fake import FakeEngine
+    from playground.limits import Limits, configure
+
+    engine = FakeEngine(delay_s=0.2, concurrent=concurrent)
+    engine.load()
+    engine.enqueue(*(["Positive " * 10] * 8 if concurrent else ["Positive"] * 8))
+    configure(Limits(batch_timeout_s=0.5))
+    try:
+        result = asyncio.run(batch.run_batch_to_end(
+            engine, "choice", "Positive\nNegative", [f"p{i}" for i in range(8)]))
+    finally:
+        configure(Limits())
+    totals = result.summarize()
+    assert "one batch took longer than 0.5 s" in totals["note"]
+    left = totals["prompts"] - totals["finished"] + totals["stopped"]
+    assert left > 0 and totals["wall_s"] < 5
