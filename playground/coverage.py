@@ -231,7 +231,9 @@ class _Remembered(Tester):
     def test(self, text: str) -> StringTest:
         found = self.answers.get(text)
         if found is None:
-            found = self.answers[text] = self.tester.test(text)
+            found = self.tester.test(text)
+            if len(self.answers) < _KEEP_ANSWERS:  # a server's worker lives long
+                self.answers[text] = found
         return found
 
 
@@ -240,7 +242,7 @@ class _Remembered(Tester):
 # its `vllm:` column (the same matcher); each of those compiled it anew before.
 _TESTERS: OrderedDict[tuple[str, bytes], Tester | ConstraintError] = OrderedDict()
 _REFUSALS: OrderedDict[tuple[str, bytes], str | None] = OrderedDict()
-_KEEP_TESTERS, _KEEP_REFUSALS = 16, 512
+_KEEP_TESTERS, _KEEP_REFUSALS, _KEEP_ANSWERS = 16, 512, 4096
 _lock = threading.Lock()
 _UNASKED = object()
 
@@ -267,7 +269,11 @@ def compile_tester(backend: str, schema: Any) -> Tester:
     raw = backend.removeprefix("vllm:")
     key = _key(schema)
     found = _TESTERS.get((raw, key)) if key is not None else None
-    if found is None:
+    if found is not None:  # least recently used goes first: bisection's near copies
+        with _lock:        # must not push out the schema asked about all along
+            if (raw, key) in _TESTERS:
+                _TESTERS.move_to_end((raw, key))
+    else:
         try:
             found = _Remembered(_compile_tester(raw, schema))
         except ConstraintError as exc:
