@@ -199,7 +199,12 @@ class VllmEngine(Engine):
         # Stats logging on: per-request timings (first token, decode) come from it.
         args = AsyncEngineArgs(model=self.model, disable_log_stats=False, **self.engine_options)
         self.llm = AsyncLLM.from_engine_args(args)
-        self.tokenizer = own_tokenizer(self.model, self.llm.get_tokenizer())
+        vllm_tokenizer = self.llm.get_tokenizer()
+        self.tokenizer = own_tokenizer(self.model, vllm_tokenizer)
+        if self.tokenizer is vllm_tokenizer:
+            self.warning = ("prompts are counted with vLLM's own tokenizer (transformers "
+                            "could not load the model's): under load the event loop may "
+                            "stall while vLLM copies it (see the log)")
         if self.engine_options["structured_outputs_config"]["backend"] == "guidance":
             from playground.matcher import guidance_misreads
 
