@@ -656,3 +656,10 @@ def test_a_server_that_ignores_max_tokens_is_cut_off(server, engine):
     final = chunks[-1]
     assert final.finish_reason == "error" and "for max_tokens 3" in final.error
     assert sum(1 for c in chunks if c.text) == 3
+
+
+@pytest.mark.parametrize("count", [-5, True, "7", None])
+def test_impossible_usage_counts_are_not_taken(count):
+    event = {"choices": [{"index": 0, "delta": {"content": "a"}}],
+             "usage": {"completion_tokens": count}}
+    assert read_event(event, 2).tokens == 3  # a delta counts as one token

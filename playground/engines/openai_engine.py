@@ -99,7 +99,7 @@ def read_event(event: dict[str, Any], tokens: int, finish: str | None = None) ->
                 read.token_ids += [i for i in ids if isinstance(i, int)]
     usage = event.get("usage")
     counted = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    if isinstance(counted, int):
+    if isinstance(counted, int) and not isinstance(counted, bool) and counted >= 0:
         read.tokens = max(tokens, counted)
     elif has_ids:
         read.tokens = tokens + len(read.token_ids)
@@ -403,8 +403,10 @@ class OpenAIEngine(Engine):
                 async for event in events:
                     read = read_event(event, tokens, finish)
                     usage = event.get("usage")
-                    if isinstance(usage, dict):
-                        prompt_tokens = usage.get("prompt_tokens", prompt_tokens)
+                    counted = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+                    if isinstance(counted, int) and not isinstance(counted, bool) \
+                            and counted >= 0:  # a count, not whatever a server sends
+                        prompt_tokens = counted
                     timings = server_timings(event.get("metrics")) or timings
                     if read.tokens > settings.max_tokens:
                         # A server that ignores max_tokens would stream on to the request
