@@ -120,6 +120,9 @@ class _Worker:
 # How long a call waits for a busy worker before giving up (each call ahead is bounded).
 WORKER_WAIT_S = 120.0
 POLL_S = 0.05
+# How long a doctor's tool waits for its share of the workers (someone typing in the JSON
+# tab while another user's coverage runs), before "busy, try again".
+SIDE_WAIT_S = 10.0
 _idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
 _lock = threading.Lock()
 _started = 0
@@ -178,13 +181,18 @@ def side_call(fn: Callable[..., Any], *args: Any, timeout: float,
               setup: Callable[[], Any] | None = None) -> Any:
     """`call` for tools beside the runs (the doctor's test strings and coverage): they
     never hold the last worker, so runs' constraints and verdicts always find one. Past
-    that share, WorkersBusy at once rather than a wait."""
+    that share, a short wait (SIDE_WAIT_S), then WorkersBusy."""
     global _side_calls
-    with _lock:
-        if _side_calls >= max(1, MAX_WORKERS - 1):
+    deadline = time.monotonic() + SIDE_WAIT_S
+    while True:
+        with _lock:
+            if _side_calls < max(1, MAX_WORKERS - 1):
+                _side_calls += 1
+                break
+        if time.monotonic() > deadline:
             raise WorkersBusy("every worker for the doctor's tools is busy with other "
                               "users' checks; try again in a moment")
-        _side_calls += 1
+        time.sleep(POLL_S)
     try:
         return call(fn, *args, timeout=timeout, setup=setup)
     finally:

@@ -53,7 +53,8 @@ def test_a_waiting_call_takes_the_slot_of_a_worker_killed_past_its_limit(monkeyp
     assert "value" in out and out["took"] < 5, out
 
 
-def test_the_doctors_tools_never_take_the_last_worker():
+def test_the_doctors_tools_never_take_the_last_worker(monkeypatch):
+    monkeypatch.setattr(bounded, "SIDE_WAIT_S", 0.2)
     tool, _ = _in_thread(bounded.side_call, time.sleep, 1.5, timeout=10)
     time.sleep(0.3)
     with pytest.raises(bounded.WorkersBusy, match="try again"):
@@ -75,3 +76,10 @@ def test_resize_gives_idle_workers_back_and_stop_all_ends_busy_ones(monkeypatch)
     bounded.stop_all()
     busy.join(30)
     assert isinstance(out["error"], bounded.WorkerDied) and out["took"] < 10
+
+
+def test_a_doctors_tool_waits_a_little_for_its_share():
+    tool, _ = _in_thread(bounded.side_call, time.sleep, 0.5, timeout=10)
+    time.sleep(0.1)
+    assert bounded.side_call(os.getpid, timeout=10) != os.getpid()  # once the first is done
+    tool.join(30)
