@@ -193,7 +193,8 @@ def doctor_report(constraint: Any, backends: list[str] | None) -> dict[str, Any]
     from playground.constraints import JsonSchema
     from playground.coverage import coverage
 
-    report: dict[str, Any] = {"dialect": doctor.dialect_lines(doctor.dialect_notes(constraint))}
+    report: dict[str, Any] = {"dialect": doctor.bounded_dialect_lines(
+        constraint, limits.active().compile_timeout_s)}
     if isinstance(constraint, JsonSchema):
         table = coverage(constraint.schema, backends, limits.active().compile_timeout_s * 2)
         report["coverage"] = table.as_list()

@@ -262,8 +262,8 @@ def _feature_verdict(pattern: str, backend: str, in_schema: bool) -> str:
     except ConstraintError as exc:
         return f"refuses it: {exc}"
     for probe in dict.fromkeys([string_for(pattern, last=True), string_for(pattern)]):
-        try:
-            breaks = re.search(pattern, probe) is None
+        try:  # as the validator judges: a schema's pattern searched, a regex matched whole
+            breaks = (re.search if in_schema else re.fullmatch)(pattern, probe) is None
         except re.error:
             break
         text = json.dumps(probe) if in_schema else probe
@@ -311,6 +311,23 @@ def dialect(pattern: str, where: str = "",
                     "backends": {b: "matches" if v else "does not match"
                                  for b, v in says.items()}})
     return notes
+
+
+def bounded_dialect_lines(constraint: Constraint, limit_s: float) -> list[str]:
+    """`dialect_lines(dialect_notes(...))` in a worker process killed past `limit_s`:
+    probing a pattern with lookarounds runs Python `re`, which a user's pattern can make
+    backtrack for hours while holding the GIL (the server's event loop with it)."""
+    from functools import partial
+
+    from playground import bounded
+    from playground.coverage import warm
+
+    try:
+        notes = bounded.side_call(dialect_notes, constraint, timeout=limit_s,
+                                  setup=partial(warm, []))
+    except (bounded.WorkTimeout, bounded.WorkerDied) as exc:
+        return [f"the dialect check gave up: {exc}"]
+    return dialect_lines(notes)
 
 
 def dialect_notes(constraint: Constraint) -> list[dict[str, Any]]:

@@ -122,7 +122,7 @@ def dialect_view(mode: str, text: str) -> str:
         constraint = build_constraint(mode, text)
     except (ConstraintError, InputError):
         return ""
-    lines = doctor.dialect_lines(doctor.dialect_notes(constraint))
+    lines = doctor.bounded_dialect_lines(constraint, limits.active().compile_timeout_s)
     return "".join(f'<br><span class="warn">Dialect:</span> <small>{plain(line)}</small>'
                    for line in lines[:8])
 

@@ -240,3 +240,22 @@ def test_a_backtracking_test_string_is_given_up_not_a_frozen_server():
         configure(Limits())
     with pytest.raises(Exception, match="at most 50"):
         api_test_strings("regex", "a+", ["a"] * 51)
+
+
+def test_probing_a_backtracking_pattern_is_bounded():
+    """The lookahead probe runs Python `re` on the user's pattern: in a worker, killed past
+    the limit, never on the server's loop (this one backtracks for hours)."""
+    import time
+
+    from playground.limits import Limits, configure
+    from playground.ui_doctor import dialect_view
+
+    schema = {"type": "string", "pattern": "^(?:a|aa){40}(?=b)"}
+    configure(Limits(compile_timeout_s=2))
+    try:
+        start = time.monotonic()
+        shown = dialect_view("json", json.dumps(schema))
+        assert time.monotonic() - start < 30
+    finally:
+        configure(Limits())
+    assert "gave up" in shown
