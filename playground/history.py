@@ -8,6 +8,7 @@ server made; a name a user typed never becomes a path.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -147,8 +148,18 @@ def record(update: dict[str, Any], prompt: str, constraint: str,
 def _side(result: dict[str, Any]) -> SideResult:
     # Fields the model does not know (a newer RunResult) are dropped, not refused: a run
     # must never fail to be kept. tests/test_history.py keeps the two in step.
-    return SideResult.model_validate({k: v for k, v in result.items()
+    # Nor may a number the model refuses in a file (an engine's inf or nan timing).
+    def finite(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if not _infinite(v)}
+        return None if _infinite(value) else value
+
+    return SideResult.model_validate({k: finite(v) for k, v in result.items()
                                       if k in SideResult.model_fields})
+
+
+def _infinite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def next_id(history: list[Run]) -> int:
@@ -207,6 +218,8 @@ def loads(data: bytes | str) -> HistoryFile:
         raise InputError(f"history file: not JSON ({exc})") from None
     except RecursionError:
         raise InputError("history file: nested too deeply to be a run file") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise InputError(f"history file: not readable JSON ({exc})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise InputError(f"history file: not a {FORMAT} file (no \"format\": \"{FORMAT}\")")
     try:

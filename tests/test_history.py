@@ -45,6 +45,17 @@ def test_record_keeps_everything_a_run_showed():
     assert run.unconstrained.verdict == "invalid"
 
 
+def test_a_run_with_infinite_numbers_is_kept_without_them():
+    """A file refuses inf and nan; a run an engine timed so is still kept."""
+    update = _update()
+    update["constrained"] = {**update["constrained"], "tokens_per_s": float("inf"),
+                             "engine_timings": {"vllm_ttft_s": float("nan"), "x_s": 0.5}}
+    run = history.record(update, "p", "{}", SamplingSettings(), [])
+    assert run.constrained.tokens_per_s is None
+    assert run.constrained.engine_timings == {"x_s": 0.5}
+    history.loads(history.dumps([run], "run"))
+
+
 def test_side_result_knows_every_run_result_field():
     assert history.result_fields() <= set(history.SideResult.model_fields)
 
@@ -114,6 +125,8 @@ def _file(**changes):
          "runs.0.constrained.tokens_per_s"),
         ('{"format": "structured-playground-history", "runs": ' + "[" * 100_000
          + "]" * 100_000 + "}", "nested too deeply"),
+        ('{"format": "structured-playground-history", "id": ' + "9" * 5000 + "}",
+         "not readable JSON"),
     ],
 )
 def test_a_bad_file_is_one_clear_line(data, message):

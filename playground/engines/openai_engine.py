@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -116,7 +117,8 @@ def server_timings(metrics: Any) -> dict[str, float]:
     names = {"time_to_first_token_ms": "vllm_ttft_s", "generation_time_ms": "vllm_decode_s",
              "queue_time_ms": "vllm_queue_s"}
     return {ours: metrics[theirs] / 1000 for theirs, ours in names.items()
-            if isinstance(metrics.get(theirs), int | float)}
+            if isinstance(metrics.get(theirs), int | float)
+            and math.isfinite(metrics[theirs])}  # JSON from a server may hold NaN
 
 
 def error_message(body: bytes) -> str:
