@@ -8,6 +8,7 @@ API, the CLI and the service call them. Per-keyword coverage of a JSON Schema li
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -109,17 +110,21 @@ def lenient(constraint: Constraint, backend: str, time_limit_s: float = 20.0) ->
                    {(r.path, r.keyword) for r in rows}, how)
 
 
-def bounded_lenient(constraint: Constraint, backend: str, limit_s: float) -> Lenient:
+@functools.lru_cache(maxsize=32)  # the page asks again at every keystroke in the prompt
+def bounded_lenient(constraint: Constraint, backend: str, limit_s: float,
+                    view: bool = False) -> Lenient:
     """`lenient` in a worker process killed past `limit_s` and a margin (a compiler given
-    a huge schema may not return for minutes): TimeoutError then."""
+    a huge schema may not return for minutes): TimeoutError then. `view`: for a doctor's
+    view, not a run, so it takes no more than the tools' share of the workers."""
     from functools import partial
 
     from playground import bounded
     from playground.coverage import warm
 
+    call = bounded.side_call if view else bounded.call
     try:
-        return bounded.call(lenient, constraint, backend, limit_s, timeout=limit_s + 15,
-                            setup=partial(warm, [backend]))
+        return call(lenient, constraint, backend, limit_s, timeout=limit_s + 15,
+                    setup=partial(warm, [backend]))
     except bounded.WorkerDied as exc:
         raise TimeoutError(str(exc)) from None
 

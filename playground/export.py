@@ -260,7 +260,7 @@ def lenient_for(constraint: Constraint, target: Target, limit_s: float = 20.0
     backend = "xgrammar" if target.engine_backend == "auto" else target.engine_backend
     # vLLM's own request validation where vLLM is installed: what the snippet will meet.
     column = f"vllm:{backend}" if importlib.util.find_spec("vllm") else backend
-    relaxed = doctor.bounded_lenient(constraint, column, limit_s)
+    relaxed = doctor.bounded_lenient(constraint, column, limit_s, view=True)
     unenforced = ", ".join(relaxed.not_enforced) or "nothing"
     return relaxed.constraint, f"# Lenient ({relaxed.how}); not enforced: {unenforced}\n"
 

@@ -102,7 +102,8 @@ def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
     header = ""
     if lenient:
         try:
-            relaxed = doctor.bounded_lenient(constraint, backend, COVERAGE_TIME_LIMIT_S)
+            relaxed = doctor.bounded_lenient(constraint, backend, COVERAGE_TIME_LIMIT_S,
+                                             view=True)
         except TimeoutError as exc:
             return gr.update(value=f"# lenient schema not found: {exc}", language=None)
         constraint = relaxed.constraint
