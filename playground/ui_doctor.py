@@ -159,10 +159,10 @@ def _case(index: int, item: Any) -> tuple[str, bool | None]:
         text, expect = item, None
     if not isinstance(text, str):
         raise _input_error(f"strings[{index}]: the text must be a string, not "
-                       f"{type(text).__name__}")
+                           f"{type(text).__name__}")
     if expect is not None and not isinstance(expect, bool):
         raise _input_error(f"strings[{index}]: expect must be true, false or null, not "
-                       f"{expect!r}")
+                           f"{expect!r}")
     return text, expect
 
 
@@ -177,7 +177,7 @@ def api_test_strings(mode: str, constraint: str, strings: list[Any] | str
         cases = [_case(index, item) for index, item in enumerate(strings)]
     else:
         raise _input_error("strings: give a list of {\"text\", \"expect\"} objects, of "
-                       "[text, expect] pairs, or the box's lines as one string")
+                           "[text, expect] pairs, or the box's lines as one string")
     try:
         return bounded_test_strings(built, cases)
     except InputError as exc:
