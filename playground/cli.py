@@ -10,15 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from playground import limits
 from playground import log as logs
-from playground.constraints import MODES, ConstraintError
-from playground.coverage import RAW_BACKENDS, VLLM_BACKENDS
-from playground.engines import add_engine_flags
-from playground.limits import LIMIT_FLAGS
-from playground.service import InputError, parse_constraint
-
-DOCTOR_BACKENDS = [*RAW_BACKENDS, *VLLM_BACKENDS]
+from playground.backends.names import DOCTOR_BACKENDS
+from playground.core import limits
+from playground.core.constraints import MODES
+from playground.core.limits import LIMIT_FLAGS
+from playground.engines.registry import add_engine_flags
+from playground.errors import ConstraintError, InputError
+from playground.run.service import parse_constraint
 
 
 def positive_int(text: str) -> int:
@@ -151,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
-    from playground.judge import judge_blocking
+    from playground.judging.judge import judge_blocking
 
     constraint, warnings = parse_constraint(args.mode, _constraint_text(args))
     result: dict[str, Any] = {"constraint_ok": True, "verdict": None, "errors": [],
                               "warnings": warnings}
     if args.engine == "cpu":
-        from playground.engines.xgrammar_adapter import to_grammar
+        from playground.backends.xgrammar import to_grammar
 
         try:
             to_grammar(constraint)
@@ -165,7 +164,7 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
         except ConstraintError as exc:
             result["xgrammar_accepts"], result["xgrammar_message"] = False, str(exc)
     elif args.engine == "vllm":
-        from playground.engines.vllm_engine import vllm_check
+        from playground.backends.vllm import vllm_check
 
         # stdout carries only the JSON: whatever vLLM prints at import or check goes to stderr
         # (its logger is sent there by log.configure; this catches plain prints too).
@@ -176,7 +175,7 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
     cases = [(text, True) for text in args.test_string] + \
         [(text, False) for text in args.test_string_not]
     if cases:
-        from playground.doctor import test_strings
+        from playground.doctor.tools import test_strings
 
         result["test_strings"] = test_strings(constraint, cases)
     if args.output is not None:
@@ -189,9 +188,9 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
 
 def doctor_report(constraint: Any, backends: list[str] | None) -> dict[str, Any]:
     """`check --coverage`: the coverage table (JSON Schema) and dialect notes."""
-    from playground import doctor
-    from playground.constraints import JsonSchema
-    from playground.coverage import coverage
+    from playground.core.constraints import JsonSchema
+    from playground.doctor import tools as doctor
+    from playground.doctor.coverage import coverage
 
     report: dict[str, Any] = {"dialect": doctor.bounded_dialect_lines(
         constraint, limits.active().compile_timeout_s)}
@@ -203,9 +202,9 @@ def doctor_report(constraint: Any, backends: list[str] | None) -> dict[str, Any]
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
-    from playground.engines import engine_from_flags
-    from playground.presets import load_presets
-    from playground.service import run_request
+    from playground.core.presets import load_presets
+    from playground.engines.registry import engine_from_flags
+    from playground.run.service import run_request
 
     mode, constraint_text, prompt, options = args.mode, None, args.prompt, {}
     if args.preset:
@@ -230,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
             options[key] = getattr(args, key)
     constraint, _ = parse_constraint(mode, constraint_text)  # fail before loading a model
     if args.export:
-        from playground.export import from_args
+        from playground.run.export import from_args
 
         return from_args(args, constraint, prompt, options)
     engine = engine_from_flags(args, log=lambda message: print(message, file=sys.stderr))
@@ -243,7 +242,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
 
 
 def cmd_suite(args: argparse.Namespace) -> dict[str, Any]:
-    from playground.suite import main as suite
+    from playground.bench.suite import main as suite
 
     try:
         return suite(args)
@@ -252,7 +251,7 @@ def cmd_suite(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_presets(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from playground.presets import load_presets
+    from playground.core.presets import load_presets
 
     return [{"name": p.name, "mode": p.mode, "description": p.description,
              "prompt": p.prompt} for p in load_presets().values()]
@@ -263,12 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     limits.configure(limits.Limits.from_args(args))
     log = logs.configure(getattr(args, "log_level", "INFO"), getattr(args, "log_prompts", False))
     if args.command == "bench":
-        from playground.bench import main as bench
+        from playground.bench.engine_bench import main as bench
 
         bench(args)
         return 0
     if args.command == "serve":
-        from playground.app import serve
+        from playground.web.app import serve
 
         try:
             return serve(args)
@@ -287,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # never a traceback for a user; the reason in one line
-        from playground.engines.base import EngineNotReady
+        from playground.errors import EngineNotReady
 
         if isinstance(exc, EngineNotReady | RuntimeError | OSError | ValueError):
             log.debug("the command failed", exc_info=True)  # --log-level DEBUG shows where

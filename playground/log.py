@@ -1,7 +1,7 @@
 """The one `playground` logger: configured once by the CLI (every command, `serve` too).
 
-Modules log to children (`playground.service`, `playground.ui`, ...). Real failures are
-logged with their traceback (`log.exception`); input errors as one line (`log.info`);
+Every module logs to `logging.getLogger(__name__)`, a child of `playground`. Real
+failures are logged with their traceback (`log.exception`); input errors as one line (`log.info`);
 prompts appear only with `--log-prompts`, since a shared demo server sees other
 people's text. Everything goes to stderr, so the CLI's stdout carries only its JSON.
 """
@@ -25,11 +25,6 @@ LOG_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 _log_prompts = False
-
-
-def get(name: str) -> logging.Logger:
-    """`playground.<name>`, a child of the one playground logger."""
-    return logging.getLogger(f"{ROOT}.{name}")
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

@@ -3,8 +3,8 @@ import importlib.util
 
 import pytest
 
-from playground.engines import gpu_available
 from playground.engines.fake import FakeEngine
+from playground.engines.hardware import gpu_available
 
 
 def pytest_collection_modifyitems(config, items):
@@ -40,7 +40,7 @@ def browser():
     """Debian's headless Chromium through Playwright, one per test module."""
     from pathlib import Path
 
-    from playground.launch import CHROMIUM, chromium
+    from playground.bench.launch import CHROMIUM, chromium
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
@@ -51,7 +51,7 @@ def browser():
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The app on the CPU model, launched as a process once per test module."""
-    from playground.launch import launched_app
+    from playground.bench.launch import launched_app
 
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     with launched_app(["--engine", "cpu"], log_path=log_path) as app:

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from playground import judge
-from playground.engines import defaults
-from playground.presets import load_presets
-from playground.service import run_request, stream_request
+from playground.core.presets import load_presets
+from playground.engines.registry import defaults
+from playground.judging import judge
+from playground.run.service import run_request, stream_request
 
 MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None

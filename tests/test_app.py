@@ -171,7 +171,7 @@ def test_building_the_page_imports_no_model_library():
     code = (
         "import sys\n"
         "from playground import cli\n"
-        "from playground.app import build_ui, create_engine, load_presets\n"
+        "from playground.web.app import build_ui, create_engine, load_presets\n"
         "args = cli.build_parser().parse_args(['serve', '--engine', 'cpu'])\n"
         "build_ui(create_engine(args), load_presets())\n"
         "print(sorted(m for m in ('torch', 'xgrammar', 'transformers', 'vllm', 'llguidance')"

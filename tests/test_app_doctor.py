@@ -111,7 +111,7 @@ def test_browser_coverage_table_follows_the_editor(page):
     (5, "give a list"),
 ])
 def test_test_strings_endpoint_refuses_wrong_types(strings, words):
-    from playground.ui_doctor import api_test_strings
+    from playground.web.doctor_panel import api_test_strings
 
     with pytest.raises(Exception, match=words):
         api_test_strings("regex", r"\d+", strings)

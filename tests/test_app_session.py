@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from playground.launch import launched_app
+from playground.bench.launch import launched_app
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

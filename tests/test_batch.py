@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from playground import batch
-from playground.service import InputError
-from playground.ui import batch_click
+from playground.errors import InputError
+from playground.run import batch
+from playground.web.page import batch_click
 
 
 def run_to_end(engine, mode, constraint, prompts, options=None):
@@ -87,8 +87,8 @@ def test_batch_on_the_embedded_model(embedded_engine):
 @pytest.mark.parametrize("concurrent", [False, True])
 def test_a_batch_past_its_time_limit_leaves_the_rest_not_run(concurrent):
     """One user's batch never holds the model slot for long (the CPU model has one)."""
+    from playground.core.limits import Limits, configure
     from playground.engines.fake import FakeEngine
-    from playground.limits import Limits, configure
 
     engine = FakeEngine(delay_s=0.2, concurrent=concurrent)
     engine.load()

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from playground import bench
+from playground.bench import engine_bench as bench
 
 RATES = {("raw", True): 90.0, ("playground", True): 99.0, ("raw", False): 100.0,
          ("playground", False): 110.0}
@@ -57,14 +57,14 @@ def test_goal_comparison(value, target, met, monkeypatch):
     ["--engine", "cpu", "--cpu-dtype", "fp32"],
 ])
 def test_the_launched_app_gets_every_engine_flag(argv):
-    from playground.engines import defaults, engine_argv
+    from playground.engines.registry import defaults, engine_argv
 
     args = defaults(argv)
     assert defaults(engine_argv(args)) == args
 
 
 def test_the_raw_path_is_the_engines_own(fake_engine):
-    from playground.settings import SamplingSettings
+    from playground.core.settings import SamplingSettings
 
     fake_engine.enqueue("a b c")
     run = asyncio.run(fake_engine.raw_request("p", None, SamplingSettings()))

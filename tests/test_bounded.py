@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from playground import bounded
+from playground.judging import workers as bounded
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     [
         (["--mode", "choice", "--choice", "yes", "--choice", "no", "--output", "yes"], "valid"),
         (["--mode", "regex", "--regex", r"\d+", "--output", "12a"], "invalid"),
-        (["--mode", "json", "--schema", "playground/presets/03-car.schema.json"], None),
+        (["--mode", "json", "--schema", "presets/03-car.schema.json"], None),
     ],
 )
 def test_check_prints_json_and_imports_no_model_code(args, verdict):

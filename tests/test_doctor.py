@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from playground import doctor
-from playground.constraints import from_text
-from playground.service import run_request
-from playground.validation import errors_in
+from playground.core.constraints import from_text
+from playground.doctor import tools as doctor
+from playground.judging.validation import errors_in
+from playground.run.service import run_request
 
 UNIQUE = {"type": "object", "required": ["tags"],
           "properties": {"tags": {"type": "array", "items": {"type": "string"},
@@ -94,7 +94,7 @@ LOOKAHEAD = {"type": "object", "required": ["name"],
 
 def test_a_lookahead_inside_a_schema_is_said_to_be_ignored_not_refused():
     """xgrammar refuses a bare lookahead but, inside a schema, compiles it and drops it."""
-    from playground.coverage import compile_tester, coverage
+    from playground.doctor.coverage import compile_tester, coverage
 
     constraint = from_text("json", json.dumps(LOOKAHEAD))
     note = doctor.dialect_notes(constraint)[0]
@@ -154,7 +154,7 @@ def test_cpu_engine_generates_anyway_under_lenient(embedded_engine):
 
 
 def test_coverage_view_lists_keywords_with_this_engines_backend_first(fake_engine):
-    from playground import ui_doctor
+    from playground.web import doctor_panel as ui_doctor
 
     value, line = ui_doctor.coverage_view(fake_engine, json.dumps(UNIQUE))
     assert value["headers"][:3] == ["path", "keyword", "xgrammar (this engine)"]
@@ -167,7 +167,7 @@ def test_coverage_view_lists_keywords_with_this_engines_backend_first(fake_engin
 
 @pytest.mark.parametrize("mode", ["choice", "regex", "json", "grammar"])
 def test_test_strings_view_in_every_mode(mode):
-    from playground import ui_doctor
+    from playground.web import doctor_panel as ui_doctor
 
     constraint = {"choice": "yes\nno", "regex": "[a-z]+", "json": json.dumps(UNIQUE),
                   "grammar": 'start: "a"+'}[mode]
@@ -176,7 +176,7 @@ def test_test_strings_view_in_every_mode(mode):
 
 
 def test_api_test_strings_takes_lists_pairs_or_lines():
-    from playground import ui_doctor
+    from playground.web import doctor_panel as ui_doctor
 
     for strings in ([{"text": "yes", "expect": True}], [["yes", True]], "+ yes"):
         [result] = ui_doctor.api_test_strings("choice", "yes\nno", strings)
@@ -184,7 +184,7 @@ def test_api_test_strings_takes_lists_pairs_or_lines():
 
 
 def test_sent_view_shows_the_lenient_schema(fake_engine):
-    from playground import ui_doctor
+    from playground.web import doctor_panel as ui_doctor
 
     update = ui_doctor.sent_view(fake_engine, "json", json.dumps(UNIQUE), True)
     assert "not enforced: uniqueItems at $.properties.tags" in update["label"]
@@ -197,7 +197,7 @@ def test_vllms_own_validation_takes_the_lenient_schema(backend):
     """vLLM refuses HARD whole (outlines takes it, ignoring a format beside maxLength);
     what a lenient run sends passes its request validation."""
     pytest.importorskip("vllm")
-    from playground.coverage import refusal
+    from playground.doctor.coverage import refusal
 
     assert (refusal(backend, HARD) is None) is (backend == "vllm:outlines")
     relaxed = doctor.lenient(from_text("json", json.dumps(HARD)), backend, time_limit_s=120)
@@ -215,7 +215,7 @@ def test_grammar_notes_name_lark_features_and_what_each_backend_says():
 
 
 def test_dialect_view_on_the_page():
-    from playground import ui_doctor
+    from playground.web import doctor_panel as ui_doctor
 
     assert "guidance matches" in ui_doctor.dialect_view("regex", r"\d+")
     assert ui_doctor.dialect_view("regex", "[a-z]+") == ""
@@ -227,8 +227,8 @@ def test_a_backtracking_test_string_is_given_up_not_a_frozen_server():
     server for hours (it is judged in a killable worker under the compile time limit)."""
     import time
 
-    from playground.limits import Limits, configure
-    from playground.ui_doctor import api_test_strings
+    from playground.core.limits import Limits, configure
+    from playground.web.doctor_panel import api_test_strings
 
     configure(Limits(compile_timeout_s=2.0))
     try:
@@ -247,8 +247,8 @@ def test_probing_a_backtracking_pattern_is_bounded():
     the limit, never on the server's loop (this one backtracks for hours)."""
     import time
 
-    from playground.limits import Limits, configure
-    from playground.ui_doctor import dialect_view
+    from playground.core.limits import Limits, configure
+    from playground.web.doctor_panel import dialect_view
 
     schema = {"type": "string", "pattern": "^(?:a|aa){40}(?=b)"}
     configure(Limits(compile_timeout_s=2))

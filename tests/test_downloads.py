@@ -4,7 +4,7 @@ import os
 import time
 from pathlib import Path
 
-from playground import downloads
+from playground.run import downloads
 
 
 def test_files_keep_their_names_and_old_downloads_are_pruned(tmp_path, monkeypatch):

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from playground.presets import load_presets
-from playground.service import run_request
+from playground.core.presets import load_presets
+from playground.run.service import run_request
 
 pytestmark = pytest.mark.slow
 PRESETS = load_presets()
@@ -54,7 +54,7 @@ def test_sampling_with_a_seed_is_repeatable(embedded_engine):
 
 
 def test_engine_rejects_a_constraint_xgrammar_cannot_compile(embedded_engine):
-    from playground.service import InputError
+    from playground.errors import InputError
 
     with pytest.raises(InputError, match="xgrammar"):
         asyncio.run(run_request(embedded_engine, "regex", r"(a)\1", "p", {}))

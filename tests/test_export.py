@@ -8,17 +8,9 @@ import types
 
 import pytest
 
-from playground.export import (
-    FORMS,
-    Target,
-    curl_body,
-    py,
-    request_body,
-    snippet,
-    target_for,
-)
-from playground.presets import load_presets
-from playground.settings import SamplingSettings
+from playground.core.presets import load_presets
+from playground.core.settings import SamplingSettings
+from playground.run.export import FORMS, Target, curl_body, py, request_body, snippet, target_for
 
 PRESETS = load_presets()
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -95,7 +87,7 @@ def test_py_literal_round_trips(value):
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_constraint_round_trips_as_python(name):
-    from playground.export import structured
+    from playground.run.export import structured
 
     value = structured(PRESETS[name].to_constraint(), Target())
     assert ast.literal_eval(py(value)) == value
@@ -223,8 +215,8 @@ UNIQUE = {"type": "object", "properties": {"tags": {"type": "array", "items": {"
 
 def test_lenient_export_carries_the_lenient_schema(tmp_path, capsys):
     """What a lenient run sends, not the full schema vLLM refuses (uniqueItems)."""
-    from playground import ui_session
     from playground.cli import main
+    from playground.web import session_panel as ui_session
 
     path = tmp_path / "s.json"
     path.write_text(json.dumps(UNIQUE))

@@ -11,10 +11,10 @@ import time
 import pytest
 from gpu_support import concurrent_clicks, gpu_args, record, streamed_lengths
 
-from playground import batch
-from playground.engines import create_engine
-from playground.presets import load_presets
-from playground.service import run_request
+from playground.core.presets import load_presets
+from playground.engines.registry import create_engine
+from playground.run import batch
+from playground.run.service import run_request
 
 pytestmark = pytest.mark.gpu
 PRESETS = load_presets()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from playground.launch import launched_app
-from playground.presets import load_presets
+from playground.bench.launch import launched_app
+from playground.core.presets import load_presets
 
 pytestmark = pytest.mark.gpu
 MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")

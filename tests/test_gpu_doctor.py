@@ -11,9 +11,9 @@ import json
 import pytest
 from gpu_support import OUT, gpu_args
 
-from playground.engines import create_engine
-from playground.limits import InputError
-from playground.service import run_request
+from playground.engines.registry import create_engine
+from playground.errors import InputError
+from playground.run.service import run_request
 
 pytestmark = pytest.mark.gpu
 # uniqueItems, not, if/then/else and a format no backend knows: vLLM refuses it whole.

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from playground.export import Target, snippet
-from playground.launch import free_port
-from playground.presets import load_presets
-from playground.validation import validate
+from playground.bench.launch import free_port
+from playground.core.presets import load_presets
+from playground.judging.validation import validate
+from playground.run.export import Target, snippet
 
 pytestmark = pytest.mark.gpu
 PRESETS = load_presets()

@@ -12,11 +12,11 @@ import pytest
 from gpu_support import MODEL, gpu_args
 from gpu_support import record as record_in
 
-from playground.constraints import from_text
-from playground.engines import create_engine
-from playground.matcher import Matcher
-from playground.presets import load_presets
-from playground.service import run_request
+from playground.core.constraints import from_text
+from playground.core.presets import load_presets
+from playground.engines.registry import create_engine
+from playground.judging.matcher import Matcher
+from playground.run.service import run_request
 
 pytestmark = pytest.mark.gpu
 PRESETS = load_presets()
@@ -75,7 +75,7 @@ def test_classic_presets_inspected_on_vllm(loop, engine, name):
 
 
 def test_inspector_costs_at_most_15_percent_on_a_256_token_json(loop, engine):
-    from playground import bench
+    from playground.bench import engine_bench as bench
 
     row = loop.run_until_complete(bench.inspect_cost(engine, 5, 256, log=print))
     record({"inspect_cost": row, "model": MODEL})

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from gpu_support import concurrent_clicks, streamed_lengths
 
+from playground.core.presets import load_presets
 from playground.engines.openai_engine import OpenAIEngine
-from playground.presets import load_presets
-from playground.service import run_request, stream_request
+from playground.run.service import run_request, stream_request
 
 pytestmark = pytest.mark.gpu
 PRESETS = load_presets()

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from playground import history
-from playground.compare import compare_runs, metrics_table
-from playground.limits import InputError, Limits, configure
-from playground.settings import SamplingSettings
+from playground.core.limits import Limits, configure
+from playground.core.settings import SamplingSettings
+from playground.errors import InputError
+from playground.run import history
+from playground.web.side_by_side import compare_runs, metrics_table
 
 DONE = {"text": '{"a": 1}', "verdict": "valid", "errors": [], "prompt_tokens": 12,
         "output_tokens": 8, "latency_s": 0.5, "ttft_s": 0.1, "tokens_per_s": 17.5,
@@ -227,6 +228,6 @@ def test_a_hostile_run_file_cannot_put_markup_in_the_page(field, value):
 
 
 def test_the_verdict_badge_escapes_whatever_it_is_given():
-    from playground.ui import verdict_html
+    from playground.web.page import verdict_html
 
     assert "<img" not in verdict_html({"verdict": "<img src=x onerror=alert(1)>"})

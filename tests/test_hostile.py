@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from playground import limits
+from playground.core import limits
 from playground.engines.base import Chunk, SamplingSettings
 from playground.engines.fake import END, FakeEngine
-from playground.limits import InputError
+from playground.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 ECHO = "Repeat exactly: "
@@ -59,8 +59,8 @@ def _free_port() -> int:
 def client():
     from gradio_client import Client
 
-    from playground.presets import load_presets
-    from playground.ui import build_ui
+    from playground.core.presets import load_presets
+    from playground.web.page import build_ui
 
     previous = limits.active()
     limits.configure(limits.Limits(validation_timeout_s=VALIDATION_S))
@@ -313,7 +313,7 @@ def test_hostile_input_through_the_cli(tmp_path, args, code, words):
     (b"x" * 60_000 + b"\n", "--max-prompt-chars"),
 ], ids=["non-utf8", "1001-prompts", "5MB", "long-prompt"])
 def test_bad_batch_files_are_input_errors(tmp_path, content, words):
-    from playground.batch import parse_prompts
+    from playground.run.batch import parse_prompts
 
     path = tmp_path / "prompts.txt"
     path.write_bytes(content)
@@ -322,21 +322,21 @@ def test_bad_batch_files_are_input_errors(tmp_path, content, words):
 
 
 def test_a_batch_of_many_long_prompts_is_refused_for_its_total_work():
-    from playground.batch import check_work
+    from playground.run.batch import check_work
 
     with pytest.raises(InputError, match="--max-batch-tokens"):
         check_work(["x" * 50_000] * 1000, 128)  # the 50 MB file: ~13 hours on a CPU
 
 
 def test_a_stop_line_with_a_bad_escape_is_an_input_error():
-    from playground.ui import options_from_controls
+    from playground.web.page import options_from_controls
 
     with pytest.raises(InputError, match="line 1"):
         options_from_controls(8, 0, 1, None, "bad\\q", True, "")
 
 
 def test_messages_in_markdown_show_as_typed():
-    from playground.ui import check_message
+    from playground.web.page import check_message
 
     message = check_message("regex", "![a](http://127.0.0.1:9999/pixel.png)(")
     assert "![" not in message and "](" not in message and "<img" not in message
@@ -355,7 +355,7 @@ def test_messages_in_markdown_show_as_typed():
 ], ids=["regex-backtracking", "grammar-ambiguous", "prompt-over-context"])
 def test_hostile_input_on_the_cpu_model(embedded_engine, mode, constraint, prompt, options,
                                         expected):
-    from playground.service import run_request
+    from playground.run.service import run_request
 
     started = time.monotonic()
     try:

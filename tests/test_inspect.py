@@ -6,12 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from playground import inspect as inspector
-from playground.constraints import from_text
+from playground.core.constraints import from_text
 from playground.engines.fake import END
 from playground.engines.vllm_engine import distribution
-from playground.matcher import Matcher
-from playground.service import InputError, run_request
+from playground.errors import InputError
+from playground.judging.matcher import Matcher
+from playground.run import token_inspector as inspector
+from playground.run.service import run_request
 
 TWO_KEYS = ('{"type": "object", "properties": {"name": {"type": "string"}, '
             '"age": {"type": "integer"}}}')
@@ -177,7 +178,7 @@ def _direct_overrides(engine, prompt, constraint, settings, output_ids):
     ("json", TWO_KEYS, "Describe Ada Lovelace as JSON with name and age."),
 ])
 def test_cpu_model_counts_and_overrides(embedded_engine, mode, constraint, prompt):
-    from playground.settings import SamplingSettings
+    from playground.core.settings import SamplingSettings
 
     options = {"max_tokens": 16, "temperature": 0.0}
     result = asyncio.run(run_request(embedded_engine, mode, constraint, prompt,
@@ -206,8 +207,8 @@ def test_cpu_model_counts_and_overrides(embedded_engine, mode, constraint, promp
 
 
 def test_the_page_handler_draws_both_strips_and_the_inspect_time(fake_engine):
-    from playground import ui
-    from playground.settings import SamplingSettings
+    from playground.core.settings import SamplingSettings
+    from playground.web import page as ui
 
     fake_engine.wants = "maybe"
     fake_engine.enqueue("yes", "maybe")
@@ -231,7 +232,7 @@ def test_the_page_handler_draws_both_strips_and_the_inspect_time(fake_engine):
 
 
 def test_bench_measures_the_inspectors_extra_time(fake_engine):
-    from playground import bench
+    from playground.bench import engine_bench as bench
 
     fake_engine.enqueue(*['{"name": "A", "year": 1, "tags": []}', "free text"] * 7)
     row = asyncio.run(bench.inspect_cost(fake_engine, 3, 16, log=lambda message: None))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from playground.validation import check_schema, instance_errors
+from playground.core.schema import check_schema, instance_errors
 
 BENCH = Path(__file__).resolve().parent / "data" / "jsonschemabench"
 # (file, test index): why the validator's answer differs from the label.

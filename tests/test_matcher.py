@@ -2,8 +2,10 @@
 
 import pytest
 
-from playground.constraints import ConstraintError, from_text
-from playground.matcher import BACKENDS, Matcher, describe_bytes
+from playground.backends.names import MATCHER_BACKENDS as BACKENDS
+from playground.core.constraints import from_text
+from playground.errors import ConstraintError
+from playground.judging.matcher import Matcher, describe_bytes
 
 SQL = 'start: "SELECT " NAME ("," NAME)* " FROM " NAME\nNAME: /[a-z_]+/'
 EMAIL = r"\w+@\w+\.(com|org|net)\n"
@@ -92,7 +94,7 @@ def test_guidance_misreads_a_tokenizer_whose_decoder_is_not_byte_level(embedded_
     import copy
     import json
 
-    from playground.matcher import guidance_misreads
+    from playground.backends.guidance import guidance_misreads
 
     tokenizer = embedded_engine.tokenizer
     assert guidance_misreads(tokenizer) is None

@@ -22,9 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from playground.constraints import Choice, JsonSchema, LarkGrammar, Regex, from_text
-from playground.engines import create_engine, defaults
-from playground.engines.base import EngineNotReady, SamplingSettings
+from playground.backends.vllm import openai_request
+from playground.core.constraints import Choice, JsonSchema, LarkGrammar, Regex, from_text
+from playground.core.limits import Limits
+from playground.core.presets import load_presets
+from playground.engines.base import SamplingSettings
 from playground.engines.openai_engine import (
     OpenAIEngine,
     delta_text,
@@ -33,10 +35,9 @@ from playground.engines.openai_engine import (
     root_url,
     server_timings,
 )
-from playground.engines.vllm_adapter import openai_request
-from playground.limits import Limits
-from playground.presets import load_presets
-from playground.service import run_request, stream_request
+from playground.engines.registry import create_engine, defaults
+from playground.errors import EngineNotReady
+from playground.run.service import run_request, stream_request
 
 PRESETS = load_presets()
 SQL = PRESETS["SQL SELECT"].constraint_text
@@ -590,7 +591,7 @@ def test_check_converts_like_the_request(engine):
 
 
 def test_the_engine_panel_shows_server_version_backend_and_the_last_failure(engine, server):
-    from playground.ui import engine_markdown, engine_status
+    from playground.web.page import engine_markdown, engine_status
 
     panel = engine_markdown(engine)
     assert "vLLM 0.26.0 server" in panel and server.url in panel and "fake-model" in panel
@@ -603,7 +604,7 @@ def test_the_engine_panel_shows_server_version_backend_and_the_last_failure(engi
 
 
 def test_the_engine_panel_says_why_the_server_could_not_be_used():
-    from playground.ui import engine_markdown
+    from playground.web.page import engine_markdown
 
     engine = OpenAIEngine(f"http://127.0.0.1:{free_port()}", limits=FAST)
     engine.start_background_load().join(10)
@@ -612,7 +613,7 @@ def test_the_engine_panel_says_why_the_server_could_not_be_used():
 
 
 def test_the_bench_protocol_runs_both_paths_against_the_server(engine, server):
-    from playground import bench
+    from playground.bench import engine_bench as bench
 
     server.script = Script(deltas=["{\"a\"", ": 1", "}"], tokens_per_delta=[2, 2, 1])
 

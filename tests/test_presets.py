@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from playground.presets import PRESETS_DIR, PresetError, load_preset, load_presets
+from playground.core.presets import PRESETS_DIR, load_preset, load_presets
+from playground.errors import PresetError
 
 PRESETS = load_presets()
 

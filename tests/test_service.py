@@ -6,7 +6,8 @@ import pytest
 
 from playground.engines.base import Chunk
 from playground.engines.fake import FakeEngine
-from playground.service import InputError, run_request, stream_request
+from playground.errors import InputError
+from playground.run.service import run_request, stream_request
 
 SCHEMA = '{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}'
 
@@ -123,7 +124,7 @@ def test_a_cut_constrained_output_off_the_language_is_an_escape(fake_engine, tex
 
 
 def test_invalid_constrained_output_is_flagged_and_counted_in_batches(fake_engine):
-    from playground.batch import run_batch
+    from playground.run.batch import run_batch
 
     fake_engine.enqueue("maybe", "yes")
     result = asyncio.run(run_request(fake_engine, "choice", "yes\nno", "q?", {}))
@@ -166,7 +167,7 @@ def test_coalesced_deltas_give_no_absurd_rate(timings, rate):
 
 
 def test_many_concurrent_requests_never_show_an_impossible_rate():
-    from playground.service import MAX_TOKENS_PER_S
+    from playground.run.service import MAX_TOKENS_PER_S
 
     engine = FakeEngine(delay_s=0.0)
     engine.load()

@@ -13,10 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from playground import app, limits
+from playground.core import limits
 from playground.engines.fake import FakeEngine
-from playground.inflight import Flight
-from playground.ui import batch_click, batch_stop_click, run_click, stop_click
+from playground.web import app
+from playground.web.inflight import Flight
+from playground.web.page import batch_click, batch_stop_click, run_click, stop_click
 
 LONG = " ".join(f"w{i}" for i in range(400))
 CONTROLS = (500, 0.0, 1.0, 0, "", True, "")  # max tokens, temperature, ... (as the page sends)
@@ -141,8 +142,8 @@ def test_a_stopped_batch_shows_its_totals():
 def served():
     from gradio_client import Client
 
-    from playground.presets import load_presets
-    from playground.ui import CSS, build_ui
+    from playground.core.presets import load_presets
+    from playground.web.page import CSS, build_ui
 
     engine = FakeEngine(delay_s=0.02, concurrent=False)
     engine.load()
@@ -246,7 +247,7 @@ def test_an_input_error_is_one_line_without_a_traceback(served, capfd):
 def test_a_login_is_asked_for_when_given():
     from gradio_client import Client
 
-    from playground.ui import build_ui
+    from playground.web.page import build_ui
 
     engine = FakeEngine()
     engine.load()
@@ -336,7 +337,7 @@ def test_status_is_not_ready_once_a_death_is_noticed():
     """On the H100 /status said health "failed" and ready true in one answer: the death was
     noticed while the answer was being built, after `ready` had been read."""
     from playground.engines.fake import FakeEngine
-    from playground.ui import engine_status
+    from playground.web.page import engine_status
 
     class DyingEngine(FakeEngine):
         def poll_health(self) -> None:

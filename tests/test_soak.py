@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from playground.service import RunResult, stream_request
+from playground.run.service import RunResult, stream_request
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +258,7 @@ def test_sixteen_sessions_for_two_minutes_all_succeed_with_memory_flat(tmp_path)
 def test_kill_9_mid_run_and_restart_with_caches_intact(tmp_path):
     from gradio_client import Client
 
-    from playground.engines.embedded import CACHE_DIR
+    from playground.core.paths import CACHE_DIR
 
     def cache_files() -> dict[str, tuple[int, float]]:
         return {str(p.relative_to(CACHE_DIR)): (p.stat().st_size, p.stat().st_mtime)

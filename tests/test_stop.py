@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from playground import batch
-from playground.engines.base import EngineDead
 from playground.engines.fake import FakeEngine
-from playground.service import RunResult, run_request, stream_request
+from playground.errors import EngineDead
+from playground.run import batch
+from playground.run.service import RunResult, run_request, stream_request
 
 LONG = " ".join(f"w{i}" for i in range(400))
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from playground.streaming import Changes, coalesce
+from playground.run.streaming import Changes, coalesce
 
 SKIP = {"__type__": "update"}
 
@@ -62,7 +62,7 @@ def test_a_request_shows_its_finished_side_while_the_other_has_not_started():
     """The CPU engine runs the two sides one after the other: the constrained verdict is
     shown on the clock, not held until the free run's first token (2 s later here)."""
     from playground.engines.fake import FakeEngine
-    from playground.service import stream_request
+    from playground.run.service import stream_request
 
     class SlowFreeStart(FakeEngine):
         async def stream(self, prompt, constraint, settings, inspect=False):

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from playground import bounded, suite
+from playground.bench import suite
 from playground.cli import main
+from playground.judging import workers as bounded
 
 BENCH = Path(__file__).resolve().parent / "data" / "jsonschemabench"
 

@@ -6,9 +6,11 @@ import time
 
 import gradio as gr
 
-from playground import history, ui, ui_session
-from playground.export import Target
-from playground.settings import SamplingSettings
+from playground.core.settings import SamplingSettings
+from playground.run import history
+from playground.run.export import Target
+from playground.web import page as ui
+from playground.web import session_panel as ui_session
 
 SKIP = gr.skip()
 CONTROLS = ui.controls_from_settings(SamplingSettings(max_tokens=400))

@@ -1,7 +1,7 @@
 import pytest
 
-from playground.constraints import from_text
-from playground.validation import validate
+from playground.core.constraints import from_text
+from playground.judging.validation import validate
 
 SQL = """?start: select_statement
 ?select_statement: "SELECT " column_list " FROM " table_name

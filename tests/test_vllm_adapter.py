@@ -4,11 +4,11 @@ import importlib.util
 
 import pytest
 
-from playground.constraints import Choice, JsonSchema, LarkGrammar, Regex
-from playground.engines import create_engine, defaults
+from playground.backends.vllm import sampling_kwargs, structured_outputs_kwargs
+from playground.core.constraints import Choice, JsonSchema, LarkGrammar, Regex
+from playground.core.presets import load_presets
 from playground.engines.base import SamplingSettings
-from playground.engines.vllm_engine import sampling_kwargs, structured_outputs_kwargs
-from playground.presets import load_presets
+from playground.engines.registry import create_engine, defaults
 
 PRESETS = load_presets()
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -40,7 +40,7 @@ def test_sampling_kwargs_keep_stop_strings_in_the_output():
 
 
 def test_engine_vllm_without_a_gpu_stops_with_a_clear_message(monkeypatch):
-    monkeypatch.setattr("playground.engines.gpu_available", lambda: False)
+    monkeypatch.setattr("playground.engines.hardware.gpu_available", lambda: False)
     args = defaults()
     args.engine = "vllm"
     with pytest.raises(RuntimeError, match="needs an NVIDIA GPU"):
@@ -51,7 +51,7 @@ def test_engine_vllm_without_a_gpu_stops_with_a_clear_message(monkeypatch):
 @pytest.mark.parametrize("preset", PRESETS.values(), ids=list(PRESETS))
 @pytest.mark.parametrize("backend", ["auto", "xgrammar", "guidance"])
 def test_vllm_accepts_every_preset_after_conversion(preset, backend):
-    from playground.engines.vllm_engine import vllm_check
+    from playground.backends.vllm import vllm_check
 
     assert vllm_check(preset.to_constraint(), backend) == (True, None)
 
@@ -89,7 +89,7 @@ def test_check_command_reports_vllm_acceptance(capsys):
     ],
 )
 def test_lark_for_guidance_drops_only_inline_markers(grammar, expected):
-    from playground.engines.vllm_engine import lark_for_guidance
+    from playground.backends.guidance import lark_for_guidance
 
     assert lark_for_guidance(grammar) == expected
 
@@ -100,13 +100,13 @@ def test_lark_for_guidance_drops_only_inline_markers(grammar, expected):
      ("outlines", False, "outlines")],
 )
 def test_effective_backend(backend, disable, expected):
-    from playground.engines.vllm_engine import effective_backend
+    from playground.backends.vllm import effective_backend
 
     assert effective_backend(backend, disable) == expected
 
 
 def test_outlines_without_whitespace_is_refused():
-    from playground.engines.vllm_engine import effective_backend
+    from playground.backends.vllm import effective_backend
 
     with pytest.raises(ValueError, match="xgrammar and guidance"):
         effective_backend("outlines", True)
@@ -121,8 +121,8 @@ def test_outlines_without_whitespace_is_refused():
     ("choice", "a\nb", "outlines", True, None),
 ])
 def test_vllm_check_against_the_pinned_vllm(mode, text, backend, accepted, message):
-    from playground.constraints import from_text
-    from playground.engines.vllm_engine import vllm_check
+    from playground.backends.vllm import vllm_check
+    from playground.core.constraints import from_text
 
     found, said = vllm_check(from_text(mode, text), backend)
     assert found is accepted
@@ -134,8 +134,9 @@ def test_vllm_check_against_the_pinned_vllm(mode, text, backend, accepted, messa
 def test_a_moved_vllm_api_is_an_internal_error_not_a_rejection(monkeypatch, breakage):
     from vllm import SamplingParams
 
-    from playground.constraints import from_text
-    from playground.engines.vllm_engine import VllmIntegrationError, vllm_check
+    from playground.backends.vllm import vllm_check
+    from playground.core.constraints import from_text
+    from playground.errors import VllmIntegrationError
 
     if breakage == "missing method":
         monkeypatch.delattr(SamplingParams, "_validate_structured_outputs")

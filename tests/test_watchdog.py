@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from playground import watchdog
+from playground.run import watchdog
 
 
 def test_a_blocking_call_on_the_loop_is_logged_with_its_stack_and_counted(playground_log):

@@ -1,7 +1,7 @@
 """The small interface every engine implements, and the types they share.
 
 An engine turns (prompt, constraint or None, settings) into a stream of `Chunk`s. It
-does no wall-clock timing and no validation: `playground.service` does both, the same
+does no wall-clock timing and no validation: `playground.run.service` does both, the same
 way for every engine.
 """
 
@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from playground.constraints import Constraint
-from playground.settings import SamplingSettings, chat_messages  # re-exported
+from playground.core.constraints import Constraint
+from playground.core.settings import SamplingSettings, chat_messages  # re-exported
+from playground.errors import EngineDead, EngineNotReady  # noqa: F401  (re-exported)
 
 Progress = Callable[[float, str], None]
 
@@ -78,14 +79,6 @@ class TokenDist:
     rank: int  # the chosen token's place among all tokens (1: the model's first choice)
 
 
-class EngineNotReady(RuntimeError):
-    pass
-
-
-class EngineDead(EngineNotReady):
-    """The engine loaded, then died (vLLM's engine core killed, out of memory)."""
-
-
 class Engine(ABC):
     """Loaded once per process, in the background; runs wait until it is ready."""
 
@@ -94,7 +87,7 @@ class Engine(ABC):
     # runs one at a time, so concurrent runs would only slow each other down).
     concurrent: bool = True
     # Whose token matcher tells whether this engine's output is still on the way to a match
-    # (playground.matcher): the backend that constrained it, with its whitespace rule.
+    # (playground.judging.matcher): the backend that constrained it, with its whitespace rule.
     matcher_backend: str = "xgrammar"
     any_whitespace: bool = True
     # The model's context in tokens (vLLM's max_model_len), which prompt plus max tokens
@@ -143,7 +136,7 @@ class Engine(ABC):
             try:
                 self.load()
             except Exception:  # kept in load_error, shown in the UI; the log has why
-                logging.getLogger("playground.engine").exception("the engine failed to load")
+                logging.getLogger(__name__).exception("the engine failed to load")
 
         thread = threading.Thread(target=run, name="engine-load", daemon=True)
         thread.start()
@@ -169,7 +162,7 @@ class Engine(ABC):
     def mark_failed(self, reason: str) -> None:
         if self.failure is None:
             self.failure = reason
-            logging.getLogger("playground.engine").error(
+            logging.getLogger(__name__).error(
                 "engine died: %s; it is not restarted, restart the app", reason)
 
     def dead_message(self) -> str:

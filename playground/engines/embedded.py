@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from playground import limits
-from playground.constraints import Constraint
+from playground.core import limits
+from playground.core.constraints import Constraint
 from playground.engines.base import (
     Chunk,
     Engine,
@@ -28,16 +28,14 @@ from playground.engines.base import (
     TokenDist,
     encode_prompt,
 )
-from playground.engines.cpu_models import (  # noqa: F401  CACHE_DIR, gguf_path re-exported
-    CACHE_DIR,
+from playground.engines.cpu_models import (
     DEFAULT_CPU_MODEL,
     TransformersLM,
     checkpoint_folder,
-    gguf_path,
     load,
     quiet_transformers,
 )
-from playground.limits import LimitError
+from playground.errors import LimitError
 
 DTYPES = ("int8", "bf16", "fp32")
 # Grammar compilations, apart from the model's thread (two: one may run on past its limit).
@@ -118,13 +116,13 @@ class EmbeddedEngine(Engine):
     # ---- checking --------------------------------------------------------------------
 
     def check(self, constraint: Constraint) -> list[str]:
-        from playground.engines.xgrammar_adapter import to_grammar
+        from playground.backends.xgrammar import to_grammar
 
         to_grammar(constraint, self.any_whitespace)
         return []
 
     def compile(self, constraint: Constraint) -> tuple[Any, float]:
-        from playground.engines.xgrammar_adapter import to_grammar
+        from playground.backends.xgrammar import to_grammar
 
         start = time.perf_counter()
         grammar = to_grammar(constraint, self.any_whitespace)
@@ -223,7 +221,7 @@ class EmbeddedEngine(Engine):
                                    prompt_tokens=len(prompt_ids), compile_s=compile_s,
                                    distributions=dists))
             except Exception as exc:  # the user sees one line; the log has the traceback
-                logging.getLogger("playground.engines.embedded").exception("generation failed")
+                logging.getLogger(__name__).exception("generation failed")
                 final.append(Chunk(done=True, finish_reason="error",
                                    error=f"{type(exc).__name__}: {exc}"))
             notify()

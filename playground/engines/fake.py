@@ -9,17 +9,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from playground.constraints import Constraint
-from playground.engines.base import (
-    Chunk,
-    Engine,
-    EngineInfo,
-    Progress,
-    SamplingSettings,
-    TokenDist,
-)
+from playground.core.constraints import Constraint
+from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings, TokenDist
 
-END = 256  # the end token of the byte vocabulary (playground.matcher) its token ids use
+END = 256  # the end token of the byte vocabulary (playground.judging.matcher) its token ids use
 
 
 class FakeEngine(Engine):

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from playground.errors import UnsupportedLlama  # noqa: F401  (re-exported)
+
 Cache = list[tuple[Tensor, Tensor]]
 
 
@@ -79,10 +81,6 @@ class Layer(nn.Module):
         attended, cache = self.self_attn(self.input_layernorm(x), cos, sin, past)
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), cache
-
-
-class UnsupportedLlama(ValueError):
-    """A Llama checkpoint with an option this module does not implement."""
 
 
 def check_config(config: dict[str, Any]) -> None:

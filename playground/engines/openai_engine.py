@@ -1,8 +1,8 @@
 """A vLLM server (`vllm serve`) over its OpenAI-compatible API: the way past one machine.
 
 Tensor, pipeline and data parallelism, and several nodes, all live in the server; the
-playground sends it one streamed HTTP request per run (`vllm_adapter.openai_request`),
-reads the deltas, and leaves timing and judging to `playground.service` as for every
+playground sends it one streamed HTTP request per run (`backends.vllm.openai_request`),
+reads the deltas, and leaves timing and judging to `playground.run.service` as for every
 engine. Every wait is bounded: connecting, each silence of the stream, the whole request.
 Closing a stream (Stop, a cancelled task) closes its connection, and vLLM then aborts it.
 """
@@ -25,12 +25,16 @@ from typing import Any
 
 import httpx
 
-from playground.constraints import Constraint, ConstraintError
+from playground.backends.vllm import openai_request, structured_outputs_kwargs
+from playground.core.constraints import Constraint
+from playground.core.limits import Limits
 from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings
-from playground.engines.vllm_adapter import openai_request, structured_outputs_kwargs
-from playground.limits import Limits
+from playground.errors import (
+    ConstraintError,
+    ServerError,  # noqa: F401  (re-exported)
+)
 
-log = logging.getLogger("playground.openai_engine")
+log = logging.getLogger(__name__)
 
 API_KEY_ENV = "PLAYGROUND_API_KEY"
 NAME = "vLLM server (OpenAI-compatible API)"
@@ -44,15 +48,6 @@ RETRY_LOAD_S = 5.0
 
 # Below the server's keep-alive timeout (vLLM's VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s).
 KEEPALIVE_S = 2.0
-
-
-class ServerError(RuntimeError):
-    """A failed server request, said in one line. `health`: the server itself is at fault
-    (unreachable, timing out, dropping streams, 5xx), not the request it was sent."""
-
-    def __init__(self, message: str, health: bool = True) -> None:
-        super().__init__(message)
-        self.health = health
 
 
 def root_url(base_url: str) -> str:
@@ -227,7 +222,7 @@ class OpenAIEngine(Engine):
             raise
         # The grammar converter imports xgrammar (and torch): here, not on the first click.
         progress(0.8, "loading the grammar converter")
-        import playground.engines.xgrammar_adapter  # noqa: F401
+        import playground.backends.xgrammar  # noqa: F401
 
     def _connect(self, progress: Progress) -> None:
         progress(0.1, f"asking the vLLM server at {self.base_url} for its models")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from playground.settings import SamplingSettings
+from playground.core.settings import SamplingSettings
 
 
 def generate(model: Any, tokenizer: Any, prompt_ids: list[int], compiled: Any,

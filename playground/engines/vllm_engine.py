@@ -1,14 +1,13 @@
 """vLLM 0.26 in-process (`AsyncLLM`): requests from every session are batched by vLLM.
 
 The pure adapters from a constraint to vLLM's `StructuredOutputsParams` fields live in
-`vllm_adapter` (shared with the server engine) and are re-exported here.
+`backends.vllm` (shared with the server engine) and are re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import itertools
 import logging
 import os
@@ -16,104 +15,28 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
-from playground import log as logs
-from playground.constraints import Constraint
+from playground.backends.names import DEFAULT_BACKEND
+from playground.backends.vllm import (
+    effective_backend,
+    sampling_kwargs,
+    structured_outputs_kwargs,
+    vllm_check,
+)
+from playground.core.constraints import Constraint
 from playground.engines.base import (
     Chunk,
     Engine,
-    EngineDead,
     EngineInfo,
     Progress,
     SamplingSettings,
     TokenDist,
     encode_prompt,
 )
-from playground.engines.vllm_adapter import (  # noqa: F401  re-exported for callers and tests
-    effective_backend,
-    lark_for_guidance,
-    sampling_kwargs,
-    structured_outputs_kwargs,
-)
+from playground.errors import EngineDead
 
-log = logs.get("engines.vllm")
-
-
-def require_gpu() -> None:
-    from playground.engines import gpu_available
-
-    if not gpu_available():
-        raise RuntimeError("--engine vllm needs an NVIDIA GPU (CUDA) and the vllm package, "
-                           "and this machine has no GPU; use --engine cpu or --engine auto")
-
-
-class VllmIntegrationError(RuntimeError):
-    """vLLM's API is not what the playground was written against: a bug here, not a
-    verdict on the constraint."""
-
-
-def vllm_check(constraint: Constraint, backend: str = "auto",
-               disable_any_whitespace: bool = False, tokenizer: Any = None
-               ) -> tuple[bool, str | None]:
-    """Run vLLM's own request validation on the converted constraint, without a GPU.
-
-    Returns (accepted, vLLM's message). Needs no model: vLLM's check reads only whether
-    the model is a diffusion model, and the tokenizer only to fall back to guidance.
-    Only vLLM's verdicts (ValueError, TypeError) are rejections; anything else means this
-    integration broke (a private API moved) and raises VllmIntegrationError, so a vLLM
-    upgrade can never show every constraint as rejected.
-    """
-    try:
-        backend = effective_backend(backend, disable_any_whitespace)
-        kwargs = structured_outputs_kwargs(constraint, backend)
-    except ValueError as exc:  # ConstraintError too: the conversion for vLLM refused it
-        return False, _one_line(exc)
-    try:
-        from vllm import SamplingParams
-        from vllm.config import StructuredOutputsConfig
-        from vllm.sampling_params import StructuredOutputsParams
-
-        config = StructuredOutputsConfig(backend=backend,
-                                         disable_any_whitespace=disable_any_whitespace)
-        params = SamplingParams(structured_outputs=StructuredOutputsParams(**kwargs))
-        params._validate_structured_outputs(SimpleNamespace(is_diffusion=False), config,
-                                            tokenizer or _any_tokenizer())
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, TypeError) and "argument" in str(exc):  # a signature changed
-            raise _broken(exc) from exc
-        return False, _one_line(exc)
-    except (ImportError, AttributeError, NameError) as exc:
-        raise _broken(exc) from exc
-    return True, None
-
-
-def _broken(exc: BaseException) -> VllmIntegrationError:
-    from importlib.metadata import version
-
-    return VllmIntegrationError(
-        f"internal error: the playground cannot call vLLM {version('vllm')}'s request "
-        f"validation ({type(exc).__name__}: {exc}); it was written for vLLM 0.26")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-@functools.cache
-def _any_tokenizer() -> Any:
-    """A tokenizer for vLLM's guidance fallback: the cached CPU model's, if any. Loaded once
-    a process (from disk it took 0.18 s, paid by every check: most of the suite's vLLM
-    columns); vLLM's validation only reads it."""
-    from playground.engines.embedded import CACHE_DIR
-
-    folders = sorted(CACHE_DIR.glob("smollm2-*/tokenizer_config.json"))
-    if not folders:
-        return SimpleNamespace()
-    import transformers
-
-    return transformers.AutoTokenizer.from_pretrained(folders[-1].parent)
+log = logging.getLogger(__name__)
 
 
 def own_tokenizer(model: str, vllm_tokenizer: Any) -> Any:
@@ -131,14 +54,12 @@ def own_tokenizer(model: str, vllm_tokenizer: Any) -> Any:
     try:
         return transformers.AutoTokenizer.from_pretrained(model)
     except Exception as exc:
-        logging.getLogger("playground.engine").warning(
+        logging.getLogger(__name__).warning(
             "using vLLM's tokenizer for prompts (transformers cannot load %s's: %s)", model,
             exc)
         return vllm_tokenizer
 
 
-# See the --structured-outputs-backend flag: correctness first (README, real weights).
-DEFAULT_BACKEND = "xgrammar"
 
 
 class VllmEngine(Engine):
@@ -173,7 +94,7 @@ class VllmEngine(Engine):
                                              args.disable_any_whitespace),
                 "disable_any_whitespace": args.disable_any_whitespace},
         }
-        from playground.engines import DEFAULT_GPU_MODEL
+        from playground.engines.hardware import DEFAULT_GPU_MODEL
 
         return cls(args.model or DEFAULT_GPU_MODEL, options)
 
@@ -206,13 +127,13 @@ class VllmEngine(Engine):
                             "could not load the model's): under load the event loop may "
                             "stall while vLLM copies it (see the log)")
         if self.engine_options["structured_outputs_config"]["backend"] == "guidance":
-            from playground.matcher import guidance_misreads
+            from playground.backends.guidance import guidance_misreads
 
             problem = guidance_misreads(self.tokenizer)
             if problem:
                 self.warning = (f"the guidance backend cannot be trusted with this model: "
                                 f"{problem}; start with --structured-outputs-backend xgrammar")
-                logging.getLogger("playground.engine").warning(self.warning)
+                logging.getLogger(__name__).warning(self.warning)
         self.context_length = self.engine_options.get("max_model_len")
 
     def encode(self, prompt: str, settings: SamplingSettings) -> list[int]:
@@ -228,7 +149,7 @@ class VllmEngine(Engine):
 
     def check(self, constraint: Constraint) -> list[str]:
         """vLLM's own validation, with this engine's backend and tokenizer."""
-        from playground.constraints import ConstraintError
+        from playground.errors import ConstraintError
 
         config = self.engine_options["structured_outputs_config"]
         accepted, message = vllm_check(constraint, config["backend"],
@@ -339,7 +260,7 @@ class VllmEngine(Engine):
         if constraint is None:
             return reason + "; the server log says why"
         try:
-            from playground.engines.xgrammar_adapter import to_grammar
+            from playground.backends.xgrammar import to_grammar
 
             to_grammar(constraint)
         except Exception as exc:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gradio_client import Client
 
-from playground.presets import load_presets
+from playground.core.presets import load_presets
 
 
 def session(url: str) -> list[dict]:

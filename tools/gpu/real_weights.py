@@ -14,10 +14,10 @@ import sys
 import time
 from collections import Counter
 
-from playground.engines import defaults
+from playground.core.presets import load_presets
+from playground.engines.registry import defaults
 from playground.engines.vllm_engine import VllmEngine
-from playground.presets import load_presets
-from playground.service import run_request
+from playground.run.service import run_request
 
 EXTRA = [  # (name, mode, constraint, prompt)
     ("key=value grammar", "grammar",

@@ -1,0 +1,71 @@
+"""Pure adapters from constraints to xgrammar's inputs, shared by both engines.
+
+Importing xgrammar imports torch, so only engine modules (and `check --engine ...`)
+import this file; the constraint checker and the UI editor never do.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import xgrammar as xgr
+
+from playground.core.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
+from playground.errors import ConstraintError
+
+
+def choice_ebnf(choices: tuple[str, ...]) -> str:
+    """EBNF with one string literal per choice (vLLM's xgrammar backend does the same)."""
+    def literal(text: str) -> str:
+        escaped = (text.replace("\\", "\\\\").replace('"', '\\"')
+                   .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
+        return f'"{escaped}"'
+
+    return "root ::= " + " | ".join(literal(choice) for choice in choices)
+
+
+# Bounded in entries, and in memory by --max-constraint-chars per grammar.
+@functools.lru_cache(maxsize=32)
+def lark_to_ebnf(grammar: str) -> str:
+    """xgrammar's Lark front end accepts `?rule:` and regex terminals that vLLM's rejects."""
+    try:
+        return str(xgr.Grammar.from_lark(grammar))
+    except Exception as exc:  # xgrammar raises RuntimeError/ValueError with its reason
+        raise ConstraintError(f"grammar: xgrammar cannot convert it: {_first_line(exc)}") from None
+
+
+def to_grammar(constraint: Constraint, any_whitespace: bool = True) -> xgr.Grammar:
+    """The xgrammar Grammar for a constraint; ConstraintError where xgrammar refuses it."""
+    try:
+        match constraint:
+            case Choice(choices=choices):
+                return xgr.Grammar.from_ebnf(choice_ebnf(choices))
+            case Regex(pattern=pattern):
+                return xgr.Grammar.from_regex(pattern)
+            case JsonSchema():
+                return xgr.Grammar.from_json_schema(
+                    constraint.text, any_whitespace=any_whitespace, strict_mode=True)
+            case LarkGrammar(grammar=grammar):
+                return xgr.Grammar.from_ebnf(lark_to_ebnf(grammar))
+    except ConstraintError:
+        raise
+    except Exception as exc:
+        raise ConstraintError(
+            f"{constraint.mode}: xgrammar rejects it: {_first_line(exc)}") from None
+    raise TypeError(f"not a constraint: {constraint!r}")
+
+
+_NOISE = re.compile(r"\[\d\d:\d\d:\d\d\]\s*|\S+\.(?:cc|cpp|h|hpp|rs|py):\d+:?\s*")
+
+
+def backend_message(text: str, limit: int = 300) -> str:
+    """A backend's error in one line, without its timestamps and internal source paths."""
+    lines = [" ".join(_NOISE.sub("", line).split()) for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("Stack trace", "File "))]
+    message = " ".join(lines).strip() or "no reason given"
+    return message if len(message) <= limit else message[:limit] + "…"
+
+
+def _first_line(exc: BaseException) -> str:
+    return backend_message(str(exc)) if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,250 @@
+"""Run pure-Python work that may not end (an Earley parse, a backtracking regex, building a
+parser) in a worker process that is killed past a time limit.
+
+A thread cannot be stopped and holds the GIL against the server's event loop, so work
+whose cost a user's input decides runs here: a few long-lived worker processes, each
+doing one call at a time. Past its limit a worker is killed and replaced; the caller gets
+`WorkTimeout`. Measured on the 2-core machine: a call costs ~0.3 ms over running it in
+place once a worker is warm; a fresh worker starts in ~5 ms (forked from the fork server,
+which has the playground's modules preloaded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from playground.errors import WorkerDied, WorkersBusy, WorkTimeout  # noqa: F401  (re-exported)
+
+
+def _cores() -> int:
+    """The cores this process may use (a container's or taskset's, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# Half the cores, at least 2 and at most 8: on the H100's 16 cores two workers queued the
+# validations of 128 outputs cut at max tokens behind each other at the end of every batch.
+MAX_WORKERS = max(2, min(8, _cores() // 2))
+# Imported once in the fork server, so every worker starts with them loaded.
+PRELOAD = ["playground.judging.validation"]
+
+
+# A setup step (imports: xgrammar takes ~5 s on 2 cores) may take this long, once a worker.
+SETUP_TIMEOUT_S = 120.0
+_STARTED = "started"
+
+
+def _serve(conn: multiprocessing.connection.Connection) -> None:
+    while True:
+        try:
+            setup, fn, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if setup is not None:
+                setup()
+            conn.send(_STARTED)
+            reply: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as exc:  # sent back and raised in the caller
+            reply = (False, _portable(exc))
+        try:
+            conn.send(reply)
+        except Exception as exc:  # an unpicklable result
+            conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself where it survives pickling, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc.with_traceback(None)
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+class _Worker:
+    def __init__(self) -> None:
+        # fork is safe and fastest while the process has one thread (the CLI); a server
+        # has threads, so its workers come from a clean fork server.
+        method = "fork" if threading.active_count() == 1 else "forkserver"
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            context.set_forkserver_preload(PRELOAD)
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child,), daemon=True,
+                                       name="playground-worker")
+        self.process.start()
+        child.close()
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float,
+             setup: Callable[[], Any] | None = None) -> tuple[bool, Any]:
+        """(True, result) or (False, the exception it raised); OSError/EOFError here are
+        the pipe's, meaning the worker is gone. `setup` runs first, outside the limit."""
+        self.conn.send((setup, fn, args))
+        if not self.conn.poll(SETUP_TIMEOUT_S if setup else timeout):
+            raise WorkTimeout(f"still running after {timeout:g} s")
+        started = self.conn.recv()
+        if started != _STARTED:  # setup failed: its error
+            return started
+        if not self.conn.poll(timeout):
+            raise WorkTimeout(f"still running after {timeout:g} s")
+        return self.conn.recv()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+# How long a call waits for a busy worker before giving up (each call ahead is bounded).
+WORKER_WAIT_S = 120.0
+POLL_S = 0.05
+# How long a doctor's tool waits for its share of the workers (someone typing in the JSON
+# tab while another user's coverage runs), before "busy, try again".
+SIDE_WAIT_S = 10.0
+_idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+_lock = threading.Lock()
+_started = 0
+_alive: set[_Worker] = set()  # idle and busy
+
+
+def _acquire(timeout: float) -> _Worker:
+    global _started
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            worker = _idle.get_nowait()
+        except queue.Empty:
+            pass
+        else:
+            if worker in _alive:  # not one stop_all killed while it sat idle
+                return worker
+            continue
+        with _lock:
+            if _started < MAX_WORKERS:
+                _started += 1
+                try:
+                    worker = _Worker()
+                except BaseException:
+                    _started -= 1
+                    raise
+                _alive.add(worker)
+                return worker
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise WorkersBusy(f"every worker stayed busy for {timeout:g} s (other "
+                              "requests' work)")
+        # Polled, not one long wait: a worker killed past its limit frees a slot without
+        # coming back to the idle queue, and that slot must be taken at once.
+        try:
+            worker = _idle.get(timeout=min(left, POLL_S))
+        except queue.Empty:
+            continue
+        if worker in _alive:
+            return worker
+
+
+def _retire(worker: _Worker) -> None:
+    global _started
+    worker.kill()
+    with _lock:
+        if worker in _alive:
+            _alive.discard(worker)
+            _started -= 1
+
+
+_side_calls = 0
+
+
+def side_call(fn: Callable[..., Any], *args: Any, timeout: float,
+              setup: Callable[[], Any] | None = None) -> Any:
+    """`call` for tools beside the runs (the doctor's test strings and coverage): they
+    never hold the last worker, so runs' constraints and verdicts always find one. Past
+    that share, a short wait (SIDE_WAIT_S), then WorkersBusy."""
+    global _side_calls
+    deadline = time.monotonic() + SIDE_WAIT_S
+    while True:
+        with _lock:
+            if _side_calls < max(1, MAX_WORKERS - 1):
+                _side_calls += 1
+                break
+        if time.monotonic() > deadline:
+            raise WorkersBusy("every worker for the doctor's tools is busy with other "
+                              "users' checks; try again in a moment")
+        time.sleep(POLL_S)
+    try:
+        return call(fn, *args, timeout=timeout, setup=setup)
+    finally:
+        with _lock:
+            _side_calls -= 1
+
+
+def resize(most: int) -> None:
+    """At most `most` workers from now on; idle ones past that are stopped now (a suite
+    that grew the pool to its jobs gives the memory back before generating)."""
+    global MAX_WORKERS
+    MAX_WORKERS = most
+    while _started > most:
+        try:
+            _retire(_idle.get_nowait())
+        except queue.Empty:
+            return
+
+
+def stop_all() -> None:
+    """Kill every worker, busy ones too: their callers get WorkerDied at once (an
+    interrupted suite stops now, not when each schema reaches its time limit)."""
+    with _lock:
+        workers = list(_alive)
+    for worker in workers:
+        _retire(worker)
+
+
+def call(fn: Callable[..., Any], *args: Any, timeout: float,
+         setup: Callable[[], Any] | None = None) -> Any:
+    """`fn(*args)` in a worker process (fn and args picklable), at most `timeout` seconds
+    of work. Raises WorkTimeout past it, the work's own exception where it raised one,
+    WorkerDied where the worker was lost.
+
+    The wait for a free worker is not the work's time (on the H100, 42 outputs judged at
+    once after a start all came back "unjudged" when it was): it is bounded on its own,
+    since every call ahead is. `setup` (e.g. a slow import, once per worker) runs before,
+    not counted in `timeout` either."""
+    worker = _acquire(max(timeout, WORKER_WAIT_S))
+    deadline = time.monotonic() + timeout
+    try:
+        ok, value = worker.call(fn, args, max(0.0, deadline - time.monotonic()), setup)
+    except WorkTimeout:
+        _retire(worker)
+        raise
+    except (EOFError, OSError) as exc:
+        _retire(worker)
+        raise WorkerDied(f"the worker process ended ({type(exc).__name__})") from None
+    except BaseException:  # e.g. an unpicklable argument: the worker is still sound
+        _idle.put(worker)
+        raise
+    _idle.put(worker)
+    if not ok:
+        raise value
+    return value
+
+
+async def acall(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+    """`call` from async code: the event loop only waits."""
+    return await asyncio.to_thread(call, fn, *args, timeout=timeout)
+
+
+def warm_up() -> None:
+    """Start a worker now (a server calls this at start, so no request pays for it)."""
+    call(os.getpid, timeout=60)

@@ -1,0 +1,471 @@
+"""What one click does: check the input, run constrained and unconstrained, time, judge.
+
+This is the one place that measures wall-clock time, so every engine and every caller
+(UI, API, CLI, benchmarks) reports the same quantities the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from playground import log as logs
+from playground.core import limits
+from playground.core.constraints import Constraint
+from playground.core.settings import RequestOptions, split_options
+from playground.doctor import tools as doctor
+from playground.engines.base import Chunk, Engine, SamplingSettings, TokenDist
+from playground.errors import (  # noqa: F401 (shared with callers)
+    ConstraintError,
+    EngineDead,
+    InputError,
+    LimitError,
+    RequestTimeout,  # noqa: F401  (re-exported)
+)
+from playground.judging.judge import build_constraint, judge
+from playground.run import watchdog
+from playground.run.inputs import check_context, check_options, check_request
+from playground.run.streaming import coalesce
+
+log = logging.getLogger(__name__)
+# A run cut short by Stop or a closed page: its partial output is kept and labelled.
+STOPPED = "stopped"
+
+
+@dataclass
+class RunResult:
+    text: str = ""
+    verdict: str = "running"
+    errors: list[str] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    output_tokens: int = 0
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    # Decode speed: tokens after the first, over the time after the first token.
+    tokens_per_s: float | None = None
+    compile_s: float | None = None
+    finish_reason: str | None = None
+    engine_timings: dict[str, float] = field(default_factory=dict)
+    # The constraint was on, yet the output does not fit it: the engine did not enforce it.
+    constraint_escaped: bool = False
+    # The token inspector (request option "inspect"; in as_dict only then): the strip
+    # (playground.run.token_inspector), its counts, the first token the constraint's matcher
+    # rejected, and the seconds the inspection took after the run.
+    tokens: list[dict[str, Any]] | None = None
+    inspect_summary: dict[str, Any] | None = None
+    left_format_at: int | None = None
+    inspect_s: float | None = None
+    inspect_error: str | None = None
+    # What the inspector reads from the engine (never in as_dict).
+    token_ids: list[int] | None = None
+    distributions: list[TokenDist] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.token_ids is None:  # not inspected: the fields it always had
+            data = asdict(self)
+            for key in INSPECT_FIELDS:
+                del data[key]
+        else:
+            data = asdict(replace(self, token_ids=None, distributions=None))
+        del data["token_ids"], data["distributions"]
+        return data
+
+
+INSPECT_FIELDS = ("tokens", "inspect_summary", "left_format_at", "inspect_s", "inspect_error")
+
+
+def parse_settings(options: dict[str, Any] | None) -> SamplingSettings:
+    """The sampling settings of an options object (its request options are left out)."""
+    return _validated(SamplingSettings, split_options(options or {})[0])
+
+
+def parse_request_options(options: dict[str, Any] | None) -> RequestOptions:
+    return _validated(RequestOptions, split_options(options or {})[1])
+
+
+def _validated(model: Any, data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"options: {problems}") from None
+
+
+def parse_constraint(mode: str, text: str, engine: Engine | None = None
+                     ) -> tuple[Constraint, list[str]]:
+    """The constraint and its warnings; InputError says what is wrong and where.
+
+    With a loaded `engine`, also what that engine's compiler says of it.
+    """
+    constraint = build_constraint(mode, text)  # within the size and compile limits
+    warnings = list(constraint.warnings)
+    if engine is not None:
+        warnings += engine_check(engine, constraint)
+    return constraint, warnings
+
+
+def engine_check(engine: Engine, constraint: Constraint) -> list[str]:
+    try:
+        return engine.check(constraint)
+    except ConstraintError as exc:
+        raise InputError(str(exc)) from None
+
+
+async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
+                     settings: SamplingSettings, judge_by: Constraint, inspect: bool = False
+                     ) -> AsyncIterator[RunResult]:
+    """Yield a growing RunResult as text arrives; the last one carries the verdict.
+
+    `inspect`: also keep the token ids (and distributions, where the engine records them)
+    for `inspect_pair`.
+    """
+    result = RunResult()
+    extra: dict[str, Any] = {}
+    if inspect:
+        result.token_ids, extra = [], {"inspect": True}
+    start = time.perf_counter()
+    first_token_at: float | None = None
+    first_tokens, last_token_at = 0, None  # tokens in the first delta; when the last came
+    try:
+        # Closed at once when this run is stopped, so the engine drops the request (vLLM
+        # aborts it, the CPU loop ends at its next token) instead of running to max tokens.
+        async with aclosing(engine.stream(prompt, constraint, settings, **extra)) as chunks:
+            async for chunk in within(chunks, start + limits.active().request_timeout_s):
+                now = time.perf_counter()
+                if first_token_at is None and (chunk.output_tokens or chunk.text):
+                    first_token_at = now
+                    first_tokens = chunk.output_tokens
+                    result.ttft_s = now - start
+                result.text += chunk.text
+                if inspect:
+                    result.token_ids.extend(chunk.token_ids)
+                if chunk.output_tokens > result.output_tokens:
+                    result.output_tokens, last_token_at = chunk.output_tokens, now
+                if chunk.done:
+                    result.finish_reason = chunk.finish_reason
+                    result.prompt_tokens = chunk.prompt_tokens
+                    result.compile_s = chunk.compile_s
+                    result.engine_timings = chunk.engine_timings
+                    result.distributions = chunk.distributions
+                    error = chunk.error
+                    break
+                yield result
+            else:
+                error = "the engine ended the stream without finishing"
+    except (asyncio.CancelledError, GeneratorExit):
+        # Whoever holds this (same) result object sees it labelled; nothing more is yielded.
+        _time(result, start, first_token_at, first_tokens, last_token_at)
+        mark_stopped(result)
+        raise
+    except RequestTimeout as exc:  # the partial output stays, labelled like a Stop
+        _time(result, start, first_token_at, first_tokens, last_token_at)
+        mark_stopped(result, str(exc))
+        yield result
+        return
+    except EngineDead as exc:  # logged once, when the engine was marked failed
+        error = str(exc)
+    except Exception as exc:  # an engine failure is a result to show, not a crash
+        log.exception("the engine failed a request")
+        error = f"{type(exc).__name__}: {exc}"
+    _time(result, start, first_token_at, first_tokens, last_token_at)
+    if error:
+        result.finish_reason = "error"
+    verdict = await judge(judge_by, result.text, result.finish_reason, error,
+                          engine.matcher_backend, engine.any_whitespace)
+    result.verdict, result.errors = verdict.status, verdict.errors
+    # Constrained output that does not fit its constraint (or left it before max tokens)
+    # means the engine did not enforce it: said loudly, never passed off as "truncated".
+    result.constraint_escaped = await _escaped(engine, constraint, judge_by, settings,
+                                               result, verdict)
+    yield result
+
+
+async def _escaped(engine: Engine, sent: Constraint | None, judge_by: Constraint,
+                   settings: SamplingSettings, result: RunResult, verdict: Any) -> bool:
+    """Whether the engine let through what the constraint it was *sent* forbids.
+
+    Judged against what was sent, not the full constraint: a lenient run leaves keywords
+    out on purpose, and breaking one of those is reported as not enforced, not as an
+    escape. Output ended by a user's stop string was cut by the user, so it escaped only
+    if it had already left the language (as for a cut at max tokens)."""
+    if sent is None or verdict.status != "invalid":
+        return False
+    cut_by_stop = result.finish_reason == "stop" and any(
+        stop and result.text.endswith(stop) for stop in settings.stop)
+    if sent is judge_by and not cut_by_stop:
+        return True
+    again = await judge(sent, result.text, "length" if cut_by_stop else result.finish_reason,
+                        None, engine.matcher_backend, engine.any_whitespace)
+    return again.status == "invalid"
+
+
+async def within(chunks: AsyncIterator[Chunk], deadline: float) -> AsyncIterator[Chunk]:
+    """The engine's chunks until `deadline` (perf_counter), then RequestTimeout; a wait
+    for the next chunk is bounded too, so a stalled engine cannot hold the request."""
+    while True:
+        # asyncio.timeout, not wait_for: the wait stays in this task, so a Stop (this task
+        # cancelled) reaches the engine's generator and closes it; wait_for would run it in
+        # a task of its own, which Python 3.11 can leave half-cancelled.
+        try:
+            async with asyncio.timeout(deadline - time.perf_counter()):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(limits.active().message("request_timeout_s")) from None
+        yield chunk
+
+
+def _time(result: RunResult, start: float, first_token_at: float | None, first_tokens: int,
+          last_token_at: float | None) -> None:
+    result.latency_s = time.perf_counter() - start
+    result.tokens_per_s = decode_rate(result, first_token_at, first_tokens, last_token_at)
+
+
+# No single request decodes faster than this on any engine the playground drives (an H100
+# runs a 135M model at ~1,000 tokens/s per request): a higher figure is a measurement
+# artefact, such as several tokens arriving in one delta, and is not shown.
+MAX_TOKENS_PER_S = 10_000.0
+
+
+def decode_rate(result: RunResult, first_token_at: float | None, first_tokens: int,
+                last_token_at: float | None) -> float | None:
+    """Decode tokens/s, or None where nothing honest can be said.
+
+    The engine's own first-to-last token span where it reports one (vLLM: from its request
+    stats). Otherwise only tokens that arrived after the first delta count, over the time
+    from that delta to the last: an engine that delivers several tokens at once (vLLM
+    under load) would make "tokens after the first over the time after the first" divide
+    by almost nothing.
+    """
+    engine_span = result.engine_timings.get("vllm_decode_s")
+    if engine_span is not None and result.output_tokens > 1:
+        tokens, span = result.output_tokens - 1, engine_span
+    elif first_token_at is not None and last_token_at is not None:
+        tokens, span = result.output_tokens - first_tokens, last_token_at - first_token_at
+    else:
+        return None
+    if tokens < 1 or span <= 0 or tokens / span > MAX_TOKENS_PER_S:
+        return None
+    return tokens / span
+
+
+def mark_stopped(result: RunResult, reason: str = "stopped by user") -> None:
+    """Label a run that never finished: its partial text stays, unjudged."""
+    if result.verdict == "running":
+        result.verdict, result.finish_reason = STOPPED, STOPPED
+        started = bool(result.text or result.output_tokens)
+        result.errors = [f"{reason}; the output above is partial" if started
+                         else f"{reason} before any output"]
+
+
+async def prepare(engine: Engine, mode: str, constraint_text: str,
+                  options: dict[str, Any] | None
+                  ) -> tuple[Constraint, list[str], SamplingSettings]:
+    """Check a request's input, then wait for the engine and ask it too.
+
+    What needs no engine fails first, before any wait for the model to load.
+    """
+    settings = parse_settings(check_options(options))
+    constraint, warnings = await asyncio.to_thread(parse_constraint, mode, constraint_text)
+    await engine.wait_ready()
+    engine_warnings = await asyncio.to_thread(engine_check, engine, constraint)
+    return constraint, warnings + engine_warnings, settings
+
+
+async def prepare_lenient(engine: Engine, mode: str, constraint_text: str,
+                          options: dict[str, Any] | None
+                          ) -> tuple[Constraint, list[str], SamplingSettings, doctor.Lenient]:
+    """`prepare` for a lenient run: the engine is asked about (and sent) what its backend
+    can enforce of the constraint; the full constraint judges the output."""
+    settings = parse_settings(check_options(options))
+    constraint, warnings = await asyncio.to_thread(parse_constraint, mode, constraint_text)
+    await engine.wait_ready()
+    try:  # in a worker process, killed past the compile limit and a margin
+        relaxed = await asyncio.to_thread(doctor.bounded_lenient, constraint,
+                                          doctor.engine_backend(engine),
+                                          limits.active().compile_timeout_s)
+    except TimeoutError as exc:
+        raise InputError(f"lenient: no lenient constraint found: {exc}") from None
+    engine_warnings = await asyncio.to_thread(engine_check, engine, relaxed.constraint)
+    if relaxed.not_enforced:
+        engine_warnings.append(f"lenient run ({relaxed.how}): not enforced: "
+                               f"{', '.join(relaxed.not_enforced)}")
+    return constraint, warnings + engine_warnings, settings, relaxed
+
+
+async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,
+                      settings: SamplingSettings, live: list[RunResult] | None = None,
+                      inspect: bool = False, judge_by: Constraint | None = None
+                      ) -> AsyncIterator[tuple[RunResult, RunResult]]:
+    """Constrained and unconstrained runs of one click, same prompt and settings.
+
+    Both go to the engine together where it batches (vLLM); one after the other where
+    it runs one request at a time (the CPU model), so each is timed on its own.
+    `live`, if given, always holds the two results, labelled "stopped" after a Stop.
+    `judge_by`: the constraint verdicts use, where the engine is sent another (lenient).
+    """
+    await engine.wait_ready()
+    latest = live if live is not None else []
+    latest[:] = [RunResult(), RunResult()]
+    judge_by = judge_by or constraint
+    runs = [stream_run(engine, prompt, constraint, settings, judge_by, inspect),
+            stream_run(engine, prompt, None, settings, judge_by, inspect)]
+    if not engine.concurrent:
+        try:
+            for index, run in enumerate(runs):
+                async with aclosing(run):
+                    async for snapshot in run:
+                        latest[index] = snapshot
+                        yield latest[0], latest[1]
+        finally:
+            for result in latest:  # a run stopped before it started
+                mark_stopped(result)
+        return
+    queue: asyncio.Queue[tuple[int, RunResult | None]] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        try:
+            async for snapshot in runs[index]:
+                await queue.put((index, snapshot))
+        finally:
+            await queue.put((index, None))
+
+    tasks = [asyncio.create_task(pump(index)) for index in range(2)]
+    try:
+        running = 2
+        while running:
+            index, snapshot = await queue.get()
+            if snapshot is None:
+                running -= 1
+                continue
+            latest[index] = snapshot
+            yield latest[0], latest[1]
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Wait for both runs to leave the engine (vLLM aborts them) before returning.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for result in latest:
+            mark_stopped(result)
+
+
+async def run_request(engine: Engine, mode: str, constraint_text: str, prompt: str,
+                      options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole run as one JSON-ready object (the API, the CLI and benchmarks use it)."""
+    final: dict[str, Any] = {}
+    async with aclosing(stream_request(engine, mode, constraint_text, prompt, options,
+                                       every_s=math.inf)) as run:
+        async for update in run:
+            final = update
+    return final
+
+
+async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt: str,
+                         options: dict[str, Any] | None = None,
+                         live: list[RunResult] | None = None, every_s: float = 0.0
+                         ) -> AsyncIterator[dict[str, Any]]:
+    """Updates of one click as JSON-ready objects; `live` as in `stream_pair`.
+
+    `every_s`: at most one update per that many seconds while tokens stream, and always
+    the last (inf: the first and the last). Building an update copies both results; once
+    per token at 128 requests on the H100 it held the GIL enough to cost 15% of vLLM's
+    throughput.
+    """
+    watchdog.watch()  # the server's loop, from its first request on
+    options = check_request(mode, constraint_text, prompt, options)
+    request = parse_request_options(options)
+    if request.inspect and not engine.inspects:
+        raise InputError(f"inspect: the engine {engine.info.name} cannot inspect tokens")
+    if request.lenient:
+        constraint, warnings, settings, relaxed = await prepare_lenient(
+            engine, mode, constraint_text, options)
+    else:
+        constraint, warnings, settings = await prepare(engine, mode, constraint_text, options)
+        relaxed = None
+    sending = relaxed.constraint if relaxed else constraint
+    sent = await asyncio.to_thread(doctor.sent, sending, doctor.engine_backend(engine),
+                                   engine.any_whitespace)
+    await check_context(engine, prompt, settings)
+    log.info("request: %s constraint of %d characters, prompt %s, max_tokens %d", mode,
+             len(constraint_text), logs.prompt(prompt), settings.max_tokens)
+
+    def update(constrained: RunResult, free: RunResult) -> dict[str, Any]:
+        out = {"mode": mode, "engine": engine.info.as_dict(), "warnings": warnings,
+               "constrained": constrained.as_dict(), "unconstrained": free.as_dict(),
+               "sent": sent}
+        if relaxed is not None:
+            out["lenient"], out["not_enforced"] = relaxed.as_dict(), relaxed.not_enforced
+            marked, expected = doctor.mark_not_enforced(
+                constraint, constrained.text, constrained.errors, relaxed)
+            out["constrained"]["errors"] = marked
+            if expected and constrained.finish_reason != "length":
+                out["constrained"]["constraint_escaped"] = False
+        return out
+
+    pair = stream_pair(engine, prompt, sending, settings, live, request.inspect,
+                       judge_by=constraint)
+    # Thinned on a clock, not on arrivals: a state held back is sent when its interval is
+    # up, even while nothing new comes (the CPU engine's free run before its first token).
+    states = coalesce(pair, every_s) if every_s > 0 else pair
+    async with aclosing(states):
+        async for constrained, free in states:
+            yield update(constrained, free)
+    if request.inspect:
+        # The matcher of what the engine was sent: a lenient run's left-out keywords are no
+        # place where the output "left the format".
+        await inspect_pair(engine, prompt, settings, sending, constrained, free)
+        yield update(constrained, free)
+
+
+async def inspect_pair(engine: Engine, prompt: str, settings: SamplingSettings,
+                       constraint: Constraint, constrained: RunResult, free: RunResult
+                       ) -> None:
+    """The token inspector's strips of both runs, after they finished.
+
+    Each run's unconstrained distributions come from the engine (recorded while decoding, or
+    recomputed by one prefill); its replay through the constraint's matcher and the
+    decoding of token texts run in a worker thread. Each run's `inspect_s` is the time of
+    its own inspection; both go to the engine together where it batches.
+    """
+    from playground.run import token_inspector as inspector
+
+    tokenizer = getattr(engine, "tokenizer", None)
+    backend = engine.matcher_backend if engine.matcher_backend == "guidance" else "xgrammar"
+
+    async def one(result: RunResult, is_constrained: bool) -> None:
+        if result.token_ids is None or result.finish_reason not in ("stop", "length"):
+            return  # an engine error or a stopped run: nothing whole to inspect
+        start = time.perf_counter()
+        try:
+            dists = result.distributions
+            if dists is None:
+                dists = await engine.inspect_distributions(prompt, settings, result.token_ids)
+            matcher = await asyncio.to_thread(inspector.make_matcher, constraint, tokenizer,
+                                              backend, engine.any_whitespace)
+            side = await asyncio.to_thread(inspector.inspect_side, matcher, tokenizer,
+                                           result.token_ids, dists, is_constrained)
+            result.tokens, result.left_format_at = side.tokens, side.left_format_at
+        except Exception as exc:  # the runs stand; the inspector says why it has nothing
+            log.exception("token inspection failed")
+            result.inspect_error = f"{type(exc).__name__}: {exc}"
+        result.inspect_s = time.perf_counter() - start
+
+    if engine.concurrent:
+        await asyncio.gather(one(constrained, True), one(free, False))
+    else:
+        await one(constrained, True)
+        await one(free, False)
+    means = inspector.mean_logprob(constrained.tokens), inspector.mean_logprob(free.tokens)
+    for result in (constrained, free):
+        if result.tokens is not None:
+            result.inspect_summary = inspector.summarize(result.tokens, *means, backend)

@@ -1,0 +1,281 @@
+"""The constraint doctor on the page: coverage table (JSON tab), test strings (every tab),
+what the engine is sent, the lenient switch, and their API endpoints.
+
+Handlers are plain synchronous functions: Gradio runs them in worker threads, off the
+event loop, and each bounds its own work (coverage has a time limit).
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape as plain
+from typing import Any
+
+import gradio as gr
+
+from playground.core import limits
+from playground.core.constraints import JsonSchema, Mode
+from playground.doctor import tools as doctor
+from playground.engines.base import Engine
+from playground.errors import ConstraintError, InputError
+from playground.judging import workers as bounded
+from playground.judging.judge import build_constraint
+
+COVERAGE_TIME_LIMIT_S = 15.0
+# Test strings are judged in a killable worker: a string can make Python `re` (a pattern RE2
+# refuses) or an ambiguous grammar's parse run for hours.
+MAX_TEST_STRINGS = 50
+MAX_TEST_STRING_CHARS = 10_000
+TEST_COLUMNS = ["string", "expected", "validator", "xgrammar", "guidance", "flag"]
+LABEL_MARKS = {"enforced": "enforced", "not enforced": "NOT ENFORCED",
+               "rejected": "REJECTED", "untested": "untested"}
+
+
+def coverage_backends(engine: Engine) -> list[str]:
+    """The engine's own backend first; vLLM's validation columns only on a vLLM engine
+    (importing vLLM on the CPU app would cost seconds and a gigabyte for a column)."""
+    from playground.doctor.coverage import available_backends
+
+    own = doctor.engine_backend(engine)
+    found = available_backends(include_vllm=own.startswith("vllm:"))
+    return [own] + [b for b in found if b != own] if own in found else found
+
+
+def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
+    """(Dataframe value, a line under it) for the schema in the editor."""
+    backends = coverage_backends(engine)
+    headers = ["path", "keyword", *[f"{b} (this engine)" if i == 0 else b
+                                    for i, b in enumerate(backends)]]
+    empty = {"headers": headers, "data": []}
+    try:
+        constraint = build_constraint("json", text)
+    except (ConstraintError, InputError) as exc:
+        return empty, f"<small>{plain(str(exc))}</small>"
+    if not isinstance(constraint.schema, dict):
+        return empty, "<small>A boolean schema has no keywords.</small>"
+    try:
+        table = bounded_coverage(constraint.schema, backends)
+    except TimeoutError as exc:
+        return empty, f"<small>Coverage gave up: {plain(str(exc))}</small>"
+    rows = [[row.path, row.keyword, *[LABEL_MARKS.get(row.backends.get(b, ""), "")
+                                      for b in backends]] for row in table.rows]
+    own = backends[0]
+    missing = table.not_enforced(own)
+    line = ("Full coverage on this engine's backend." if table.full(own) else
+            f"Not enforced here: {', '.join(missing)}. Tick *Generate anyway (lenient)* to "
+            "run with what it can enforce.")
+    notes = "".join(f"<br>{plain(note)}" for note in table.notes)
+    return {"headers": headers, "data": rows}, f"<small>{plain(line)}{notes}</small>"
+
+
+def bounded_coverage(schema: Any, backends: list[str]) -> Any:
+    """The coverage table from a worker process killed past the limit (a compiler given a
+    huge schema may not return for minutes): TimeoutError then."""
+    from functools import partial
+
+    from playground.doctor.coverage import coverage, warm
+    from playground.judging import workers as bounded
+
+    try:
+        return bounded.side_call(coverage, schema, backends, COVERAGE_TIME_LIMIT_S,
+                                 timeout=COVERAGE_TIME_LIMIT_S + 15,
+                                 setup=partial(warm, backends))
+    except bounded.WorkerDied as exc:
+        raise TimeoutError(str(exc)) from None
+
+
+def coverage_details(engine: Engine, text: str) -> list[dict[str, Any]]:
+    """The `/coverage` endpoint: the table as `check --coverage` gives it."""
+    constraint = _parse("json", text)
+    assert isinstance(constraint, JsonSchema)
+    try:
+        return bounded_coverage(constraint.schema, coverage_backends(engine)).as_list()
+    except TimeoutError as exc:
+        raise _input_error(f"coverage gave up: {exc}") from None
+
+
+def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
+    """The constraint as the engine will receive it (after conversion, lenient or not)."""
+    try:
+        constraint = build_constraint(mode, text)
+    except (ConstraintError, InputError) as exc:
+        return gr.update(value=f"# {exc}", language=None)
+    backend = doctor.engine_backend(engine)
+    header = ""
+    if lenient:
+        try:
+            relaxed = doctor.bounded_lenient(constraint, backend, COVERAGE_TIME_LIMIT_S,
+                                             view=True)
+        except TimeoutError as exc:
+            return gr.update(value=f"# lenient schema not found: {exc}", language=None)
+        constraint = relaxed.constraint
+        header = f"lenient ({relaxed.how}); not enforced: {', '.join(relaxed.not_enforced)}"
+    found = doctor.sent(constraint, backend, engine.any_whitespace)
+    language = found["language"] if found["language"] in ("json",) else None
+    comment = "//" if language == "json" else "#"
+    top = f"{comment} {backend} receives this" + (f" — {header}" if header else "")
+    return gr.update(value=f"{top}\n{found['text']}" if language != "json" else found["text"],
+                     language=language, label=top.removeprefix(comment).strip())
+
+
+def dialect_view(mode: str, text: str) -> str:
+    """Where the engines read the regex (or the schema's patterns, or the grammar)
+    differently from the validator, found by probing them."""
+    try:
+        constraint = build_constraint(mode, text)
+    except (ConstraintError, InputError):
+        return ""
+    lines = doctor.bounded_dialect_lines(constraint, limits.active().compile_timeout_s)
+    return "".join(f'<br><span class="warn">Dialect:</span> <small>{plain(line)}</small>'
+                   for line in lines[:8])
+
+
+def test_strings_view(mode: str, text: str, cases: str) -> dict[str, Any]:
+    """Dataframe rows: each string, its expectation, the validator's and each backend's."""
+    try:
+        constraint = build_constraint(mode, text)
+    except (ConstraintError, InputError) as exc:
+        return {"headers": TEST_COLUMNS, "data": [["", "", str(exc), "", "", ""]]}
+    try:
+        results = bounded_test_strings(constraint, doctor.parse_cases(cases))
+    except InputError as exc:
+        return {"headers": TEST_COLUMNS, "data": [["", "", str(exc), "", "", ""]]}
+    return {"headers": TEST_COLUMNS, "data": doctor.test_rows(results)}
+
+
+def _input_error(message: str) -> gr.Error:
+    """The API's answer to bad input: one line for the user, no traceback in the log."""
+    return gr.Error(message, print_exception=False)
+
+
+def _case(index: int, item: Any) -> tuple[str, bool | None]:
+    """One test string of the API, typed: text a string, expect true, false or null."""
+    if isinstance(item, dict):
+        unknown = set(item) - {"text", "expect"}
+        if unknown:
+            raise _input_error(f"strings[{index}]: unknown key {sorted(unknown)[0]!r}")
+        text, expect = item.get("text"), item.get("expect")
+    elif isinstance(item, list) and 1 <= len(item) <= 2:
+        text, expect = item[0], item[1] if len(item) > 1 else None
+    else:
+        text, expect = item, None
+    if not isinstance(text, str):
+        raise _input_error(f"strings[{index}]: the text must be a string, not "
+                           f"{type(text).__name__}")
+    if expect is not None and not isinstance(expect, bool):
+        raise _input_error(f"strings[{index}]: expect must be true, false or null, not "
+                           f"{expect!r}")
+    return text, expect
+
+
+def api_test_strings(mode: str, constraint: str, strings: list[Any] | str
+                     ) -> list[dict[str, Any]]:
+    """The `/test_strings` endpoint. `strings`: a list of {"text", "expect"} (expect true,
+    false or null), of [text, expect] pairs, or the box's `+ `/`- ` lines as one string."""
+    built = _parse(mode, constraint)
+    if isinstance(strings, str):
+        cases = doctor.parse_cases(strings)
+    elif isinstance(strings, list):
+        cases = [_case(index, item) for index, item in enumerate(strings)]
+    else:
+        raise _input_error("strings: give a list of {\"text\", \"expect\"} objects, of "
+                           "[text, expect] pairs, or the box's lines as one string")
+    try:
+        return bounded_test_strings(built, cases)
+    except InputError as exc:
+        raise _input_error(str(exc)) from None
+
+
+def bounded_test_strings(constraint: Any, cases: list[tuple[str, bool | None]]
+                         ) -> list[dict[str, Any]]:
+    """`doctor.test_strings` within limits: how many, how long, and how much time."""
+    if len(cases) > MAX_TEST_STRINGS:
+        raise InputError(f"test strings: {len(cases)} given, at most {MAX_TEST_STRINGS}")
+    if any(len(text) > MAX_TEST_STRING_CHARS for text, _ in cases):
+        raise InputError(f"test strings: each at most {MAX_TEST_STRING_CHARS:,} characters")
+    limit = limits.active().compile_timeout_s
+    try:
+        return bounded.side_call(doctor.test_strings, constraint, cases, timeout=limit)
+    except bounded.WorkersBusy as exc:
+        raise InputError(f"test strings: {exc}") from None
+    except bounded.WorkTimeout:
+        raise InputError(f"test strings: gave up after {limit:g} s (a backtracking regex or "
+                         "an ambiguous grammar; --compile-timeout-s raises it)") from None
+    except bounded.WorkerDied:
+        raise InputError("test strings: the worker judging them ended (out of memory?)"
+                         ) from None
+
+
+def _parse(mode: str, text: str) -> Any:
+    try:
+        return build_constraint(mode, text)
+    except ConstraintError as exc:
+        raise _input_error(str(exc)) from None
+    except InputError as exc:
+        raise _input_error(str(exc)) from None
+
+
+# ---- layout ----------------------------------------------------------------------------
+
+
+def lenient_checkbox(mode: Mode) -> gr.Checkbox:
+    return gr.Checkbox(False, label="Generate anyway (lenient)", elem_id=f"{mode}-lenient",
+                       info="send what the backend can enforce; judge by the full "
+                            "constraint", visible=mode == "json")
+
+
+def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox,
+                 tab: gr.Tab) -> None:
+    """Under the editor: test strings and what is sent (every mode); both follow the
+    editor as the user types, and are filled when the tab or the panel is opened (not
+    when the page is built: the grammar's conversion imports xgrammar, hence torch)."""
+    if mode != "choice":
+        dialect = gr.Markdown(elem_id=f"{mode}-dialect")
+        gr.on([tab.select, editor.change], lambda text: dialect_view(mode, text), editor,
+              dialect, api_name=False, trigger_mode="always_last", show_progress="hidden")
+    with gr.Accordion("Test strings", open=False):
+        cases = gr.Textbox(label="One per line: `+ text` should match, `- text` should not",
+                           lines=4, elem_id=f"{mode}-test-strings",
+                           placeholder="+ a string that should match\n- one that should not")
+        test = gr.Button("Test", elem_id=f"{mode}-test")
+        results = gr.Dataframe(headers=TEST_COLUMNS, wrap=True, interactive=False,
+                               elem_id=f"{mode}-test-results")
+    test.click(lambda text, lines: test_strings_view(mode, text, lines), [editor, cases],
+               results, api_name=False)
+    with gr.Accordion("What the engine receives", open=False) as sent_panel:
+        sent = gr.Code(language=None, interactive=False, elem_id=f"{mode}-sent",
+                       label="the constraint as sent")
+    gr.on([sent_panel.expand, editor.change, lenient.change],
+          lambda text, on: sent_view(engine, mode, text, bool(on)), [editor, lenient], sent,
+          api_name=False, trigger_mode="always_last", show_progress="hidden")
+
+
+def coverage_parts(engine: Engine, mode: Mode, editor: Any, tab: gr.Tab) -> None:
+    """The JSON tab's coverage table (beside the editor), following it as the user types;
+    filled when the tab is opened."""
+    if mode != "json":
+        return
+    with gr.Accordion("Coverage: what each backend enforces of this schema", open=True):
+        table = gr.Dataframe(headers=["path", "keyword"], wrap=True, interactive=False,
+                             elem_id=f"{mode}-coverage")
+        summary = gr.Markdown(elem_id=f"{mode}-coverage-summary")
+    gr.on([tab.select, editor.change], lambda text: coverage_view(engine, text), editor,
+          [table, summary], api_name=False, trigger_mode="always_last",
+          show_progress="hidden")
+
+
+def add_api(engine: Engine) -> None:
+    """`/test_strings` and `/coverage` (no model: they never wait for the engine).
+    `/coverage` answers the list `check --coverage` gives, as JSON text."""
+
+    def test_strings(mode: str, constraint: str, strings: list[Any] | str
+                     ) -> list[dict[str, Any]]:
+        return api_test_strings(mode, constraint, strings)
+
+    def coverage(schema: str | dict[str, Any]) -> str:
+        # As JSON text: gradio_client would take each row's "path" for a file to download.
+        text = schema if isinstance(schema, str) else json.dumps(schema)
+        return json.dumps(coverage_details(engine, text))
+
+    gr.api(test_strings, api_name="test_strings")
+    gr.api(coverage, api_name="coverage")

@@ -1,0 +1,587 @@
+"""The Gradio page. `build_ui` only lays out components and wires events; the handlers
+are plain functions above it, which tests call directly."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import gradio as gr
+
+from playground.core.constraints import MODE_LABELS, MODES, Mode
+from playground.core.presets import Preset
+from playground.engines.base import Engine, SamplingSettings
+from playground.errors import EngineNotReady, InputError
+from playground.run import batch, downloads, history, watchdog
+from playground.run.service import parse_constraint, stream_request
+from playground.run.streaming import Changes
+from playground.run.token_inspector import CSS as INSPECT_CSS
+from playground.run.token_inspector import strip_html
+from playground.web import doctor_panel as ui_doctor
+from playground.web import session_panel as ui_session
+from playground.web.inflight import Flight, InFlight
+from playground.web.markdown_safe import plain
+from playground.web.side_by_side import metrics_table
+
+log = logging.getLogger(__name__)
+# Every event that runs the model waits in this one Gradio queue group, limited to what the
+# engine can run at once; users past it see their place in the queue.
+ENGINE_QUEUE = "engine"
+# How often /generate sends a partial result (each carries the whole text so far).
+API_UPDATE_EVERY_S = 0.5
+# The page gets at most 5 updates a second (and always the last): drawing every token
+# took the cores from the CPU model (see playground/streaming.py). Measured on 2 cores
+# (bench --browser, page/API decode speed): every token 0.43, 10 a second 0.77-0.81,
+# 5 a second 0.81-0.84.
+PAGE_UPDATE_EVERY_S = 0.2
+# Model events show Gradio's queue position and spinner but not its "full" progress: that
+# pulses a border on every output, forever, while a run streams, and a browser without a
+# GPU repaints it 60 times a second on the model's cores.
+PROGRESS = "minimal"
+
+EDITOR_HINTS: dict[Mode, str] = {
+    "choice": "One choice per line. The output must be exactly one of them.",
+    "regex": "A regular expression; the whole output must match it (a full match, judged with "
+             "RE2: `\\d` and `\\w` are ASCII).",
+    "json": "A JSON Schema (draft from `$schema`, default 2020-12). Remote `$ref`s are never "
+            "fetched.",
+    "grammar": "A Lark grammar with a `start` rule. Validation parses the output with `lark`.",
+}
+CSS = """
+.badge {display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;color:white}
+.badge.valid {background:#15803d} .badge.invalid {background:#b91c1c}
+.badge.truncated {background:#b45309} .badge.error {background:#6b21a8}
+.badge.running {background:#475569} .badge.stopped {background:#0e7490}
+.badge.unjudged {background:#57534e}
+.escaped {background:#b91c1c;color:white;font-weight:700;padding:6px 10px;border-radius:6px;
+  margin-bottom:6px}
+.good {color:#15803d;font-weight:600} .bad {color:#b91c1c;font-weight:600}
+.warn {color:#b45309;font-weight:600}
+""" + ui_session.CSS + INSPECT_CSS
+
+# ---- handlers: plain functions ---------------------------------------------------------
+
+
+def options_from_controls(max_tokens: float, temperature: float, top_p: float,
+                          seed: float | None, stop_text: str, chat_template: bool,
+                          system_prompt: str) -> dict[str, Any]:
+    try:
+        numbers = {"max_tokens": int(max_tokens), "temperature": float(temperature),
+                   "top_p": float(top_p), "seed": None if seed in (None, "") else int(seed)}
+    except (TypeError, ValueError, OverflowError):
+        raise InputError("sampling: max tokens, temperature, top-p and seed must be numbers"
+                         ) from None
+    return {**numbers, "stop": [_stop_string(number, line) for number, line in
+                                enumerate((stop_text or "").splitlines(), start=1) if line],
+            "chat_template": bool(chat_template), "system_prompt": system_prompt or ""}
+
+
+def _stop_string(number: int, line: str) -> str:
+    """A stop line as typed, with JSON's escapes (\\n, \\t, \\u0041) read."""
+    if "\\" not in line:
+        return line
+    try:
+        return json.loads(f'"{line}"')
+    except json.JSONDecodeError:
+        raise InputError(f"stop strings: line {number}: {line[:40]!r} has an escape that is not "
+                         r'one of \n \t \r \" \\ \uXXXX (write \\ for a backslash)') from None
+
+
+def controls_from_settings(settings: SamplingSettings) -> list[Any]:
+    stops = [json.dumps(stop)[1:-1] for stop in settings.stop]  # "\n" shows as \n
+    return [settings.max_tokens, settings.temperature, settings.top_p, settings.seed,
+            "\n".join(stops), settings.chat_template, settings.system_prompt]
+
+
+def check_message(mode: str, constraint_text: str, engine: Engine | None = None) -> str:
+    """Markdown saying whether the constraint is usable, with its warnings."""
+    try:
+        _, warnings = parse_constraint(mode, constraint_text, engine if _ready(engine) else None)
+    except InputError as exc:
+        return f'<span class="bad">Constraint error:</span> {plain(str(exc))}'
+    return warnings_message(warnings)
+
+
+def warnings_message(warnings: list[str]) -> str:
+    lines = ['<span class="good">Constraint OK</span>']
+    lines += [f'<span class="warn">Warning:</span> {plain(w)}' for w in warnings]
+    return "<br>".join(lines)
+
+
+def verdict_html(result: dict[str, Any]) -> str:
+    status = result.get("verdict", "running")
+    label = {"error": "engine error", "truncated": "truncated at max tokens",
+             "stopped": "stopped by user",
+             "unjudged": "unjudged (validation limit)"}.get(status, status)
+    items = "".join(f"<li>{html.escape(e)}</li>" for e in result.get("errors", []))
+    escaped = ('<div class="escaped">constraint not enforced by the engine: this output was '
+               "generated under the constraint and does not fit it</div>"
+               if result.get("constraint_escaped") else "")
+    status, label = html.escape(str(status)), html.escape(str(label))
+    return (f'{escaped}<span class="badge {status}">{label}</span>'
+            + (f"<ul>{items}</ul>" if items else ""))
+
+
+def result_panel(result: dict[str, Any], constrained: bool = True) -> tuple[str, str]:
+    """The output text, and its verdict with the token strip under it when inspected."""
+    return result.get("text", ""), verdict_html(result) + strip_html(result, constrained)
+
+
+def panels(constrained: dict[str, Any], free: dict[str, Any]) -> tuple[str, ...]:
+    """Both sides' text and verdict, and one metrics table. A side still running shows
+    no metrics yet, so the table is redrawn only when a side finishes."""
+    def done(result: dict[str, Any]) -> dict[str, Any]:
+        return result if result.get("verdict", "running") != "running" else {}
+
+    return (*result_panel(constrained), *result_panel(free, constrained=False),
+            metrics_table(done(constrained), done(free)))
+
+
+def run_values(run: history.Run) -> list[Any]:
+    """A run from the history back in its tab: prompt, editor, controls and results."""
+    constrained, free = run.constrained.model_dump(), run.unconstrained.model_dump()
+    return [run.prompt, run.constraint, *controls_from_settings(run.settings),
+            *panels(constrained, free)]
+
+
+NOTHING_RAN = ("", "", "", "", "")  # the panels of a click that never reached the model
+
+
+async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str,
+                    *controls: Any, flight: Flight | None = None,
+                    runs: list[history.Run] | None = None, session_id: str = "",
+                    store: history.SessionStore | None = None, inspect: bool = False,
+                    lenient: bool = False) -> AsyncIterator[tuple[Any, ...]]:
+    """Stream (check message, constrained text and verdict, unconstrained text and
+    verdict, metrics table, history, history table): at most 5 updates a second, each
+    with only what changed. A finished run joins `runs` (when given) in the last update.
+    The last run's results go at once, so they never stand beside a new one.
+
+    `flight` keeps the live results for `stop_click`."""
+    flight = flight or Flight()
+    flight.begin()
+    skip = gr.skip()
+    changes = Changes(6, skip)
+    final = None
+    try:
+        options = options_from_controls(*controls)
+        yield changes((skip, *panels({}, {}))) + (skip,) * 2
+        if not engine.ready:
+            yield ("Waiting for the model to finish loading …",) + (skip,) * 7
+        # The inspector is a request option, not a sampling setting (history keeps these).
+        requested = {**options, "inspect": True} if inspect else options
+        if lenient:  # the doctor's "generate anyway", a request option too
+            requested = {**requested, "lenient": True}
+        updates = stream_request(engine, mode, constraint_text, prompt, requested,
+                                 live=flight.results, every_s=PAGE_UPDATE_EVERY_S)
+        # Every generator in the chain is closed as soon as this one is (a Stop or a closed
+        # page), so the engine drops the request now rather than when garbage is collected.
+        async with aclosing(updates) as thinned:
+            async for final in thinned:
+                yield changes((warnings_message(final["warnings"]),
+                               *panels(final["constrained"], final["unconstrained"]))
+                              ) + (skip,) * 2
+        if final is not None and runs is not None:
+            runs = await ui_session.keep(runs, session_id, store, final, prompt,
+                                         constraint_text, options)
+            yield (skip,) * 6 + (runs, history.table(runs))
+    except InputError as exc:
+        log.info("input error: %s", exc)
+        yield (f'<span class="bad">{plain(str(exc))}</span>',) + NOTHING_RAN + (skip,) * 2
+    except EngineNotReady as exc:  # failed to load, or died: said once in the log already
+        yield (f'<span class="bad">{plain(str(exc))}</span>',) + NOTHING_RAN + (skip,) * 2
+    except Exception as exc:  # the page keeps serving; the user sees why, the log the trace
+        log.exception("a run failed")
+        message = plain(f"{type(exc).__name__}: {exc}")
+        yield (f'<span class="bad">{message}</span>',) + NOTHING_RAN + (skip,) * 2
+    finally:
+        flight.done.set()
+
+
+async def stop_click(flight: Flight | None) -> tuple[str, ...]:
+    """Stop: end the run, then show its partial output, labelled (skips if none was
+    stopped)."""
+    if flight is not None:
+        flight.stop()
+    if flight is None or not await flight.ended() or not any(
+            result.verdict == "stopped" for result in flight.results):
+        return (gr.skip(),) * 6
+    constrained, free = (result.as_dict() for result in flight.results)
+    return ('<span class="warn">Stopped by user.</span>', *panels(constrained, free))
+
+
+async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
+                       options: dict[str, Any] | str | None
+                       ) -> AsyncIterator[dict[str, Any]]:
+    """The `/generate` endpoint: the same object as `python -m playground run`, last.
+
+    Partial results come every API_UPDATE_EVERY_S seconds, so a client that goes away is
+    noticed (Gradio closes this generator at its next update) and its request stopped.
+    """
+    try:  # options as an object or a JSON string: checked (types, sizes) by the service
+        updates = stream_request(engine, mode, constraint, prompt, options,
+                                 every_s=API_UPDATE_EVERY_S)
+        async with aclosing(updates):
+            async for update in updates:
+                yield update
+    except (InputError, json.JSONDecodeError) as exc:
+        log.info("input error: %s", exc)
+        raise gr.Error(str(exc), print_exception=False) from None
+    except EngineNotReady as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    except Exception as exc:
+        log.exception("a /generate request failed")
+        raise gr.Error(f"internal error ({type(exc).__name__}); the server log has the "
+                       "details", print_exception=False) from None
+
+
+async def batch_click(engine: Engine, mode: str, constraint_text: str, prompts_text: str,
+                      file: str | None, *controls: Any, flight: Flight | None = None
+                      ) -> AsyncIterator[tuple[Any, ...]]:
+    """Stream (status, table rows, totals, download files) while a batch runs."""
+    flight = flight or Flight()
+    flight.begin()
+    try:
+        prompts = batch.parse_prompts(prompts_text, file)
+        options = options_from_controls(*controls)
+        if not engine.ready:
+            yield ("Waiting for the model to finish loading …", gr.skip(), "", None)
+        result = None
+        results = batch.run_batch(engine, mode, constraint_text, prompts, options)
+        async with aclosing(results):
+            async for result in results:
+                flight.batch = result
+                status = f"{result.done} of {len(prompts)} prompts done, {result.wall_s:.1f} s"
+                yield (status, _table(result), gr.skip(), None)
+        assert result is not None
+        yield (f"Done: {len(prompts)} prompts in {result.wall_s:.1f} s", _table(result),
+               totals_markdown(result.totals), _export(result))
+    except (InputError, OSError) as exc:
+        log.info("input error: %s", exc)
+        yield (f'<span class="bad">{plain(str(exc))}</span>', gr.skip(), gr.skip(), None)
+    except EngineNotReady as exc:
+        yield (f'<span class="bad">{plain(str(exc))}</span>', gr.skip(), gr.skip(), None)
+    except Exception as exc:
+        log.exception("a batch failed")
+        message = plain(f"{type(exc).__name__}: {exc}")
+        yield (f'<span class="bad">{message}</span>', gr.skip(), gr.skip(), None)
+    finally:
+        flight.done.set()
+
+
+async def batch_stop_click(flight: Flight | None) -> tuple[Any, ...]:
+    """Stop: end the batch, then show it so far, its stopped prompts labelled, with totals
+    and files."""
+    if flight is not None:
+        flight.stop()
+    if flight is None or flight.batch is None or not await flight.ended():
+        return (gr.skip(),) * 4
+    result = flight.batch
+    totals = result.totals
+    if not totals.get("stopped") and totals.get("finished") == len(result.prompts):
+        return (gr.skip(),) * 4  # it had finished before the Stop
+    status = (f"Stopped by user: {totals['finished'] - totals['stopped']} of "
+              f"{len(result.prompts)} prompts finished, {result.wall_s:.1f} s")
+    return (status, _table(result), totals_markdown(result.totals), _export(result))
+
+
+def _table(result: batch.BatchResult) -> list[list[Any]]:
+    def cell(value: Any) -> Any:
+        return round(value, 3) if isinstance(value, float) else value
+
+    return [[cell(row[c]) if c != "errors" else "; ".join(row[c] or [])
+             for c in batch.COLUMNS] for row in result.rows()]
+
+
+def totals_markdown(totals: dict[str, Any]) -> str:
+    rate = totals.get("validity_rate")
+    speed = totals.get("tokens_per_s")
+    return (f"**Validity:** {'–' if rate is None else f'{rate:.0%}'} "
+            f"({totals['valid']} valid, {totals['invalid']} invalid, "
+            f"{totals['truncated']} truncated, {totals['error']} errors"
+            + (f", {totals['stopped']} stopped by user" if totals.get("stopped") else "")
+            + (f", {totals['unjudged']} unjudged (validation limit)"
+               if totals.get("unjudged") else "")
+            + (f", {totals['prompts'] - totals['finished']} not run"
+               if totals.get("finished", totals["prompts"]) < totals["prompts"] else "")
+            + f" of {totals['prompts']}) · **Output tokens:** {totals['output_tokens']} · "
+            f"**Throughput:** {'–' if speed is None else f'{speed:.1f}'} tokens/s · "
+            f"**Wall time:** {totals['wall_s']:.2f} s"
+            + (f" · **Constraint not enforced by the engine: {totals['constraint_escaped']} "
+               "outputs**" if totals.get("constraint_escaped") else "")
+            + (f" · {plain(totals['note'])}" if totals.get("note") else ""))
+
+
+def _export(result: batch.BatchResult) -> list[str]:
+    return downloads.save({"batch.jsonl": batch.to_jsonl(result),
+                           "batch.csv": batch.to_csv(result)})
+
+
+def engine_status(engine: Engine, queue: dict[str, int] | None = None) -> dict[str, Any]:
+    """`/status`: health is "loading", "ready", "load failed" or "failed" (died; the
+    engine is not restarted, `failure` says why)."""
+    health = engine.health  # first: it notices a death that `ready` must then reflect
+    fraction, message = engine.progress
+    return {"ready": engine.ready, "health": health, "failure": engine.failure,
+            "error": engine.load_error, "progress": fraction,
+            "message": message, "engine": engine.info.as_dict(),
+            "last_error": engine.last_error, "warning": engine.warning, "queue": queue,
+            "event_loop": stalls.as_dict() if (stalls := watchdog.seen()) else None}
+
+
+def engine_markdown(engine: Engine, queue: dict[str, int] | None = None) -> str:
+    info = engine.info
+    fraction, message = engine.progress
+    state = ("ready" if engine.ready else f"failed to load: {engine.load_error}"
+             if engine.load_error else f"loading {fraction:.0%}: {message}")
+    if engine.health == "failed":
+        state = engine.dead_message()
+    elif queue and queue["waiting"]:
+        state += f", busy: {queue['running']} running, {queue['waiting']} waiting"
+    if engine.ready and engine.last_error:
+        state += f", but the last request failed: {engine.last_error}"
+    if engine.warning:
+        state += f". Warning: {engine.warning}"
+    options = ", ".join(f"{k}={v}" for k, v in info.options.items()) or "defaults"
+    return (f"**Engine:** {info.name} · **Model:** {info.model} · **Device:** {info.device}"
+            f" · **State:** {html.escape(state, quote=False)}  \n"
+            f"<small>Options: {html.escape(options)}</small>")
+
+
+def preset_values(presets: dict[str, Preset], name: str | None) -> list[Any]:
+    if not name or name not in presets:
+        return [gr.skip()] * 9
+    preset = presets[name]
+    return [preset.prompt, preset.constraint_text, *controls_from_settings(preset.settings)]
+
+
+def _ready(engine: Engine | None) -> bool:
+    return engine is not None and engine.ready
+
+
+# ---- layout ----------------------------------------------------------------------------
+
+
+def _editor(mode: Mode, value: str) -> gr.components.Component:
+    if mode == "json":
+        return gr.Code(value=value, language="json", label="JSON Schema", lines=14,
+                       elem_id=f"{mode}-constraint")
+    if mode == "grammar":
+        return gr.Code(value=value, language=None, label="Lark grammar", lines=12,
+                       elem_id=f"{mode}-constraint")
+    label = "Choices (one per line)" if mode == "choice" else "Regex"
+    return gr.Textbox(value=value, label=label, lines=5 if mode == "choice" else 1,
+                      elem_id=f"{mode}-constraint")
+
+
+def _sampling_controls(defaults: SamplingSettings) -> list[gr.components.Component]:
+    with gr.Accordion("Sampling", open=False):
+        return [
+            gr.Number(defaults.max_tokens, label="Max tokens", precision=0, minimum=1,
+                      maximum=8192),
+            gr.Slider(0, 2, defaults.temperature, step=0.05, label="Temperature"),
+            gr.Slider(0.05, 1, defaults.top_p, step=0.05, label="Top-p"),
+            gr.Number(defaults.seed, label="Seed (empty: random)", precision=0),
+            gr.Textbox(controls_from_settings(defaults)[4], lines=2,
+                       label="Stop strings (one per line; \\n for newline)"),
+            gr.Checkbox(defaults.chat_template, label="Use the chat template"),
+            gr.Textbox(defaults.system_prompt, label="System prompt (optional)"),
+        ]
+
+
+def _result_column(title: str, elem: str) -> list[gr.components.Component]:
+    with gr.Column():
+        gr.Markdown(f"### {title}")
+        badge = gr.HTML(elem_id=f"{elem}-verdict")
+        text = gr.Textbox(label="Output", lines=6, interactive=False, elem_id=f"{elem}-text")
+    return [text, badge]
+
+
+def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int,
+              flights: InFlight, parts: ui_session.HistoryParts
+              ) -> list[gr.components.Component]:
+    """The mode's tab; returns what a run from the history fills (see run_values)."""
+    names = [name for name, preset in presets.items() if preset.mode == mode]
+    first = presets[names[0]] if names else None
+    defaults = first.settings if first else SamplingSettings()
+    with gr.Tab(MODE_LABELS[mode], id=mode, elem_id=f"tab-{mode}") as tab:
+        with gr.Row():
+            with gr.Column(scale=2):
+                preset = gr.Dropdown(names, value=names[0] if names else None, label="Preset",
+                                     elem_id=f"{mode}-preset")
+                prompt = gr.Textbox(value=first.prompt if first else "", label="Prompt",
+                                    lines=3, elem_id=f"{mode}-prompt")
+                editor = _editor(mode, first.constraint_text if first else "")
+                gr.Markdown(f"<small>{EDITOR_HINTS[mode]}</small>")
+                check = gr.Markdown(check_message(mode, editor.value or ""),
+                                    elem_id=f"{mode}-check")
+                controls = _sampling_controls(defaults)
+                with gr.Row():
+                    run = gr.Button("Run", variant="primary", elem_id=f"{mode}-run")
+                    stop = gr.Button("Stop", variant="stop", elem_id=f"{mode}-stop")
+                    inspect = gr.Checkbox(False, label="Inspect tokens", elem_id=f"{mode}-inspect",
+                                          info="where the constraint acted, token by token")
+                    lenient = ui_doctor.lenient_checkbox(mode)
+                ui_doctor.doctor_parts(engine, mode, editor, lenient, tab)
+                export_panel, export_form, export_code = ui_session.copy_as_code(mode)
+            with gr.Column(scale=3):
+                with gr.Row():
+                    constrained = _result_column("Constrained", f"{mode}-constrained")
+                    free = _result_column("Unconstrained", f"{mode}-unconstrained")
+                metrics = gr.Markdown(elem_id=f"{mode}-metrics")
+                ui_doctor.coverage_parts(engine, mode, editor, tab)
+        mode_state = gr.State(mode)  # inside the Tab: a stray child of Tabs breaks tab labels
+    preset.change(lambda name: preset_values(presets, name), preset,
+                  [prompt, editor, *controls], api_name=False)
+    editor.change(lambda text: check_message(mode, text, engine), editor, check,
+                  api_name=False, trigger_mode="always_last")
+
+    def on_export(form: str, text: str, prompt_text: str, lenient_on: bool,
+                  *values: Any) -> Any:
+        return ui_session.export_code(ui_session.export.target_for(engine.info.as_dict()),
+                                      mode, form, text, prompt_text,
+                                      options_from_controls(*values), bool(lenient_on))
+
+    gr.on([export_panel.expand, export_form.change, editor.change, prompt.change,
+           lenient.change, *(c.change for c in controls)],
+          on_export, [export_form, editor, prompt, lenient, *controls], export_code,
+          api_name=False,
+          trigger_mode="always_last", show_progress="hidden")
+
+    async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
+        flight = flights.start(request.session_hash, mode)
+        *inputs, inspect_on, lenient_on, runs, session_id = values
+        async with aclosing(run_click(engine, *inputs, flight=flight, runs=runs,
+                                      session_id=session_id, store=parts.store,
+                                      inspect=bool(inspect_on),
+                                      lenient=bool(lenient_on))) as updates:
+            async for update in updates:  # closed with this: Gradio closes only the outer
+                yield update
+
+    async def on_stop(request: gr.Request) -> tuple[str, ...]:
+        return await stop_click(flights.get(request.session_hash, mode))
+
+    results = [*constrained, *free, metrics]
+    run_event = run.click(on_run, [mode_state, editor, prompt, *controls, inspect, lenient,
+                                   parts.runs, parts.session],
+                          [check, *results, parts.runs, parts.table], api_name=False,
+                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
+                          show_progress=PROGRESS)
+    stop.click(on_stop, None, [check, *results], cancels=[run_event],
+               api_name=False, queue=False)
+    return [prompt, editor, *controls, *results]
+
+
+def _batch_tab(engine: Engine, presets: dict[str, Preset], limit: int,
+               flights: InFlight) -> None:
+    example = next(iter(presets.values()), None)
+    with gr.Tab("Batch", elem_id="tab-batch"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                mode = gr.Radio(list(MODES), value=example.mode if example else "choice",
+                                label="Mode", elem_id="batch-mode")
+                editor = gr.Code(value=example.constraint_text if example else "",
+                                 language=None, label="Constraint (as in the mode's tab)",
+                                 lines=8, elem_id="batch-constraint")
+                prompts = gr.Textbox(label="Prompts, one per line", lines=8,
+                                     value=example.prompt if example else "",
+                                     elem_id="batch-prompts")
+                upload = gr.File(label="…or a .txt / .jsonl file of prompts",
+                                 file_types=[".txt", ".jsonl"], type="filepath")
+                controls = _sampling_controls(example.settings if example
+                                              else SamplingSettings())
+                with gr.Row():
+                    run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
+                    stop = gr.Button("Stop", variant="stop", elem_id="batch-stop")
+            with gr.Column(scale=3):
+                status = gr.Markdown(elem_id="batch-status")
+                totals = gr.Markdown(elem_id="batch-totals")
+                table = gr.Dataframe(headers=batch.COLUMNS, wrap=True, elem_id="batch-table")
+                files = gr.File(label="Download (JSONL, CSV)", file_count="multiple")
+
+    async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
+        flight = flights.start(request.session_hash, "batch")
+        async with aclosing(batch_click(engine, *values, flight=flight)) as updates:
+            async for update in updates:
+                yield update
+
+    async def on_stop(request: gr.Request) -> tuple[Any, ...]:
+        return await batch_stop_click(flights.get(request.session_hash, "batch"))
+
+    run_event = run.click(on_run, [mode, editor, prompts, upload, *controls],
+                          [status, table, totals, files], api_name=False,
+                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
+                          show_progress=PROGRESS)
+    stop.click(on_stop, None, [status, table, totals, files], cancels=[run_event],
+               api_name=False, queue=False)
+
+
+def engine_concurrency(engine: Engine) -> int:
+    """Default number of model events at once: one for the CPU model (it runs one request
+    at a time, so more would only share its cores), many for vLLM (it batches them)."""
+    return 64 if engine.concurrent else 1
+
+
+def queue_load(demo: gr.Blocks) -> dict[str, int] | None:
+    """Running and waiting model events, from Gradio's queue (None where it has none)."""
+    group = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id",
+                    {}).get(ENGINE_QUEUE)
+    if group is None:
+        return None
+    return {"running": group.current_concurrency, "waiting": len(group.queue)}
+
+
+def build_ui(engine: Engine, presets: dict[str, Preset],
+             concurrency: int | None = None, history_dir: str | None = None) -> gr.Blocks:
+    """The page. Model events share one queue group of `concurrency` (default: the
+    engine's, see engine_concurrency); the panel and /status stay off the queue, so
+    they answer however busy the model is."""
+    limit = concurrency or engine_concurrency(engine)
+    flights = InFlight()
+    with gr.Blocks(title="structured-playground") as demo:
+        gr.Markdown("# structured-playground\nWatch a model write output that is *guaranteed* "
+                    "to fit a format, next to the same model writing freely.")
+        panel = gr.Markdown(engine_markdown(engine), elem_id="engine-panel")
+        timer = gr.Timer(1.0)
+        shown = gr.State("")
+
+        def tick(last: str) -> tuple[Any, Any]:
+            # Sent only when it changed: a redraw a second is work the model's cores do.
+            text = engine_markdown(engine, queue_load(demo))
+            return (gr.skip(), gr.skip()) if text == last else (text, text)
+
+        timer.tick(tick, shown, [panel, shown], api_name=False, show_progress="hidden",
+                   queue=False)
+        parts = ui_session.history_parts(
+            history.SessionStore(history_dir) if history_dir else None)
+        with gr.Tabs() as tabs:
+            fields = {mode: _mode_tab(engine, presets, mode, limit, flights, parts)
+                      for mode in MODES}
+            _batch_tab(engine, presets, limit, flights)
+            ui_session.history_tab(parts, tabs, fields, run_values)
+        ui_session.wire_session(demo, parts)
+
+        async def generate(mode: str, constraint: str, prompt: str,
+                           options: dict[str, Any] | str | None
+                           ) -> AsyncIterator[dict[str, Any]]:
+            async with aclosing(api_generate(engine, mode, constraint, prompt,
+                                             options)) as updates:
+                async for update in updates:
+                    yield update
+
+        gr.api(generate, api_name="generate", concurrency_id=ENGINE_QUEUE,
+               concurrency_limit=limit)
+
+        async def status() -> dict[str, Any]:
+            # On the loop (it is cheap), so the loop's watchdog starts with the first
+            # readiness check, before any user's request.
+            watchdog.watch()
+            return engine_status(engine, queue_load(demo))
+
+        gr.api(status, api_name="status", queue=False)
+        ui_doctor.add_api(engine)
+    return demo

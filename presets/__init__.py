@@ -1,0 +1,1 @@
+"""The preset data files, shipped in the wheel as playground.presets (see core/presets.py)."""
