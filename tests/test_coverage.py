@@ -7,8 +7,11 @@ import pytest
 from playground.core.constraints import JsonSchema
 from playground.core.presets import load_presets
 from playground.core.schema import instance_errors
-from playground.doctor.coverage import compile_tester, coverage, lenient_schema, sites, without
+from playground.doctor.coverage import coverage
 from playground.doctor.instances import Instances, string_for
+from playground.doctor.lenient import lenient_schema
+from playground.doctor.sites import sites, without
+from playground.doctor.testers import compile_tester
 from playground.errors import ConstraintError
 
 RAW = ["xgrammar", "guidance", "outlines"]

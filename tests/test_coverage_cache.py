@@ -2,7 +2,7 @@
 
 import pytest
 
-from playground.doctor import coverage as cov
+from playground.doctor import testers as cov
 from playground.errors import ConstraintError
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}},
@@ -56,6 +56,23 @@ def test_the_memory_is_bounded():
     for index in range(cov._KEEP_REFUSALS + 5):
         cov.refusal("outlines", {"type": "integer", "maximum": index})
     assert len(cov._REFUSALS) <= cov._KEEP_REFUSALS
+
+
+def test_the_schema_asked_about_all_along_stays_while_near_copies_come_and_go():
+    """Least recently used goes first: bisecting a refused schema compiles many near
+    copies, which must not push out the schema's own tester."""
+    own = cov.compile_tester("outlines", SCHEMA)
+    for index in range(cov._KEEP_TESTERS * 2):
+        cov.compile_tester("outlines", {**SCHEMA, "minProperties": index})
+        assert cov.compile_tester("outlines", SCHEMA) is own
+
+
+def test_answers_per_tester_are_bounded(monkeypatch):
+    monkeypatch.setattr(cov, "_KEEP_ANSWERS", 3)
+    tester = cov.compile_tester("outlines", {"type": "integer", "maximum": -7})
+    for index in range(10):
+        tester.test(str(index))
+    assert len(tester.answers) <= 3
 
 
 def test_any_tokenizer_is_loaded_once():

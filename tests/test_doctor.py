@@ -6,7 +6,10 @@ import json
 import pytest
 
 from playground.core.constraints import from_text
-from playground.doctor import tools as doctor
+from playground.doctor import dialect as dialect_mod
+from playground.doctor import lenient as lenient_mod
+from playground.doctor import sent as sent_mod
+from playground.doctor import test_strings as strings_mod
 from playground.judging.validation import errors_in
 from playground.run.service import run_request
 
@@ -25,7 +28,7 @@ HARD = {"type": "object", "required": ["name", "tags", "age", "card"],
 
 
 def test_parse_cases():
-    assert doctor.parse_cases("+ yes\n- no\nplain\n\n+ a\\nb") == [
+    assert strings_mod.parse_cases("+ yes\n- no\nplain\n\n+ a\\nb") == [
         ("yes", True), ("no", False), ("plain", None), ("a\nb", True)]
 
 
@@ -39,23 +42,23 @@ def test_parse_cases():
      ["ok", "ok"]),
 ])
 def test_test_strings_in_every_mode(mode, constraint, cases, flags):
-    results = doctor.test_strings(from_text(mode, constraint), doctor.parse_cases(cases))
-    rows = doctor.test_rows(results)
+    results = strings_mod.test_strings(from_text(mode, constraint), strings_mod.parse_cases(cases))
+    rows = strings_mod.test_rows(results)
     assert [row[-1] for row in rows] == flags
     assert all(len(row) == 6 for row in rows)  # string, expected, validator, 2 backends, flag
 
 
 def test_a_refused_string_names_the_character_and_what_was_expected():
-    [result] = doctor.test_strings(from_text("regex", "[0-9]+"), [("12a", False)])
+    [result] = strings_mod.test_strings(from_text("regex", "[0-9]+"), [("12a", False)])
     found = result["backends"]["xgrammar"]
     assert found["rejected_at"] == 2 and found["expected"].startswith("'0'-'9'")
 
 
 def test_a_backend_refusing_the_constraint_is_a_verdict_too():
-    [result] = doctor.test_strings(from_text("regex", r"(a)\1"), [("aa", True)])
+    [result] = strings_mod.test_strings(from_text("regex", r"(a)\1"), [("aa", True)])
     assert result["validator"]["matches"] is True
     assert result["backends"]["xgrammar"]["matches"] is None
-    assert "refuses the constraint" in doctor.test_rows([result])[0][3]
+    assert "refuses the constraint" in strings_mod.test_rows([result])[0][3]
 
 
 @pytest.mark.parametrize(("mode", "text", "backend", "language", "needle"), [
@@ -67,24 +70,24 @@ def test_a_backend_refusing_the_constraint_is_a_verdict_too():
     ("choice", "yes\nno", "vllm:xgrammar", "json", '"yes"'),
 ])
 def test_sent_is_what_the_backend_receives(mode, text, backend, language, needle):
-    found = doctor.sent(from_text(mode, text), backend)
+    found = sent_mod.sent(from_text(mode, text), backend)
     assert found["language"] == language and needle in found["text"]
 
 
 def test_dialect_differences_are_found_by_asking_the_backends():
-    lines = doctor.dialect_lines(doctor.dialect(r"[a-z]+\d"))
+    lines = dialect_mod.dialect_lines(dialect_mod.dialect(r"[a-z]+\d"))
     # RE2 (the validator) and xgrammar: \d is ASCII; llguidance: any Unicode digit.
     assert any("'٣'" in line and "guidance matches" in line
                and "xgrammar does not match" in line for line in lines)
     assert any("position 6" in line for line in lines)
-    refused = doctor.dialect(r"(?=a)a")
+    refused = dialect_mod.dialect(r"(?=a)a")
     assert refused[0]["feature"] == "lookahead" and "refuses" in refused[0]["backends"][
         "xgrammar"]
 
 
 def test_dialect_notes_of_patterns_inside_a_schema():
     schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": r"^\w+$"}}}
-    notes = doctor.dialect_notes(from_text("json", json.dumps(schema)))
+    notes = dialect_mod.dialect_notes(from_text("json", json.dumps(schema)))
     assert notes and notes[0]["where"] == "$.properties.code.pattern"
 
 
@@ -94,10 +97,11 @@ LOOKAHEAD = {"type": "object", "required": ["name"],
 
 def test_a_lookahead_inside_a_schema_is_said_to_be_ignored_not_refused():
     """xgrammar refuses a bare lookahead but, inside a schema, compiles it and drops it."""
-    from playground.doctor.coverage import compile_tester, coverage
+    from playground.doctor.coverage import coverage
+    from playground.doctor.testers import compile_tester
 
     constraint = from_text("json", json.dumps(LOOKAHEAD))
-    note = doctor.dialect_notes(constraint)[0]
+    note = dialect_mod.dialect_notes(constraint)[0]
     assert note["feature"] == "lookahead"
     assert note["backends"]["xgrammar"].startswith("accepts the pattern but ignores this")
     assert any("lookaround" in warning for warning in constraint.warnings)
@@ -110,10 +114,10 @@ def test_a_lookahead_inside_a_schema_is_said_to_be_ignored_not_refused():
 def test_lenient_per_backend():
     constraint = from_text("json", json.dumps(HARD))
     for backend in ("xgrammar", "guidance"):
-        relaxed = doctor.lenient(constraint, backend)
+        relaxed = lenient_mod.lenient(constraint, backend)
         assert "uniqueItems at $.properties.tags" in relaxed.not_enforced
         assert "not at $.properties.age" in relaxed.not_enforced
-    guidance = doctor.lenient(constraint, "guidance")
+    guidance = lenient_mod.lenient(constraint, "guidance")
     assert guidance.constraint.schema["x-guidance"] == {"lenient": True}
     assert "format at $.properties.card" in guidance.not_enforced
 
@@ -155,12 +159,13 @@ def test_cpu_engine_generates_anyway_under_lenient(embedded_engine):
 
 def test_coverage_view_lists_keywords_with_this_engines_backend_first(fake_engine):
     from playground.web import doctor_panel as ui_doctor
+    from playground.web.markdown_safe import plain
 
     value, line = ui_doctor.coverage_view(fake_engine, json.dumps(UNIQUE))
     assert value["headers"][:3] == ["path", "keyword", "xgrammar (this engine)"]
     row = next(r for r in value["data"] if r[1] == "uniqueItems")
     assert row[2] == "NOT ENFORCED"
-    assert "uniqueItems at $.properties.tags" in line
+    assert plain("uniqueItems at $.properties.tags") in line  # the path is escaped Markdown
     _, bad = ui_doctor.coverage_view(fake_engine, "{")
     assert "invalid JSON" in bad
 
@@ -197,21 +202,21 @@ def test_vllms_own_validation_takes_the_lenient_schema(backend):
     """vLLM refuses HARD whole (outlines takes it, ignoring a format beside maxLength);
     what a lenient run sends passes its request validation."""
     pytest.importorskip("vllm")
-    from playground.doctor.coverage import refusal
+    from playground.doctor.testers import refusal
 
     assert (refusal(backend, HARD) is None) is (backend == "vllm:outlines")
-    relaxed = doctor.lenient(from_text("json", json.dumps(HARD)), backend, time_limit_s=120)
+    relaxed = lenient_mod.lenient(from_text("json", json.dumps(HARD)), backend, time_limit_s=120)
     assert refusal(backend, relaxed.constraint.schema) is None
     assert "uniqueItems at $.properties.tags" in relaxed.not_enforced
 
 
 def test_grammar_notes_name_lark_features_and_what_each_backend_says():
     grammar = 'start: A B\nA.2: /a+/\nB: /[ab]+/\n%import common.WS\n%ignore WS'
-    lines = doctor.dialect_lines(doctor.dialect_notes(from_text("grammar", grammar)))
+    lines = dialect_mod.dialect_lines(dialect_mod.dialect_notes(from_text("grammar", grammar)))
     assert any(line.startswith("line 2: terminal priority: xgrammar refuses it")
                for line in lines)
     assert any(line.startswith("line 5: %ignore") for line in lines)
-    assert doctor.dialect_notes(from_text("grammar", 'start: "a"')) == []
+    assert dialect_mod.dialect_notes(from_text("grammar", 'start: "a"')) == []
 
 
 def test_dialect_view_on_the_page():

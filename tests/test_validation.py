@@ -12,6 +12,11 @@ SQL = """?start: select_statement
 """
 CAR = """{"type": "object", "properties": {"brand": {"type": "string"},
  "car_type": {"enum": ["sedan", "SUV", "Truck", "Coupe"]}}, "required": ["brand"]}"""
+# Pointers as the validator reads them: percent-decoded, then ~1 and ~0 unescaped.
+PERCENT = """{"$defs": {"a b": {"type": "string"}, "m~n": {"type": "integer"}},
+ "properties": {"a/b": {"$ref": "#/$defs/a%20b"}, "m~n": {"$ref": "#/$defs/m~0n"}}}"""
+LINKED = """{"$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#"}}}},
+ "$ref": "#/$defs/node"}"""
 
 
 @pytest.mark.parametrize(
@@ -38,6 +43,11 @@ CAR = """{"type": "object", "properties": {"brand": {"type": "string"},
                  ' "minimum": 5, "exclusiveMinimum": true}', "5", "invalid", "$:"),
         ("json", '{"$schema": "https://json-schema.org/draft/2020-12/schema",'
                  ' "exclusiveMinimum": 5}', "5", "invalid", "less than or equal"),
+        ("json", PERCENT, '{"a/b": "x", "m~n": 1}', "valid", None),
+        ("json", PERCENT, '{"a/b": 1}', "invalid", "$['a/b']: 1 is not of type 'string'"),
+        ("json", PERCENT, '{"m~n": "1"}', "invalid", "is not of type 'integer'"),
+        ("json", LINKED, '{"next": {"next": {}}}', "valid", None),
+        ("json", LINKED, '{"next": {"next": 1}}', "invalid", "$.next.next: 1 is not of type"),
         ("grammar", SQL, "SELECT username,email FROM users", "valid", None),
         ("grammar", SQL, "SELECT username, email FROM users", "invalid", "line 1, column 17"),
         ("grammar", SQL, "SELECT username", "invalid", "ends early"),

@@ -1,5 +1,16 @@
 """JSON Schema, checked and applied: the meta-schema check, local `$ref`s, the validator
-verdicts use (formats checked, remote references never fetched), and the schema walker.
+verdicts use (formats checked, remote references never fetched), and the schema walkers.
+
+One resolver for `$ref`, `resolve_ref` (through `referencing`, as the validator itself
+resolves), so that the ref check, the cycle check and the doctor's documents never
+disagree on what a reference names. What a schema's `$ref`s may do: point inside the
+schema, and never loop without progress. A remote (`http:`), `file:` or relative
+(`other.json`) reference would make validation reach outside the server, so it is refused
+when the schema is checked, with how to inline it. A cycle of references that applies to
+the same value again and again (`a` is `{"$ref": "#/$defs/a"}`, or `{"allOf": [{"$ref":
+...}]}` back to itself) never ends: jsonschema recursed until RecursionError ("engine
+error: AssertionError" in places). A recursive schema that descends into a property or
+item on the way is fine, and kept.
 
 Stdlib, jsonschema and referencing only: constraints, judging and the doctor all use it.
 """
@@ -10,12 +21,14 @@ import importlib
 import importlib.util
 import json
 import sys
+import threading
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-from playground.core import schema_refs
 from playground.errors import ConstraintError
 
 if TYPE_CHECKING:
@@ -32,6 +45,216 @@ def json_objects(node: Any, path: str = "$") -> Iterator[tuple[str, dict[str, An
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from json_objects(value, f"{path}[{index}]")
+
+
+Keys = tuple[str | int, ...]  # where a node is: keys and indexes from the root
+
+# Keywords whose value is one subschema, a list of them, or a map of name -> subschema.
+ONE_SUBSCHEMA = ("additionalProperties", "additionalItems", "unevaluatedProperties",
+                 "unevaluatedItems", "contains", "propertyNames", "not", "if", "then", "else",
+                 "items")
+LIST_SUBSCHEMAS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+MAP_SUBSCHEMAS = ("properties", "patternProperties", "$defs", "definitions",
+                  "dependentSchemas")
+# Keywords whose subschemas apply to the same value as the schema holding them.
+SAME_VALUE_LISTS = ("allOf", "anyOf", "oneOf")
+SAME_VALUE_ONE = ("not", "if", "then", "else")
+
+
+def schema_children(node: Any) -> Iterator[tuple[Keys, Any]]:
+    """The subschemas directly inside a schema node, each with its keys from `node`, in
+    the node's key order (`$ref` is not followed: see `resolve_ref`)."""
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key in MAP_SUBSCHEMAS and isinstance(value, dict):
+            yield from (((key, name), sub) for name, sub in value.items()
+                        if isinstance(sub, dict | bool))
+        elif key in LIST_SUBSCHEMAS and isinstance(value, list):
+            yield from (((key, index), sub) for index, sub in enumerate(value)
+                        if isinstance(sub, dict | bool))
+        elif key in ONE_SUBSCHEMA and isinstance(value, dict | bool):
+            yield (key,), value
+        elif key == "dependencies" and isinstance(value, dict):
+            # Draft 7's dependencies mixes subschemas with lists of names: only the former.
+            yield from (((key, name), sub) for name, sub in value.items()
+                        if isinstance(sub, dict))
+
+
+def keys_path(keys: Keys, root: str = "$") -> str:
+    """`keys` written as `json_objects` writes paths (`$.$defs.a[0]`), for messages."""
+    return root + "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in keys)
+
+
+# ---- $ref: one resolver, through referencing -----------------------------------------
+
+INLINE_HOW = ('copy the referenced schema under "$defs" (e.g. "$defs": {"item": {...}}) and '
+              'point to it with "$ref": "#/$defs/item"; remote and file references are never '
+              "fetched")
+
+
+def check_ref(ref: str, path: str) -> None:
+    """Refuse a `$ref` that does not point inside this schema."""
+    if not ref.startswith("#"):
+        raise ConstraintError(f"json: $ref {ref[:80]!r} at {path} points outside the schema: "
+                              f"{INLINE_HOW}")
+
+
+def _specification(schema: Any, dialect: str | None = None) -> Any:
+    import referencing.jsonschema
+
+    if dialect is None:
+        found = schema.get("$schema") if isinstance(schema, dict) else None
+        dialect = found if isinstance(found, str) else ""
+    return referencing.jsonschema.specification_with(
+        dialect, default=referencing.jsonschema.DRAFT202012)
+
+
+class SchemaRefs:
+    """The local `$ref`s of one root schema, resolved as the validator resolves them.
+
+    A JSON pointer fragment is percent-decoded, then split on `/`, then `~1` and `~0`
+    unescaped (RFC 6901 section 6, referencing's order: `%2F` is a separator); `#name`
+    finds a `$anchor` (draft 2019-09 on) or a fragment `$id` (drafts 6-7) where referencing
+    knows them. Every pointer starts at the root, also under a nested `$id` (what the
+    checks have always assumed). Nothing outside the schema is fetched.
+    """
+
+    def __init__(self, root: Any, dialect: str | None = None) -> None:
+        import referencing
+
+        self.root = root
+        resource = _specification(root, dialect).create_resource(root)
+        self._resolver = referencing.Registry(retrieve=_refuse_remote).resolver_with_root(
+            resource)
+        self._paths: dict[int, Keys] | None = None
+
+    def resolve(self, ref: str, at: str = "$") -> tuple[Any, Keys]:
+        """The node `ref` names and its keys from the root; ConstraintError naming `at`
+        (where the `$ref` is) if it points outside the schema or nowhere."""
+        import referencing.exceptions
+
+        check_ref(ref, at)
+        nowhere = ConstraintError(f"json: $ref {ref!r} at {at} points nowhere")
+        try:
+            target = self._resolver.lookup(ref).contents
+        # ValueError/TypeError: referencing indexes a list (or a string) with int(segment).
+        except (referencing.exceptions.Unresolvable, ValueError, TypeError):
+            raise nowhere from None
+        fragment = ref[1:]
+        if not fragment:
+            return target, ()
+        if fragment.startswith("/"):
+            keys = self._pointer_keys(fragment)
+            if keys is None:
+                raise nowhere
+            return target, keys
+        keys = self._path_of(target)
+        if keys is None:
+            raise nowhere
+        return target, keys
+
+    def _pointer_keys(self, pointer: str) -> Keys | None:
+        """The keys of a pointer referencing has just followed; None where it went into a
+        string (referencing indexes any sequence: "#/type/0" is a letter, not a schema)."""
+        keys: list[str | int] = []
+        node = self.root
+        for segment in unquote(pointer[1:]).split("/"):
+            if isinstance(node, str):
+                return None
+            key: str | int = (int(segment) if isinstance(node, list)
+                              else segment.replace("~1", "/").replace("~0", "~"))
+            node = node[key]
+            keys.append(key)
+        return tuple(keys)
+
+    def _path_of(self, target: Any) -> Keys | None:
+        """Where an anchored node is: the first path to it, by identity."""
+        if self._paths is None:
+            self._paths = {}
+            stack: list[tuple[Any, Keys]] = [(self.root, ())]
+            while stack:
+                node, keys = stack.pop()
+                if isinstance(node, dict):
+                    self._paths.setdefault(id(node), keys)
+                    stack.extend((value, (*keys, key)) for key, value in node.items())
+                elif isinstance(node, list):
+                    stack.extend((value, (*keys, i)) for i, value in enumerate(node))
+        return self._paths.get(id(target))
+
+
+# The few roots last resolved, by identity: the doctor resolves the same refs many times.
+_REFS: OrderedDict[int, SchemaRefs] = OrderedDict()
+_REFS_LOCK = threading.Lock()
+_REFS_KEEP = 8
+
+
+def schema_refs(root: Any) -> SchemaRefs:
+    """The resolver for `root` (remembered for the last few roots; a root must not be
+    changed after its refs are resolved)."""
+    with _REFS_LOCK:
+        found = _REFS.get(id(root))
+        if found is not None and found.root is root:
+            _REFS.move_to_end(id(root))
+            return found
+    made = SchemaRefs(root)
+    with _REFS_LOCK:
+        _REFS[id(root)] = made  # holds root, so its id is not reused while remembered
+        while len(_REFS) > _REFS_KEEP:
+            _REFS.popitem(last=False)
+    return made
+
+
+def resolve_ref(root: Any, ref: str, at: str = "$") -> tuple[Any, Keys]:
+    """The node a local `$ref` names in `root`, and its keys from the root.
+
+    ConstraintError naming `at` (where the `$ref` is) for a ref outside the schema (with
+    how to inline it) or one that points nowhere. See SchemaRefs for the rules.
+    """
+    return schema_refs(root).resolve(ref, at)
+
+
+def _same_value(node: dict[str, Any], refs: SchemaRefs) -> list[tuple[str, Any]]:
+    """(how, subschema) pairs applied to the same value as `node`."""
+    found: list[tuple[str, Any]] = []
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        try:
+            target, _ = refs.resolve(ref)
+        except ConstraintError:  # refused by the ref check, not here
+            target = None
+        if isinstance(target, dict):
+            found.append((ref, target))
+    for key in SAME_VALUE_LISTS:
+        if isinstance(node.get(key), list):
+            found += [(f"{key}[{i}]", sub) for i, sub in enumerate(node[key])
+                      if isinstance(sub, dict)]
+    found += [(key, node[key]) for key in SAME_VALUE_ONE if isinstance(node.get(key), dict)]
+    return found
+
+
+def check_cycles(root: Any, refs: SchemaRefs | None = None) -> None:
+    """Refuse a reference cycle that never moves to a property or an item."""
+    if not isinstance(root, dict):
+        return
+    refs = schema_refs(root) if refs is None else refs
+    done: set[int] = set()
+
+    def visit(node: dict[str, Any], trail: list[tuple[int, str]]) -> None:
+        if id(node) in done:
+            return
+        for how, sub in _same_value(node, refs):
+            ids = [seen for seen, _ in trail]
+            if id(sub) in ids:
+                loop = [step for _, step in trail[ids.index(id(sub)) + 1:]] + [how]
+                raise ConstraintError(
+                    f"json: $ref cycle {' -> '.join(loop)[:200]} applies to the same value "
+                    "forever; let the recursion go through a property or an array item")
+            visit(sub, [*trail, (id(sub), how)])
+        done.add(id(node))
+
+    for _, node in json_objects(root):  # every object, as a start of a possible cycle
+        visit(node, [(id(node), "")])
 
 
 # ---- JSON Schema -------------------------------------------------------------------
@@ -113,29 +336,18 @@ def check_schema(schema: dict[str, Any] | bool) -> None:
     except jsonschema.SchemaError as exc:
         raise ConstraintError(f"json: schema invalid at {exc.json_path}: {exc.message}") from None
     if isinstance(schema, dict):
-        _check_local_refs(schema, cls)
-        schema_refs.check_cycles(schema)
+        # The draft the validator chose, also for a $schema it does not know.
+        refs = SchemaRefs(schema, cls.META_SCHEMA.get("$id", ""))
+        _check_local_refs(schema, refs)
+        check_cycles(schema, refs)
 
 
-def _check_local_refs(schema: dict[str, Any], cls: type) -> None:
-    import referencing.exceptions
-    import referencing.jsonschema
-
-    spec = referencing.jsonschema.specification_with(
-        cls.META_SCHEMA.get("$id", ""), default=referencing.jsonschema.DRAFT202012)
-    resource = spec.create_resource(schema)
-    resolver = referencing.Registry(retrieve=_refuse_remote).with_resource(
-        "urn:playground:root", resource).resolver("urn:playground:root")
+def _check_local_refs(schema: dict[str, Any], refs: SchemaRefs) -> None:
+    # Every object, not only subschemas: a $ref anywhere is one a pointer could reach.
     for path, node in json_objects(schema):
         ref = node.get("$ref")
-        if not isinstance(ref, str):
-            continue
-        path = f"{path}.$ref"
-        schema_refs.check_ref(ref, path)  # nothing outside the schema is ever fetched
-        try:
-            resolver.lookup(ref)
-        except referencing.exceptions.Unresolvable:
-            raise ConstraintError(f"json: $ref {ref!r} at {path} points nowhere") from None
+        if isinstance(ref, str):
+            refs.resolve(ref, f"{path}.$ref")  # nothing outside the schema is ever fetched
 
 
 def json_errors(schema: dict[str, Any] | bool, text: str) -> list[str]:

@@ -14,15 +14,14 @@ import math
 import re
 from typing import Any
 
-from playground.errors import NoInstance  # noqa: F401  (re-exported)
-
-# Keywords whose value is one subschema, a list of them, or a map of name -> subschema.
-ONE_SUBSCHEMA = ("additionalProperties", "additionalItems", "unevaluatedProperties",
-                 "unevaluatedItems", "contains", "propertyNames", "not", "if", "then", "else",
-                 "items")
-LIST_SUBSCHEMAS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
-MAP_SUBSCHEMAS = ("properties", "patternProperties", "$defs", "definitions",
-                  "dependentSchemas")
+from playground.core.schema import (  # noqa: F401  (re-exported: the doctor reads them here)
+    LIST_SUBSCHEMAS,
+    MAP_SUBSCHEMAS,
+    ONE_SUBSCHEMA,
+    resolve_ref,
+    schema_children,
+)
+from playground.errors import ConstraintError, NoInstance  # noqa: F401  (NoInstance re-exported)
 
 FORMAT_EXAMPLES: dict[str, str] = {
     "date": "2024-01-31", "date-time": "2024-01-31T12:00:00Z", "time": "12:00:00Z",
@@ -50,19 +49,7 @@ _NONE = object()  # no attempt gave a document (None is a JSON value)
 
 def subschemas(node: Any) -> list[Any]:
     """The subschemas directly inside a schema node (not following $ref)."""
-    if not isinstance(node, dict):
-        return []
-    found: list[Any] = []
-    for key, value in node.items():
-        if key in MAP_SUBSCHEMAS and isinstance(value, dict):
-            found += [v for v in value.values() if isinstance(v, dict | bool)]
-        elif key in LIST_SUBSCHEMAS and isinstance(value, list):
-            found += [v for v in value if isinstance(v, dict | bool)]
-        elif key in ONE_SUBSCHEMA and isinstance(value, dict | bool):
-            found.append(value)
-        elif key == "dependencies" and isinstance(value, dict):
-            found += [v for v in value.values() if isinstance(v, dict)]
-    return found
+    return [sub for _, sub in schema_children(node)]
 
 
 def within(node: Any) -> set[int]:
@@ -160,18 +147,13 @@ class Instances:
     # ---- helpers -------------------------------------------------------------------------
 
     def resolve(self, ref: str) -> Any:
+        """The node a local `$ref` names, as the validator resolves it; NoInstance else."""
         if not ref.startswith("#"):
             raise NoInstance(f"remote $ref {ref!r}")
-        node: Any = self.root
-        for part in [p for p in ref[1:].split("/") if p]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, list) and part.isdigit():
-                node = node[int(part)]
-            elif isinstance(node, dict) and part in node:
-                node = node[part]
-            else:
-                raise NoInstance(f"$ref {ref!r} points nowhere")
-        return node
+        try:
+            return resolve_ref(self.root, ref)[0]
+        except ConstraintError:
+            raise NoInstance(f"$ref {ref!r} points nowhere") from None
 
     def reaches(self, node: Any, seen: set[int] | None = None) -> bool:
         """Whether the focus node is `node` or under it, following local $refs."""
