@@ -2,11 +2,13 @@ import asyncio
 import csv
 import io
 import json
+from typing import get_args
 
 import pytest
 
 from playground.errors import InputError
 from playground.run import batch
+from playground.run.result import RunResult, RunStatus
 from playground.web.page import batch_click
 
 
@@ -26,6 +28,12 @@ def test_batch_totals_and_exports(fake_engine):
     assert [r["prompt"] for r in rows] == ["a?", "b?", "c?"]
     table = list(csv.DictReader(io.StringIO(batch.to_csv(result))))
     assert table[1]["verdict"] == "invalid" and "not one of" in table[1]["errors"]
+
+
+def test_the_exports_columns_and_totals_are_the_result_models():
+    """Every status a finished run can have is counted; every column is a result field."""
+    assert set(batch.TOTALS) == set(get_args(RunStatus)) - {"running"}
+    assert set(batch.COLUMNS[2:]) <= set(RunResult.model_fields)
 
 
 @pytest.mark.parametrize(

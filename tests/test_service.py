@@ -4,9 +4,11 @@ import asyncio
 
 import pytest
 
+from playground.core.settings import SamplingSettings
 from playground.engines.base import Chunk
 from playground.engines.fake import FakeEngine
 from playground.errors import InputError
+from playground.run.result import INSPECT_FIELDS, RunResult
 from playground.run.service import run_request, stream_request
 
 SCHEMA = '{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}'
@@ -32,6 +34,41 @@ def test_result_has_the_documented_fields(fake_engine):
         "text", "verdict", "errors", "prompt_tokens", "output_tokens", "latency_s", "ttft_s",
         "tokens_per_s", "compile_s", "finish_reason"}
     assert fake_engine.requests[0][2].max_tokens == 4
+
+
+@pytest.mark.parametrize("inspect", [False, True])
+def test_the_answer_is_the_live_result_as_a_dict(fake_engine, inspect):
+    """One model: what the page holds (and Stop labels) is what the API answers."""
+    fake_engine.enqueue("yes", "no")
+    live: list[RunResult] = []
+
+    async def last():
+        return [u async for u in stream_request(fake_engine, "choice", "yes\nno", "q?",
+                                                {"inspect": inspect}, live=live)][-1]
+
+    update = asyncio.run(last())
+    assert all(isinstance(result, RunResult) for result in live)
+    assert [update["constrained"], update["unconstrained"]] == [r.as_dict() for r in live]
+    assert (INSPECT_FIELDS <= set(update["constrained"])) is inspect
+    assert not {"token_ids", "_token_ids", "distributions"} & set(update["constrained"])
+    if inspect:  # the inspector's dicts, typed as the file model types them
+        assert update["constrained"]["tokens"][0]["kind"] in ("forced", "narrowed", "free")
+        assert update["constrained"]["inspect_summary"]["tokens"] == len(
+            update["constrained"]["tokens"])
+
+
+def test_a_stop_labels_the_result_in_place_and_a_file_takes_it():
+    from playground.run import history
+    from playground.run.service import mark_stopped
+
+    result = RunResult(text="par", output_tokens=1)
+    mark_stopped(result)
+    assert (result.verdict, result.finish_reason) == ("stopped", "stopped")
+    assert result.errors == ["stopped by user; the output above is partial"]
+    update = {"mode": "choice", "constrained": result.as_dict(),
+              "unconstrained": RunResult().as_dict()}
+    run = history.record(update, "p", "a", SamplingSettings(), [])
+    assert history.loads(history.dumps([run], "run")).runs[0].constrained == result
 
 
 def test_length_finish_is_truncated_and_engine_error_is_error(fake_engine):

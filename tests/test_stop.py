@@ -10,7 +10,8 @@ import pytest
 from playground.engines.fake import FakeEngine
 from playground.errors import EngineDead
 from playground.run import batch
-from playground.run.service import RunResult, run_request, stream_request
+from playground.run.result import RunResult
+from playground.run.service import run_request, stream_request
 
 LONG = " ".join(f"w{i}" for i in range(400))
 

@@ -16,11 +16,16 @@ from playground.core import limits
 from playground.engines.base import Engine
 from playground.errors import InputError
 from playground.run import watchdog
-from playground.run.service import RunResult, prepare, stream_run
+from playground.run.result import RunResult, RunStatus
+from playground.run.service import prepare, stream_run
 
 COLUMNS = ["index", "prompt", "text", "verdict", "constraint_escaped", "errors",
            "prompt_tokens", "output_tokens", "latency_s", "ttft_s", "tokens_per_s",
            "finish_reason"]
+
+# The statuses the totals count, in the order exports have always listed them.
+TOTALS: tuple[RunStatus, ...] = ("valid", "invalid", "truncated", "error", "stopped",
+                                 "unjudged")
 
 
 def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
@@ -94,9 +99,7 @@ class BatchResult:
     def summarize(self) -> dict[str, Any]:
         finished = [r for r in self.results if r is not None]
         tokens = sum(r.output_tokens for r in finished)
-        counts = {status: sum(r.verdict == status for r in finished)
-                  for status in ("valid", "invalid", "truncated", "error", "stopped",
-                                 "unjudged")}
+        counts = {status: sum(r.verdict == status for r in finished) for status in TOTALS}
         self.totals = {
             "prompts": len(self.prompts), "finished": len(finished), **counts,
             "constraint_escaped": sum(r.constraint_escaped for r in finished),

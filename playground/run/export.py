@@ -254,12 +254,12 @@ def lenient_for(constraint: Constraint, target: Target, limit_s: float = 20.0
     TimeoutError where the doctor could not find it in time."""
     if not isinstance(constraint, JsonSchema):
         return constraint, ""
-    from playground.doctor import tools as doctor
+    from playground.doctor.lenient import bounded_lenient
 
     backend = "xgrammar" if target.engine_backend == "auto" else target.engine_backend
     # vLLM's own request validation where vLLM is installed: what the snippet will meet.
     column = f"vllm:{backend}" if importlib.util.find_spec("vllm") else backend
-    relaxed = doctor.bounded_lenient(constraint, column, limit_s, view=True)
+    relaxed = bounded_lenient(constraint, column, limit_s, view=True)
     unenforced = ", ".join(relaxed.not_enforced) or "nothing"
     return relaxed.constraint, f"# Lenient ({relaxed.how}); not enforced: {unenforced}\n"
 

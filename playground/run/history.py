@@ -22,79 +22,12 @@ from playground.core.constraints import Mode
 from playground.core.limits import active
 from playground.core.settings import SamplingSettings
 from playground.errors import InputError
+from playground.run.result import RunResult
 
 FORMAT = "structured-playground-history"
 COLUMNS = ["#", "time", "mode", "prompt", "constrained", "unconstrained",
            "tokens/s constrained", "tokens/s unconstrained"]
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")
-
-
-# A run file is user input shown in other people's pages: everything that reaches HTML is
-# typed here (a verdict or a token kind is a CSS class, counts are formatted as numbers).
-Verdict = Literal["running", "valid", "invalid", "truncated", "error", "unjudged", "stopped"]
-
-
-class TopToken(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: str
-    id: int | None = None
-    logprob: float | None = None
-    allowed: bool | None = None
-
-
-class InspectedToken(BaseModel):
-    """One token of the inspector's strip (playground.run.token_inspector)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str
-    id: int | None = None
-    allowed: int | None = None
-    kind: Literal["forced", "narrowed", "free"]
-    override: bool = False
-    logprob: float | None = None
-    rank: int | None = None
-    top: list[TopToken] = Field(default_factory=list)
-
-
-class InspectSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    tokens: int = 0
-    forced: int = 0
-    narrowed: int = 0
-    free: int = 0
-    overrides: int = 0
-    mean_logprob: float | None = None
-    mean_logprob_constrained: float | None = None
-    mean_logprob_unconstrained: float | None = None
-    backend: Literal["xgrammar", "guidance"] | None = None
-
-
-class SideResult(BaseModel):
-    """One side of a run, as `service.RunResult` gives it."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    text: str = ""
-    verdict: Verdict = "running"
-    errors: list[str] = Field(default_factory=list)
-    prompt_tokens: int | None = None
-    output_tokens: int = 0
-    latency_s: float | None = None
-    ttft_s: float | None = None
-    tokens_per_s: float | None = None
-    compile_s: float | None = None
-    finish_reason: str | None = None
-    engine_timings: dict[str, float] = Field(default_factory=dict)
-    constraint_escaped: bool = False
-    # The token inspector's, when the run asked for it.
-    tokens: list[InspectedToken] | None = None
-    inspect_summary: InspectSummary | None = None
-    left_format_at: int | None = None
-    inspect_s: float | None = None
-    inspect_error: str | None = None
 
 
 class Run(BaseModel):
@@ -108,8 +41,9 @@ class Run(BaseModel):
     settings: SamplingSettings
     engine: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
-    constrained: SideResult
-    unconstrained: SideResult
+    # Strict: a file's unknown keys and non-finite numbers are refused (playground.run.result).
+    constrained: RunResult
+    unconstrained: RunResult
     # A lenient run: what it left unenforced, and what the engine was sent.
     not_enforced: list[str] | None = None
     sent: dict[str, Any] | None = None
@@ -146,17 +80,17 @@ def record(update: dict[str, Any], prompt: str, constraint: str,
                not_enforced=update.get("not_enforced"), sent=update.get("sent"))
 
 
-def _side(result: dict[str, Any]) -> SideResult:
-    # Fields the model does not know (a newer RunResult) are dropped, not refused: a run
-    # must never fail to be kept. tests/test_history.py keeps the two in step.
-    # Nor may a number the model refuses in a file (an engine's inf or nan timing).
+def _side(result: dict[str, Any]) -> RunResult:
+    """One side of an update (`RunResult.as_dict`, as the page showed it) as kept.
+
+    A run must never fail to be kept, so the numbers a file refuses (an engine's inf or nan
+    timing) are dropped here rather than refused."""
     def finite(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: v for k, v in value.items() if not _infinite(v)}
         return None if _infinite(value) else value
 
-    return SideResult.model_validate({k: finite(v) for k, v in result.items()
-                                      if k in SideResult.model_fields})
+    return RunResult.model_validate({k: finite(v) for k, v in result.items()})
 
 
 def _infinite(value: Any) -> bool:
@@ -178,7 +112,7 @@ def find(history: list[Run], run_id: int | None) -> Run | None:
 
 def table(history: list[Run]) -> list[list[Any]]:
     """Rows for the history table, newest first."""
-    def rate(side: SideResult) -> float | None:
+    def rate(side: RunResult) -> float | None:
         return None if side.tokens_per_s is None else round(side.tokens_per_s, 1)
 
     return [[run.id, _clock(run.created), run.mode, _short(run.prompt),
@@ -304,10 +238,3 @@ class SessionStore:
         partial = path.with_suffix(".tmp")
         partial.write_text(dumps(history, "history"), encoding="utf-8")
         os.replace(partial, path)  # a reader never sees half a file
-
-
-def result_fields() -> set[str]:
-    """What a run's result can hold (tests check SideResult keeps up with it)."""
-    from playground.run.service import RunResult
-
-    return set(RunResult(token_ids=[]).as_dict())

@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,8 +20,9 @@ from playground import log as logs
 from playground.core import limits
 from playground.core.constraints import Constraint
 from playground.core.settings import RequestOptions, split_options
-from playground.doctor import tools as doctor
-from playground.engines.base import Chunk, Engine, SamplingSettings, TokenDist
+from playground.doctor import lenient as lenient_mod
+from playground.doctor import sent as sent_mod
+from playground.engines.base import Chunk, Engine, SamplingSettings
 from playground.errors import (  # noqa: F401 (shared with callers)
     ConstraintError,
     EngineDead,
@@ -33,53 +33,10 @@ from playground.errors import (  # noqa: F401 (shared with callers)
 from playground.judging.judge import build_constraint, judge
 from playground.run import watchdog
 from playground.run.inputs import check_context, check_options, check_request
+from playground.run.result import STOPPED, InspectedToken, InspectSummary, RunResult
 from playground.run.streaming import coalesce
 
 log = logging.getLogger(__name__)
-# A run cut short by Stop or a closed page: its partial output is kept and labelled.
-STOPPED = "stopped"
-
-
-@dataclass
-class RunResult:
-    text: str = ""
-    verdict: str = "running"
-    errors: list[str] = field(default_factory=list)
-    prompt_tokens: int | None = None
-    output_tokens: int = 0
-    latency_s: float | None = None
-    ttft_s: float | None = None
-    # Decode speed: tokens after the first, over the time after the first token.
-    tokens_per_s: float | None = None
-    compile_s: float | None = None
-    finish_reason: str | None = None
-    engine_timings: dict[str, float] = field(default_factory=dict)
-    # The constraint was on, yet the output does not fit it: the engine did not enforce it.
-    constraint_escaped: bool = False
-    # The token inspector (request option "inspect"; in as_dict only then): the strip
-    # (playground.run.token_inspector), its counts, the first token the constraint's matcher
-    # rejected, and the seconds the inspection took after the run.
-    tokens: list[dict[str, Any]] | None = None
-    inspect_summary: dict[str, Any] | None = None
-    left_format_at: int | None = None
-    inspect_s: float | None = None
-    inspect_error: str | None = None
-    # What the inspector reads from the engine (never in as_dict).
-    token_ids: list[int] | None = None
-    distributions: list[TokenDist] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        if self.token_ids is None:  # not inspected: the fields it always had
-            data = asdict(self)
-            for key in INSPECT_FIELDS:
-                del data[key]
-        else:
-            data = asdict(replace(self, token_ids=None, distributions=None))
-        del data["token_ids"], data["distributions"]
-        return data
-
-
-INSPECT_FIELDS = ("tokens", "inspect_summary", "left_format_at", "inspect_s", "inspect_error")
 
 
 def parse_settings(options: dict[str, Any] | None) -> SamplingSettings:
@@ -130,8 +87,9 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     """
     result = RunResult()
     extra: dict[str, Any] = {}
-    if inspect:
-        result.token_ids, extra = [], {"inspect": True}
+    token_ids: list[int] = []
+    if inspect:  # the same list the loop extends: no attribute lookup per chunk
+        result._token_ids, extra = token_ids, {"inspect": True}
     start = time.perf_counter()
     first_token_at: float | None = None
     first_tokens, last_token_at = 0, None  # tokens in the first delta; when the last came
@@ -147,7 +105,7 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
                     result.ttft_s = now - start
                 result.text += chunk.text
                 if inspect:
-                    result.token_ids.extend(chunk.token_ids)
+                    token_ids.extend(chunk.token_ids)
                 if chunk.output_tokens > result.output_tokens:
                     result.output_tokens, last_token_at = chunk.output_tokens, now
                 if chunk.done:
@@ -155,7 +113,7 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
                     result.prompt_tokens = chunk.prompt_tokens
                     result.compile_s = chunk.compile_s
                     result.engine_timings = chunk.engine_timings
-                    result.distributions = chunk.distributions
+                    result._distributions = chunk.distributions
                     error = chunk.error
                     break
                 yield result
@@ -284,15 +242,15 @@ async def prepare(engine: Engine, mode: str, constraint_text: str,
 
 async def prepare_lenient(engine: Engine, mode: str, constraint_text: str,
                           options: dict[str, Any] | None
-                          ) -> tuple[Constraint, list[str], SamplingSettings, doctor.Lenient]:
+                          ) -> tuple[Constraint, list[str], SamplingSettings, lenient_mod.Lenient]:
     """`prepare` for a lenient run: the engine is asked about (and sent) what its backend
     can enforce of the constraint; the full constraint judges the output."""
     settings = parse_settings(check_options(options))
     constraint, warnings = await asyncio.to_thread(parse_constraint, mode, constraint_text)
     await engine.wait_ready()
     try:  # in a worker process, killed past the compile limit and a margin
-        relaxed = await asyncio.to_thread(doctor.bounded_lenient, constraint,
-                                          doctor.engine_backend(engine),
+        relaxed = await asyncio.to_thread(lenient_mod.bounded_lenient, constraint,
+                                          sent_mod.engine_backend(engine),
                                           limits.active().compile_timeout_s)
     except TimeoutError as exc:
         raise InputError(f"lenient: no lenient constraint found: {exc}") from None
@@ -393,7 +351,7 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
         constraint, warnings, settings = await prepare(engine, mode, constraint_text, options)
         relaxed = None
     sending = relaxed.constraint if relaxed else constraint
-    sent = await asyncio.to_thread(doctor.sent, sending, doctor.engine_backend(engine),
+    sent = await asyncio.to_thread(sent_mod.sent, sending, sent_mod.engine_backend(engine),
                                    engine.any_whitespace)
     await check_context(engine, prompt, settings)
     log.info("request: %s constraint of %d characters, prompt %s, max_tokens %d", mode,
@@ -405,7 +363,7 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
                "sent": sent}
         if relaxed is not None:
             out["lenient"], out["not_enforced"] = relaxed.as_dict(), relaxed.not_enforced
-            marked, expected = doctor.mark_not_enforced(
+            marked, expected = lenient_mod.mark_not_enforced(
                 constraint, constrained.text, constrained.errors, relaxed)
             out["constrained"]["errors"] = marked
             if expected and constrained.finish_reason != "length":
@@ -442,30 +400,38 @@ async def inspect_pair(engine: Engine, prompt: str, settings: SamplingSettings,
     tokenizer = getattr(engine, "tokenizer", None)
     backend = engine.matcher_backend if engine.matcher_backend == "guidance" else "xgrammar"
 
-    async def one(result: RunResult, is_constrained: bool) -> None:
-        if result.token_ids is None or result.finish_reason not in ("stop", "length"):
+    # The strips as the inspector builds them (dicts), for its means and counts; each
+    # result holds them as the model's tokens.
+    strips: list[list[dict[str, Any]] | None] = [None, None]
+
+    async def one(index: int, result: RunResult, is_constrained: bool) -> None:
+        token_ids = result._token_ids
+        if token_ids is None or result.finish_reason not in ("stop", "length"):
             return  # an engine error or a stopped run: nothing whole to inspect
         start = time.perf_counter()
         try:
-            dists = result.distributions
+            dists = result._distributions
             if dists is None:
-                dists = await engine.inspect_distributions(prompt, settings, result.token_ids)
+                dists = await engine.inspect_distributions(prompt, settings, token_ids)
             matcher = await asyncio.to_thread(inspector.make_matcher, constraint, tokenizer,
                                               backend, engine.any_whitespace)
             side = await asyncio.to_thread(inspector.inspect_side, matcher, tokenizer,
-                                           result.token_ids, dists, is_constrained)
-            result.tokens, result.left_format_at = side.tokens, side.left_format_at
+                                           token_ids, dists, is_constrained)
+            tokens = [InspectedToken.model_validate(token) for token in side.tokens]
+            result.tokens, result.left_format_at = tokens, side.left_format_at
+            strips[index] = side.tokens
         except Exception as exc:  # the runs stand; the inspector says why it has nothing
             log.exception("token inspection failed")
             result.inspect_error = f"{type(exc).__name__}: {exc}"
         result.inspect_s = time.perf_counter() - start
 
     if engine.concurrent:
-        await asyncio.gather(one(constrained, True), one(free, False))
+        await asyncio.gather(one(0, constrained, True), one(1, free, False))
     else:
-        await one(constrained, True)
-        await one(free, False)
-    means = inspector.mean_logprob(constrained.tokens), inspector.mean_logprob(free.tokens)
-    for result in (constrained, free):
-        if result.tokens is not None:
-            result.inspect_summary = inspector.summarize(result.tokens, *means, backend)
+        await one(0, constrained, True)
+        await one(1, free, False)
+    means = inspector.mean_logprob(strips[0]), inspector.mean_logprob(strips[1])
+    for result, strip in zip((constrained, free), strips, strict=True):
+        if strip is not None:
+            result.inspect_summary = InspectSummary.model_validate(
+                inspector.summarize(strip, *means, backend))
