@@ -48,15 +48,24 @@ def browser():
         yield found
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """The app on the CPU model, launched as a process once per test module."""
+@pytest.fixture(scope="session")
+def cpu_app(tmp_path_factory):
+    """The app on the CPU model (`serve --engine cpu`, nothing else), launched as a process
+    once for the whole session and shared by every test of that configuration: a test that
+    needs other flags (a history folder, limits, a login) or kills the app launches its own.
+    Yielded once its page is served; `cpu_app.wait_ready()` waits for the model too."""
     from playground.bench.launch import launched_app
 
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     with launched_app(["--engine", "cpu"], log_path=log_path) as app:
         app.wait_served(limit_s=120)
-        yield app.url
+        yield app
+
+
+@pytest.fixture(scope="session")
+def app_url(cpu_app):
+    """The shared CPU app's address."""
+    return cpu_app.url
 
 
 @pytest.fixture(scope="module")

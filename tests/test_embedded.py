@@ -76,3 +76,28 @@ def test_pick_greedy_and_nucleus(temperature, top_p, allowed):
     generator = torch.Generator().manual_seed(0)
     picked = {_pick(torch, logits, settings, generator) for _ in range(200)}
     assert picked == allowed
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.99])
+def test_nucleus_keeps_the_smallest_most_probable_set_reaching_top_p(dtype, top_p):
+    """On random logits (bf16-rounded ones tie often): the kept tokens are the most
+    probable, their mass reaches top_p, and without the least probable of them it would
+    not; the kept probabilities are the softmax's own, unchanged (a seed's draw stays)."""
+    import torch
+
+    from playground.engines.embedded import _nucleus
+
+    generator = torch.Generator().manual_seed(0)
+    for vocab in (50, 49152):
+        for scale in (0.5, 3.0):
+            logits = (torch.randn(vocab, generator=generator) * scale).to(getattr(torch, dtype))
+            probs = torch.softmax(logits.float(), dim=-1)
+            kept = _nucleus(probs, top_p) > 0
+            assert kept.any()
+            mass = float(probs[kept].double().sum())
+            dropped = probs[~kept]
+            assert not dropped.numel() or float(probs[kept].min()) >= float(dropped.max())
+            assert mass >= top_p - 1e-5
+            assert mass - float(probs[kept].min()) < top_p + 1e-5
+            assert torch.equal(_nucleus(probs, top_p)[kept], probs[kept])

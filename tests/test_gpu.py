@@ -9,7 +9,7 @@ import asyncio
 import time
 
 import pytest
-from gpu_support import concurrent_clicks, gpu_args, record, streamed_lengths
+from support import concurrent_clicks, gpu_args, record, streamed_lengths
 
 from playground.core.presets import load_presets
 from playground.engines.registry import create_engine

@@ -4,16 +4,14 @@ concurrent gradio_client sessions batched by vLLM."""
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from support import MODEL, OUT
 
 from playground.bench.launch import launched_app
 from playground.core.presets import load_presets
 
 pytestmark = pytest.mark.gpu
-MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
-OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import asyncio
 import json
 
 import pytest
-from gpu_support import OUT, gpu_args
+from support import OUT, gpu_args
 
 from playground.engines.registry import create_engine
 from playground.errors import InputError

@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import MODEL, free_port
 
-from playground.bench.launch import free_port
 from playground.core.presets import load_presets
 from playground.judging.validation import validate
 from playground.run.export import Target, snippet
@@ -26,7 +26,6 @@ from playground.run.export import Target, snippet
 pytestmark = pytest.mark.gpu
 PRESETS = load_presets()
 CLASSICS = ["Sentiment", "Email address", "Iconic 90s car", "SQL SELECT"]
-MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
 DUMMY = bool(os.environ.get("GPU_MODEL"))
 ENGINE_ARGS = {"max_model_len": 2048, "gpu_memory_utilization": 0.45, "enforce_eager": True,
                **({"load_format": "dummy"} if DUMMY else {}),

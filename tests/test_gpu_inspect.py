@@ -9,8 +9,8 @@ import asyncio
 import re
 
 import pytest
-from gpu_support import MODEL, gpu_args
-from gpu_support import record as record_in
+from support import MODEL, gpu_args
+from support import record as record_in
 
 from playground.core.constraints import from_text
 from playground.core.presets import load_presets

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from gpu_support import concurrent_clicks, streamed_lengths
+from support import MODEL, OUT, concurrent_clicks, record, streamed_lengths
 
 from playground.core.presets import load_presets
 from playground.engines.openai_engine import OpenAIEngine
@@ -26,17 +26,9 @@ from playground.run.service import run_request, stream_request
 
 pytestmark = pytest.mark.gpu
 PRESETS = load_presets()
-MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
-OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
 PORT = int(os.environ.get("OPENAI_TEST_PORT", "8011"))
 BACKEND = os.environ.get("SERVER_BACKEND", "guidance")
 URL = f"http://127.0.0.1:{PORT}"
-
-
-def record(name: str, data) -> None:
-    if OUT:
-        with open(OUT / name, "a") as file:
-            file.write(json.dumps(data) + "\n")
 
 
 def server_command() -> list[str]:

@@ -1,7 +1,7 @@
 """The app on vLLM under load and after its engine core dies (GPU machine).
 
-64 gradio_client sessions for GPU_SOAK_S seconds (default 120): no failure, server memory
-flat. Then vLLM's engine core process is killed: /status reports the engine failed (with
+64 gradio_client sessions for $PLAYGROUND_SOAK_S seconds (default 120): no failure, server
+memory flat. Then vLLM's engine core process is killed: /status reports the engine failed (with
 the reason, no restart), /generate answers with a one-line error, the page keeps serving.
 With $GPU_MODEL set the model loads with dummy weights, as in test_gpu_app.py.
 """
@@ -9,15 +9,12 @@ With $GPU_MODEL set the model loads with dummy weights, as in test_gpu_app.py.
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
-from test_soak import _free_port, record, soak, start_app
+from support import MODEL, OUT, free_port, record_soak, soak, soak_s, start_app
 
 pytestmark = pytest.mark.gpu
-MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
-OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
-SECONDS = float(os.environ.get("GPU_SOAK_S", "120"))
+SECONDS = soak_s(120)
 REQUESTS = [
     ("choice", "Positive\nNegative", "Classify: the demo never froze.", {"max_tokens": 8}),
     ("regex", "[0-9]{1,3}", "How many legs has a spider?", {"max_tokens": 8}),
@@ -33,7 +30,7 @@ def app(tmp_path_factory):
     if os.environ.get("GPU_MODEL"):
         args += ["--load-format", "dummy"]
     log = (OUT or tmp_path_factory.mktemp("gpu")) / "gpu_serving.log"
-    port = _free_port()
+    port = free_port()
     process = start_app(port, log, tuple(args), timeout_s=600)
     yield f"http://127.0.0.1:{port}/", process, log
     process.terminate()
@@ -43,7 +40,7 @@ def app(tmp_path_factory):
 def test_sixty_four_sessions_all_succeed_with_memory_flat(app):
     url, process, _ = app
     figures, failures = soak(url, process.pid, 64, SECONDS, REQUESTS)
-    record("gpu_soak", figures)
+    record_soak("gpu_soak", figures)
     assert not failures, failures[:5]
     assert figures["rss_end_mb"] - figures["rss_warm_mb"] < 200, figures
     assert figures["status_max_s"] < 5.0
@@ -64,8 +61,8 @@ def test_a_killed_engine_core_is_reported_and_not_restarted(app):
     while (status := client.predict(api_name="/status"))["health"] != "failed":
         assert time.monotonic() - start < 60, status
         time.sleep(0.5)
-    record("gpu_engine_death", {"reported_after_s": time.monotonic() - start,
-                                "failure": status["failure"]})
+    record_soak("gpu_engine_death", {"reported_after_s": time.monotonic() - start,
+                                     "failure": status["failure"]})
     assert "killed by SIGKILL" in status["failure"]
     assert not status["ready"] and process.poll() is None  # the app keeps serving
     with pytest.raises(Exception, match="engine died: .*restart the app"):

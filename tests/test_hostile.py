@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 from playground.core import limits
 from playground.engines.base import Chunk, SamplingSettings
@@ -49,12 +49,6 @@ class EchoEngine(FakeEngine):
                     compile_s=0.0 if constraint else None, token_ids=[] if cut else [END])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def client():
     from gradio_client import Client
@@ -68,7 +62,7 @@ def client():
     engine.load()
     demo = build_ui(engine, load_presets())
     demo.queue(default_concurrency_limit=None)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
                 quiet=True)
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
+from support import free_port
 
 from playground.backends.vllm import openai_request
 from playground.core.constraints import Choice, JsonSchema, LarkGrammar, Regex, from_text
@@ -209,12 +209,6 @@ def run(coroutine):
 async def collect(engine, prompt="Hi", constraint=None, settings=None):
     return [chunk async for chunk in engine.stream(prompt, constraint,
                                                     settings or SamplingSettings())]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- the pure adapter ------------------------------------------------------------------
@@ -591,24 +585,27 @@ def test_check_converts_like_the_request(engine):
 
 
 def test_the_engine_panel_shows_server_version_backend_and_the_last_failure(engine, server):
+    from playground.web.markdown_safe import plain
     from playground.web.page import engine_markdown, engine_status
 
     panel = engine_markdown(engine)
-    assert "vLLM 0.26.0 server" in panel and server.url in panel and "fake-model" in panel
-    assert "xgrammar (read from the server)" in panel and "**State:** ready" in panel
+    assert plain("vLLM 0.26.0 server") in panel and plain(server.url) in panel
+    assert plain("fake-model") in panel
+    assert plain("xgrammar (read from the server)") in panel and "**State:** ready" in panel
     server.script = Script(status=500, error={"message": "engine dead", "type": "X",
                                               "code": 500})
     run(collect(engine))
-    assert "but the last request failed: " in engine_markdown(engine)
+    assert plain("but the last request failed: ") in engine_markdown(engine)
     assert "HTTP 500: engine dead" in engine_status(engine)["last_error"]
 
 
 def test_the_engine_panel_says_why_the_server_could_not_be_used():
+    from playground.web.markdown_safe import plain
     from playground.web.page import engine_markdown
 
     engine = OpenAIEngine(f"http://127.0.0.1:{free_port()}", limits=FAST)
     engine.start_background_load().join(10)
-    assert "failed to load: ServerError: cannot reach the vLLM server" in \
+    assert plain("failed to load: ServerError: cannot reach the vLLM server") in \
         engine_markdown(engine)
 
 

@@ -12,6 +12,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from support import free_port
 
 from playground.core import limits
 from playground.engines.fake import FakeEngine
@@ -149,19 +150,11 @@ def served():
     engine.load()
     demo = build_ui(engine, load_presets())  # the CPU engine's limit: one at a time
     demo.queue(default_concurrency_limit=None, max_size=3)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_port=port, prevent_thread_lock=True, css=CSS, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     yield engine, url, Client(url, verbose=False)
     demo.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition, timeout: float = 10.0) -> float:
@@ -254,7 +247,7 @@ def test_a_login_is_asked_for_when_given():
     engine.enqueue("yes")
     demo = build_ui(engine, {})
     demo.queue()
-    port = _free_port()
+    port = free_port()
     demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, auth=("ann", "secret"))
     try:
         url = f"http://127.0.0.1:{port}/"

@@ -11,6 +11,7 @@ from playground.run import history
 from playground.run.export import Target
 from playground.web import page as ui
 from playground.web import session_panel as ui_session
+from playground.web.markdown_safe import plain
 
 SKIP = gr.skip()
 CONTROLS = ui.controls_from_settings(SamplingSettings(max_tokens=400))
@@ -128,4 +129,4 @@ def test_a_bad_upload_is_a_message(tmp_path):
     bad.write_text('{"format": "structured-playground-history", "kind": "run", "runs": 1}')
     runs = _runs(1)
     kept, _, message, _, _ = asyncio.run(ui_session.load(runs, "", None, str(bad)))
-    assert kept == runs and "history file: runs: " in message
+    assert kept == runs and plain("history file: runs: ") in message

@@ -4,7 +4,8 @@
 #   source /opt/gpu-env.sh && bash tools/gpu/session.sh GROUP
 # Logs and results go to $OUT; each group prints its summaries.
 #   inprocess  in-process vLLM (7B shape, dummy weights) ∥ real weights per backend (SmolLM2)
-#   serving    64 sessions through the app, then a killed engine core (alone: it times /status)
+#   serving    64 sessions through the app for 120 s (the long soak; CI's CPU soak is 20 s),
+#              then a killed engine core (alone: it times /status)
 #   server     bench --engine openai against vllm serve ∥ copy-as-code snippets on vLLM
 #   suite      the 308-schema suite with vLLM's columns, then generation on SmolLM2
 #   doctor     lenient runs on vLLM, both backends
@@ -25,9 +26,9 @@ inprocess)
       $PYTEST -s tests/test_gpu_real_weights.py ) > "$out/real_weights.log" 2>&1 &
   wait; summary inprocess.log real_weights.log ;;
 serving)
-  GPU_MEMORY_UTILIZATION=0.45 GPU_SOAK_S=90 timeout 560 $PYTEST -s tests/test_gpu_serving.py \
+  GPU_MEMORY_UTILIZATION=0.45 PLAYGROUND_SOAK_S=120 timeout 560 $PYTEST -s tests/test_gpu_serving.py \
     > "$out/serving.log" 2>&1
-  summary serving.log; tail -n 3 "$out/gpu_soak" "$out/gpu_engine_death" 2>/dev/null \
+  summary serving.log; tail -n 3 "$out/soak.json" 2>/dev/null \
     | cut -c1-900
   grep -A14 "event loop has not run" "$out/gpu_serving.log" | head -60 ;;
 server)

@@ -1,0 +1,76 @@
+"""The doctor panel's Markdown output, rendered as the page renders it: user-derived text
+(a schema key, an error quoting the schema, a dialect note quoting a pattern) is shown as
+typed, never as a live image or link. Plain handlers, no browser, no worker process."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from markdown_it import MarkdownIt
+
+from playground.web import doctor_panel
+
+HOSTILE = "![x](http://host/i.png)"
+LINK = "[click](http://host/)"
+
+
+def rendered(markdown: str) -> str:
+    """HTML as gr.Markdown makes it: CommonMark with raw HTML allowed."""
+    return MarkdownIt("commonmark").render(markdown)
+
+
+def assert_inert(markdown: str, *texts: str) -> None:
+    html = rendered(markdown)
+    assert "<img" not in html and "<a " not in html, html
+    # Shown literally: the text survives rendering, only HTML-escaped.
+    for text in texts:
+        assert text.replace("&", "&amp;").replace("<", "&lt;") in html, html
+
+
+@pytest.fixture(autouse=True)
+def backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU engine's column alone: no engine needed, no backend imported."""
+    monkeypatch.setattr(doctor_panel, "coverage_backends", lambda engine: ["xgrammar"])
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """A coverage table whose path, and note, are a hostile schema key."""
+    found = SimpleNamespace(rows=[], notes=[f"note about {HOSTILE}"])
+    found.full = lambda backend: False
+    found.not_enforced = lambda backend: [f"uniqueItems at $.properties.{HOSTILE}"]
+    monkeypatch.setattr(doctor_panel, "bounded_coverage", lambda schema, backends: found)
+    return found
+
+
+def test_coverage_summary_shows_a_hostile_key_as_text(table: SimpleNamespace) -> None:
+    schema = {"type": "object", "properties": {HOSTILE: {"uniqueItems": True}}}
+    _, line = doctor_panel.coverage_view(None, json.dumps(schema))  # type: ignore[arg-type]
+    assert_inert(line, HOSTILE, f"note about {HOSTILE}")
+    # The panel's own Markdown stays live: the lenient switch's name in italics.
+    assert "<em>Generate anyway (lenient)</em>" in rendered(line)
+
+
+def test_coverage_error_quoting_the_schema_is_text() -> None:
+    _, line = doctor_panel.coverage_view(None, json.dumps({"type": HOSTILE}))  # type: ignore[arg-type]
+    assert_inert(line, HOSTILE)
+
+
+def test_coverage_timeout_message_is_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow(schema: Any, backends: list[str]) -> Any:
+        raise TimeoutError(f"stuck on {LINK}")
+
+    monkeypatch.setattr(doctor_panel, "bounded_coverage", slow)
+    _, line = doctor_panel.coverage_view(None, json.dumps({"type": "object"}))  # type: ignore[arg-type]
+    assert_inert(line, LINK)
+
+
+def test_dialect_lines_quoting_a_pattern_are_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor_panel.dialect_mod, "bounded_dialect_lines",
+                        lambda constraint, limit_s: [f"pattern {HOSTILE}: guidance matches"])
+    shown = doctor_panel.dialect_view("regex", "a+")
+    assert_inert(shown, HOSTILE)
+    assert '<span class="warn">Dialect:</span>' in rendered(shown)
