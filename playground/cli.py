@@ -8,7 +8,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from playground import log as logs
 from playground.backends.names import DOCTOR_BACKENDS
@@ -54,10 +54,20 @@ def _add_constraint_flags(parser: argparse.ArgumentParser, required: bool) -> No
     parser.add_argument("--grammar", help="file holding a Lark grammar")
 
 
+# argparse has no public name for what add_subparsers returns.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m playground")
     commands = parser.add_subparsers(dest="command", required=True)
+    # In this order: it is the order `--help` lists them.
+    for add in (_add_check, _add_run, _add_presets, _add_suite, _add_bench, _add_serve):
+        add(commands)
+    return parser
 
+
+def _add_check(commands: Commands) -> None:
     check = commands.add_parser("check", help="check a constraint (and --output) without a model")
     _add_constraint_flags(check, required=True)
     check.add_argument("--output", help="text to validate against the constraint")
@@ -82,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a string that should not match (repeat)")
     for flags, options in LIMIT_FLAGS:
         check.add_argument(*flags, **options)
+    logs.add_flags(check)
 
+
+def _add_run(commands: Commands) -> None:
     run = commands.add_parser("run", help="generate constrained and unconstrained output")
     _add_constraint_flags(run, required=False)
     run.add_argument("--preset", help="start from this preset (flags override it)")
@@ -100,9 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print this as vLLM code (offline API, openai client, curl) instead "
                           "of running; loads no model")
     add_engine_flags(run)
+    logs.add_flags(run)
 
+
+def _add_presets(commands: Commands) -> None:
     commands.add_parser("presets", help="list the presets")
 
+
+def _add_suite(commands: Commands) -> None:
     suite = commands.add_parser("suite", help="the doctor over a folder of JSONSchemaBench "
                                               "files: compiles, coverage, compile times")
     suite.add_argument("dir", help="folder of JSONSchemaBench files (tests/data/jsonschemabench)")
@@ -126,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "engine":
             action.choices, action.default = ["none", "auto", "cpu", "vllm", "openai"], "none"
 
+
+def _add_bench(commands: Commands) -> None:
     bench = commands.add_parser("bench", help="playground path vs raw engine, side by side")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions and levels")
     bench.add_argument("--json", help="write the full report to this file")
@@ -134,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only this: a preset's decode speed through a real page (headless "
                             "Chromium) against the API, on the same launched app")
     add_engine_flags(bench)
+    logs.add_flags(bench)
 
+
+def _add_serve(commands: Commands) -> None:
     serve = commands.add_parser("serve", help="serve the web playground")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
@@ -144,9 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flags, options in limits.SERVE_FLAGS:
         serve.add_argument(*flags, **options)
     add_engine_flags(serve)
-    for command in (check, run, bench, serve):
-        logs.add_flags(command)
-    return parser
+    logs.add_flags(serve)
 
 
 def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,7 +196,7 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
     cases = [(text, True) for text in args.test_string] + \
         [(text, False) for text in args.test_string_not]
     if cases:
-        from playground.doctor.tools import test_strings
+        from playground.doctor.test_strings import test_strings
 
         result["test_strings"] = test_strings(constraint, cases)
     if args.output is not None:
@@ -189,10 +210,10 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
 def doctor_report(constraint: Any, backends: list[str] | None) -> dict[str, Any]:
     """`check --coverage`: the coverage table (JSON Schema) and dialect notes."""
     from playground.core.constraints import JsonSchema
-    from playground.doctor import tools as doctor
     from playground.doctor.coverage import coverage
+    from playground.doctor.dialect import bounded_dialect_lines
 
-    report: dict[str, Any] = {"dialect": doctor.bounded_dialect_lines(
+    report: dict[str, Any] = {"dialect": bounded_dialect_lines(
         constraint, limits.active().compile_timeout_s)}
     if isinstance(constraint, JsonSchema):
         table = coverage(constraint.schema, backends, limits.active().compile_timeout_s * 2)

@@ -31,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from playground.doctor import coverage as cov
+from playground.doctor import testers
+from playground.doctor.coverage import coverage
 
 LABELS = ("enforced", "not enforced", "rejected", "untested")
 # A worker holds xgrammar, torch and (with --vllm) vLLM imported: ~1 GB each.
@@ -66,13 +67,13 @@ def one_schema(name: str, data: dict[str, Any], backends: list[str],
     out: dict[str, Any] = {"file": name, "backends": {}}
     for backend in backends:
         start = time.perf_counter()
-        reason = cov.refusal(backend, schema)
+        reason = testers.refusal(backend, schema)
         compile_s = time.perf_counter() - start
         entry: dict[str, Any] = {"compiles": reason is None, "message": reason,
                                  "compile_s": compile_s}
         if reason is None:
             try:
-                tester = cov.compile_tester(backend, schema)
+                tester = testers.compile_tester(backend, schema)
             except Exception as exc:  # vLLM took it, the matcher did not: say so
                 entry["matcher_error"] = str(exc)
                 tester = None
@@ -80,15 +81,15 @@ def one_schema(name: str, data: dict[str, Any], backends: list[str],
                 valid = [t for t in data.get("tests", []) if t["valid"]]
                 invalid = [t for t in data.get("tests", []) if not t["valid"]]
                 entry["valid_accepted"] = sum(
-                    tester.test(cov.text_of(t["data"])).matches for t in valid)
+                    tester.test(testers.text_of(t["data"])).matches for t in valid)
                 entry["invalid_rejected"] = sum(
-                    not tester.test(cov.text_of(t["data"])).matches for t in invalid)
+                    not tester.test(testers.text_of(t["data"])).matches for t in invalid)
                 entry["valid"], entry["invalid"] = len(valid), len(invalid)
                 entry["maskbench_pass"] = (entry["valid_accepted"] == len(valid)
                                            and entry["invalid_rejected"] == len(invalid))
         out["backends"][backend] = entry
     try:
-        table = cov.coverage(schema, backends, time_limit_s)
+        table = coverage(schema, backends, time_limit_s)
         for backend in backends:
             counts = Counter(row.backends.get(backend) for row in table.rows)
             out["backends"][backend]["keywords"] = {label: counts[label] for label in LABELS}
@@ -109,7 +110,7 @@ def bounded_schema(name: str, data: dict[str, Any], backends: list[str],
 
     try:
         return bounded.call(one_schema, name, data, backends, time_limit_s,
-                            timeout=2 * time_limit_s + 30, setup=partial(cov.warm, backends))
+                            timeout=2 * time_limit_s + 30, setup=partial(testers.warm, backends))
     except (bounded.WorkTimeout, bounded.WorkerDied) as exc:
         return {"file": name, "timeout": str(exc),
                 "backends": {b: {"compiles": None, "compile_s": None} for b in backends}}
@@ -251,7 +252,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         from playground.engines.registry import engine_from_flags
 
         engine = engine_from_flags(args, log=lambda message: print(message, file=sys.stderr))
-    backends = args.backend or cov.available_backends(include_vllm=args.vllm)
+    backends = args.backend or testers.available_backends(include_vllm=args.vllm)
     jobs = getattr(args, "jobs", None) or default_jobs()
     jsonl = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None  # noqa: SIM115
     try:

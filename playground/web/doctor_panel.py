@@ -8,18 +8,21 @@ event loop, and each bounds its own work (coverage has a time limit).
 from __future__ import annotations
 
 import json
-from html import escape as plain
 from typing import Any
 
 import gradio as gr
 
 from playground.core import limits
 from playground.core.constraints import JsonSchema, Mode
-from playground.doctor import tools as doctor
+from playground.doctor import dialect as dialect_mod
+from playground.doctor import lenient as lenient_mod
+from playground.doctor import sent as sent_mod
+from playground.doctor import test_strings as strings_mod
 from playground.engines.base import Engine
 from playground.errors import ConstraintError, InputError
 from playground.judging import workers as bounded
 from playground.judging.judge import build_constraint
+from playground.web.markdown_safe import plain
 
 COVERAGE_TIME_LIMIT_S = 15.0
 # Test strings are judged in a killable worker: a string can make Python `re` (a pattern RE2
@@ -34,9 +37,9 @@ LABEL_MARKS = {"enforced": "enforced", "not enforced": "NOT ENFORCED",
 def coverage_backends(engine: Engine) -> list[str]:
     """The engine's own backend first; vLLM's validation columns only on a vLLM engine
     (importing vLLM on the CPU app would cost seconds and a gigabyte for a column)."""
-    from playground.doctor.coverage import available_backends
+    from playground.doctor.testers import available_backends
 
-    own = doctor.engine_backend(engine)
+    own = sent_mod.engine_backend(engine)
     found = available_backends(include_vllm=own.startswith("vllm:"))
     return [own] + [b for b in found if b != own] if own in found else found
 
@@ -61,11 +64,12 @@ def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
                                       for b in backends]] for row in table.rows]
     own = backends[0]
     missing = table.not_enforced(own)
+    # Only the paths are the user's (schema keys): the panel's own Markdown stays live.
     line = ("Full coverage on this engine's backend." if table.full(own) else
-            f"Not enforced here: {', '.join(missing)}. Tick *Generate anyway (lenient)* to "
-            "run with what it can enforce.")
+            f"Not enforced here: {plain(', '.join(missing))}. Tick *Generate anyway "
+            "(lenient)* to run with what it can enforce.")
     notes = "".join(f"<br>{plain(note)}" for note in table.notes)
-    return {"headers": headers, "data": rows}, f"<small>{plain(line)}{notes}</small>"
+    return {"headers": headers, "data": rows}, f"<small>{line}{notes}</small>"
 
 
 def bounded_coverage(schema: Any, backends: list[str]) -> Any:
@@ -73,7 +77,8 @@ def bounded_coverage(schema: Any, backends: list[str]) -> Any:
     huge schema may not return for minutes): TimeoutError then."""
     from functools import partial
 
-    from playground.doctor.coverage import coverage, warm
+    from playground.doctor.coverage import coverage
+    from playground.doctor.testers import warm
     from playground.judging import workers as bounded
 
     try:
@@ -100,17 +105,17 @@ def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
         constraint = build_constraint(mode, text)
     except (ConstraintError, InputError) as exc:
         return gr.update(value=f"# {exc}", language=None)
-    backend = doctor.engine_backend(engine)
+    backend = sent_mod.engine_backend(engine)
     header = ""
     if lenient:
         try:
-            relaxed = doctor.bounded_lenient(constraint, backend, COVERAGE_TIME_LIMIT_S,
+            relaxed = lenient_mod.bounded_lenient(constraint, backend, COVERAGE_TIME_LIMIT_S,
                                              view=True)
         except TimeoutError as exc:
             return gr.update(value=f"# lenient schema not found: {exc}", language=None)
         constraint = relaxed.constraint
         header = f"lenient ({relaxed.how}); not enforced: {', '.join(relaxed.not_enforced)}"
-    found = doctor.sent(constraint, backend, engine.any_whitespace)
+    found = sent_mod.sent(constraint, backend, engine.any_whitespace)
     language = found["language"] if found["language"] in ("json",) else None
     comment = "//" if language == "json" else "#"
     top = f"{comment} {backend} receives this" + (f" — {header}" if header else "")
@@ -125,7 +130,7 @@ def dialect_view(mode: str, text: str) -> str:
         constraint = build_constraint(mode, text)
     except (ConstraintError, InputError):
         return ""
-    lines = doctor.bounded_dialect_lines(constraint, limits.active().compile_timeout_s)
+    lines = dialect_mod.bounded_dialect_lines(constraint, limits.active().compile_timeout_s)
     return "".join(f'<br><span class="warn">Dialect:</span> <small>{plain(line)}</small>'
                    for line in lines[:8])
 
@@ -137,10 +142,10 @@ def test_strings_view(mode: str, text: str, cases: str) -> dict[str, Any]:
     except (ConstraintError, InputError) as exc:
         return {"headers": TEST_COLUMNS, "data": [["", "", str(exc), "", "", ""]]}
     try:
-        results = bounded_test_strings(constraint, doctor.parse_cases(cases))
+        results = bounded_test_strings(constraint, strings_mod.parse_cases(cases))
     except InputError as exc:
         return {"headers": TEST_COLUMNS, "data": [["", "", str(exc), "", "", ""]]}
-    return {"headers": TEST_COLUMNS, "data": doctor.test_rows(results)}
+    return {"headers": TEST_COLUMNS, "data": strings_mod.test_rows(results)}
 
 
 def _input_error(message: str) -> gr.Error:
@@ -174,7 +179,7 @@ def api_test_strings(mode: str, constraint: str, strings: list[Any] | str
     false or null), of [text, expect] pairs, or the box's `+ `/`- ` lines as one string."""
     built = _parse(mode, constraint)
     if isinstance(strings, str):
-        cases = doctor.parse_cases(strings)
+        cases = strings_mod.parse_cases(strings)
     elif isinstance(strings, list):
         cases = [_case(index, item) for index, item in enumerate(strings)]
     else:
@@ -188,14 +193,14 @@ def api_test_strings(mode: str, constraint: str, strings: list[Any] | str
 
 def bounded_test_strings(constraint: Any, cases: list[tuple[str, bool | None]]
                          ) -> list[dict[str, Any]]:
-    """`doctor.test_strings` within limits: how many, how long, and how much time."""
+    """`strings_mod.test_strings` within limits: how many, how long, and how much time."""
     if len(cases) > MAX_TEST_STRINGS:
         raise InputError(f"test strings: {len(cases)} given, at most {MAX_TEST_STRINGS}")
     if any(len(text) > MAX_TEST_STRING_CHARS for text, _ in cases):
         raise InputError(f"test strings: each at most {MAX_TEST_STRING_CHARS:,} characters")
     limit = limits.active().compile_timeout_s
     try:
-        return bounded.side_call(doctor.test_strings, constraint, cases, timeout=limit)
+        return bounded.side_call(strings_mod.test_strings, constraint, cases, timeout=limit)
     except bounded.WorkersBusy as exc:
         raise InputError(f"test strings: {exc}") from None
     except bounded.WorkTimeout:

@@ -10,11 +10,12 @@ from here once the run has ended.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from playground.run.service import RunResult
+from cachetools import FIFOCache
+
+from playground.run.result import RunResult
 
 
 @dataclass
@@ -46,16 +47,18 @@ class InFlight:
     """The latest run of each (session, tab); bounded, since a closed page never asks."""
 
     def __init__(self, size: int = 1024) -> None:
+        if size < 1:
+            raise ValueError(f"InFlight keeps at least 1 run, not {size}")
         self.size = size
-        self._flights: OrderedDict[tuple[str, str], Flight] = OrderedDict()
+        # Not LRUCache: its get() refreshes a key, so a Stop would keep an old page's run
+        # longer. FIFOCache moves a key to the newest end only when set again: the newest
+        # start is kept longest, the oldest start goes first.
+        self._flights: FIFOCache[tuple[str, str], Flight] = FIFOCache(maxsize=size)
 
     def start(self, session: str | None, tab: str) -> Flight:
         flight = Flight()
         if session is not None:
             self._flights[(session, tab)] = flight
-            self._flights.move_to_end((session, tab))
-            while len(self._flights) > self.size:
-                self._flights.popitem(last=False)
         return flight
 
     def get(self, session: str | None, tab: str) -> Flight | None:

@@ -347,9 +347,10 @@ def engine_markdown(engine: Engine, queue: dict[str, int] | None = None) -> str:
     if engine.warning:
         state += f". Warning: {engine.warning}"
     options = ", ".join(f"{k}={v}" for k, v in info.options.items()) or "defaults"
-    return (f"**Engine:** {info.name} · **Model:** {info.model} · **Device:** {info.device}"
-            f" · **State:** {html.escape(state, quote=False)}  \n"
-            f"<small>Options: {html.escape(options)}</small>")
+    # A server names its own models and writes its own errors: all shown as typed.
+    return (f"**Engine:** {plain(info.name)} · **Model:** {plain(info.model)} · "
+            f"**Device:** {plain(info.device)} · **State:** {plain(state)}  \n"
+            f"<small>Options: {plain(options)}</small>")
 
 
 def preset_values(presets: dict[str, Preset], name: str | None) -> list[Any]:

@@ -7,7 +7,6 @@ them. Every browser session has its own history (a `gr.State`); nothing is share
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from playground.errors import InputError
 from playground.run import export, history
 from playground.run.history import Run, SessionStore
 from playground.run.service import parse_constraint, parse_settings
+from playground.web.markdown_safe import plain
 from playground.web.side_by_side import compare_runs
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ async def load(runs: list[Run], session_id: str, store: SessionStore | None,
     try:
         loaded = await asyncio.to_thread(history.load_file, path)
     except InputError as exc:
-        return runs, gr.skip(), f'<span class="bad">{html.escape(str(exc))}</span>', \
+        return runs, gr.skip(), f'<span class="bad">{plain(str(exc))}</span>', \
             gr.skip(), gr.skip()
     runs, shown = history.restore(runs, loaded)
     table = history.table(runs)  # before saving: nothing kept that cannot be shown

@@ -4,9 +4,12 @@ two runs from the history next to each other. Plain text out (Markdown / HTML)."
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
-from playground.run.history import Run, SideResult
+from playground.run.history import Run
+from playground.run.result import RunResult
+from playground.web.markdown_safe import plain
 
 # (key, label, unit): unit "s" seconds, "n" a count, "rate" tokens/s, "" text.
 METRICS: list[tuple[str, str, str]] = [
@@ -20,14 +23,15 @@ METRICS: list[tuple[str, str, str]] = [
 ]
 
 
-def _cell(value: Any, unit: str) -> str:
+def _cell(value: Any, unit: str, escape: Callable[[str], str] = html.escape) -> str:
+    """`escape`: html.escape for the HTML comparison, plain() for the Markdown table."""
     if value is None or value == "":
         return "–"
     if unit == "s":
         return f"{value:.3f} s"
     if unit == "rate":
         return f"{value:.1f}"
-    return html.escape(str(value))  # e.g. a finish reason from a loaded run file
+    return escape(str(value))  # e.g. a finish reason from a loaded run file
 
 
 def _difference(left: Any, right: Any, unit: str) -> str:
@@ -52,12 +56,13 @@ def metrics_table(constrained: dict[str, Any], unconstrained: dict[str, Any]) ->
     lines = ["| metric | constrained | unconstrained | difference |", "|---|---:|---:|---:|"]
     for key, label, unit in rows:
         left, right = constrained.get(key), unconstrained.get(key)
-        lines.append(f"| {label} | {_cell(left, unit)} | {_cell(right, unit)} | "
+        lines.append(f"| {label} | {_cell(left, unit, plain)} | {_cell(right, unit, plain)} | "
                      f"{_difference(left, right, unit)} |")
     for name in timings:
         left = (constrained.get("engine_timings") or {}).get(name)
         right = (unconstrained.get("engine_timings") or {}).get(name)
-        lines.append(f"| engine: {name} | {_cell(left, 's')} | {_cell(right, 's')} | "
+        # Timing names come from the engine, or from a loaded run file: shown as typed.
+        lines.append(f"| engine: {plain(name)} | {_cell(left, 's')} | {_cell(right, 's')} | "
                      f"{_difference(left, right, 's')} |")
     return "\n".join(lines)
 
@@ -69,7 +74,7 @@ def _pre(text: str) -> str:
     return f"<pre>{html.escape(text)}</pre>" if text else "<em>(empty)</em>"
 
 
-def _side_rows(label: str, a: SideResult, b: SideResult) -> list[tuple[str, str, str, bool]]:
+def _side_rows(label: str, a: RunResult, b: RunResult) -> list[tuple[str, str, str, bool]]:
     rows = [(f"{label} output", _pre(a.text), _pre(b.text), a.text != b.text),
             (f"{label} verdict", html.escape(a.verdict), html.escape(b.verdict),
              a.verdict != b.verdict)]
