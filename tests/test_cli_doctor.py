@@ -4,13 +4,13 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from playground.cli import main
 
-BENCH = Path(__file__).resolve().parent / "data" / "jsonschemabench"
+BENCH = ROOT / "tests" / "data" / "jsonschemabench"
 UNIQUE = {"type": "object", "required": ["tags"],
           "properties": {"tags": {"type": "array", "items": {"type": "string"},
                                   "uniqueItems": True}}}

@@ -20,13 +20,13 @@ real_weights() { [ -d $smollm2 ] || python3 tools/gpu/convert_smollm2.py "$GPU_S
 PYTEST="python3 -m pytest -q -p no:cacheprovider"  # a variable: `timeout` runs no shell function
 case $group in
 inprocess)
-  GPU_MEMORY_UTILIZATION=0.45 timeout 560 $PYTEST tests/test_gpu.py tests/test_gpu_app.py \
-    tests/test_gpu_inspect.py > "$out/inprocess.log" 2>&1 &
+  GPU_MEMORY_UTILIZATION=0.45 timeout 560 $PYTEST tests/engines/test_gpu.py tests/web/test_gpu_app.py \
+    tests/run/test_gpu_inspect.py > "$out/inprocess.log" 2>&1 &
   ( real_weights; GPU_SMOLLM2_FOLDER=$smollm2 GPU_MEMORY_UTILIZATION=0.3 timeout 480 \
-      $PYTEST -s tests/test_gpu_real_weights.py ) > "$out/real_weights.log" 2>&1 &
+      $PYTEST -s tests/engines/test_gpu_real_weights.py ) > "$out/real_weights.log" 2>&1 &
   wait; summary inprocess.log real_weights.log ;;
 serving)
-  GPU_MEMORY_UTILIZATION=0.45 PLAYGROUND_SOAK_S=120 timeout 560 $PYTEST -s tests/test_gpu_serving.py \
+  GPU_MEMORY_UTILIZATION=0.45 PLAYGROUND_SOAK_S=120 timeout 560 $PYTEST -s tests/web/test_gpu_serving.py \
     > "$out/serving.log" 2>&1
   summary serving.log; tail -n 3 "$out/soak.json" 2>/dev/null \
     | cut -c1-900
@@ -36,7 +36,7 @@ server)
     > "$out/bench_openai.log" 2>&1 &
   sleep 25  # the server takes its memory first
   GPU_MEMORY_UTILIZATION=0.4 GPU_ENGINE_ARGS='{"gpu_memory_utilization": 0.4}' timeout 560 \
-    $PYTEST tests/test_gpu_export.py > "$out/export.log" 2>&1 &
+    $PYTEST tests/run/test_gpu_export.py > "$out/export.log" 2>&1 &
   wait; summary export.log; tail -25 "$out/bench_openai.log" | cut -c1-300 ;;
 suite)
   real_weights
@@ -47,7 +47,7 @@ suite)
 print(json.dumps({k: v for k, v in d.items() if k != 'backends'})[:1500]); \
 [print(b, json.dumps(s)) for b, s in d['backends'].items()]" "$out/suite.json" ;;
 doctor)
-  GPU_MEMORY_UTILIZATION=0.45 timeout 560 $PYTEST tests/test_gpu_doctor.py > "$out/doctor.log" 2>&1
+  GPU_MEMORY_UTILIZATION=0.45 timeout 560 $PYTEST tests/doctor/test_gpu_doctor.py > "$out/doctor.log" 2>&1
   summary doctor.log ;;
 bench)
   timeout 580 python3 -m playground bench --engine vllm --model "$GPU_MODEL" --load-format dummy \
@@ -55,7 +55,7 @@ bench)
     > "$out/bench.log" 2>&1
   tail -40 "$out/bench.log" | cut -c1-300 ;;
 batching)
-  for t in "tests/test_gpu.py -k eight" "tests/test_gpu_app.py"; do
+  for t in "tests/engines/test_gpu.py -k eight" "tests/web/test_gpu_app.py"; do
     name=$(echo "$t" | tr -c 'a-z0-9' '_' | cut -c1-40)
     GPU_MEMORY_UTILIZATION=0.45 timeout 280 $PYTEST -s $t > "$out/batching_$name.log" 2>&1
     echo "== $t"; tail -2 "$out/batching_$name.log" | cut -c1-300

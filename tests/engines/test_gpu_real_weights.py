@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 pytestmark = pytest.mark.gpu
 FOLDER = os.environ.get("GPU_SMOLLM2_FOLDER")
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools" / "gpu"))
+sys.path.insert(0, str(ROOT / "tools" / "gpu"))
 
 
 def run(backend: str) -> dict:

@@ -4,12 +4,11 @@ model: the page is served while it loads."""
 
 import json
 import os
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 UNIQUE = {"type": "object", "required": ["tags"],
           "properties": {"tags": {"type": "array", "items": {"type": "string"},

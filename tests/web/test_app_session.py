@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from playground.bench.launch import launched_app
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 

@@ -14,7 +14,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from support import free_port
@@ -24,7 +23,6 @@ from playground.engines.base import Chunk, SamplingSettings
 from playground.engines.fake import END, FakeEngine
 from playground.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[1]
 ECHO = "Repeat exactly: "
 VALIDATION_S = 2.0  # the suite's --validation-timeout-s: unjudged cases end quickly
 NORMAL_MAX_S = 3.0  # a normal request during any hostile one finishes within this

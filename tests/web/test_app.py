@@ -2,12 +2,11 @@
 driven in headless Chromium (Debian's, with Playwright)."""
 
 import os
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 

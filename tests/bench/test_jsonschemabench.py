@@ -5,13 +5,13 @@ README names it too.
 """
 
 import json
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from playground.core.schema import check_schema, instance_errors
 
-BENCH = Path(__file__).resolve().parent / "data" / "jsonschemabench"
+BENCH = ROOT / "tests" / "data" / "jsonschemabench"
 # (file, test index): why the validator's answer differs from the label.
 UNJUDGEABLE: dict[tuple[str, int], str] = {}
 

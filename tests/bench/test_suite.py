@@ -4,15 +4,15 @@ import asyncio
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from playground.bench import suite
 from playground.cli import main
 from playground.judging import workers as bounded
 
-BENCH = Path(__file__).resolve().parent / "data" / "jsonschemabench"
+BENCH = ROOT / "tests" / "data" / "jsonschemabench"
 
 
 def _lines(path):
