@@ -23,11 +23,16 @@ from playground.errors import (
 
 def _presets_dir() -> Traversable:
     """Package data through importlib.resources (an installed wheel, an editable install);
-    a source tree that was never installed reads the top-level folder itself."""
+    a source tree that was never installed reads the top-level folder itself. A leftover
+    `playground/presets/` folder (the presets' old home, kept by git for its __pycache__)
+    imports as an empty namespace package: it is passed over."""
     try:
-        return resources.files("playground.presets")
+        found = resources.files("playground.presets")
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "presets"
+        found = None
+    if found is not None and found.joinpath("__init__.py").is_file():
+        return found
+    return Path(__file__).resolve().parents[2] / "presets"
 
 
 PRESETS_DIR: Traversable = _presets_dir()

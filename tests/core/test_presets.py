@@ -68,3 +68,17 @@ def test_presets_are_package_data():
 
     assert isinstance(PRESETS_DIR, Traversable)
     assert PRESETS_DIR.joinpath("03-car.schema.json").is_file()
+
+
+def test_a_leftover_presets_folder_in_the_package_is_passed_over(tmp_path: Path, monkeypatch):
+    """The presets once lived in playground/presets/; a checkout updated past the move keeps
+    that folder for its __pycache__, and it imports as an empty namespace package. Seen on
+    the GPU machine: every preset test failed with no presets at all."""
+    from importlib import resources
+
+    from playground.core import presets
+
+    (tmp_path / "__pycache__").mkdir()
+    monkeypatch.setattr(resources, "files", lambda package: tmp_path)
+    found = presets._presets_dir()
+    assert found != tmp_path and len(load_presets(found)) >= 14
