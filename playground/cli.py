@@ -1,4 +1,5 @@
-"""`python -m playground check|run|presets|serve`: JSON on stdout, exit 2 on bad input."""
+"""`python -m playground check|run|presets|serve|suite|bench`: JSON on stdout; exit 2 on
+bad input."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from playground import log as logs
-from playground.backends.names import DOCTOR_BACKENDS
+from playground.backends.names import DEFAULT_BACKEND, DOCTOR_BACKENDS, MATCHER_BACKENDS
 from playground.core import limits
 from playground.core.constraints import MODES
 from playground.core.limits import LIMIT_FLAGS
 from playground.engines.registry import add_engine_flags
-from playground.errors import ConstraintError, InputError
+from playground.errors import ConstraintError, EngineNotReady, InputError, UserError
 from playground.run.service import parse_constraint
 
 
@@ -74,7 +75,7 @@ def _add_check(commands: Commands) -> None:
     check.add_argument("--cut", action="store_true",
                        help="judge --output as if generation had stopped at max tokens: "
                             "truncated while still on the way to a match, else invalid")
-    check.add_argument("--backend", choices=["xgrammar", "guidance"], default="xgrammar",
+    check.add_argument("--backend", choices=MATCHER_BACKENDS, default=DEFAULT_BACKEND,
                        help="whose token matcher judges a --cut output (default xgrammar)")
     check.add_argument("--engine", choices=["none", "cpu", "vllm"], default="none",
                        help="also ask that engine's compiler (vllm: its request validation)")
@@ -303,12 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             result = command(args)
         print(result if isinstance(result, str) else json.dumps(result, indent=2),
               end="" if isinstance(result, str) else "\n")
-    except InputError as exc:
+    except UserError as exc:  # the user's input: InputError, ConstraintError, PresetError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # never a traceback for a user; the reason in one line
-        from playground.errors import EngineNotReady
-
         if isinstance(exc, EngineNotReady | RuntimeError | OSError | ValueError):
             log.debug("the command failed", exc_info=True)  # --log-level DEBUG shows where
             print(f"error: {exc}", file=sys.stderr)

@@ -44,6 +44,14 @@ MEMORY = os.environ.get("GPU_MEMORY_UTILIZATION", "0.45")
 SOAK_ENV = "PLAYGROUND_SOAK_S"
 
 
+def open_page(browser: Any, url: str, height: int, ready: str, timeout_ms: int) -> Any:
+    """A page of the app in the test module's browser, once `ready` (a selector) shows."""
+    page = browser.new_page(viewport={"width": 1500, "height": height})
+    page.goto(url)
+    page.wait_for_selector(ready, timeout=timeout_ms)
+    return page
+
+
 def soak_s(default: float) -> float:
     """Seconds a soak runs: $PLAYGROUND_SOAK_S, else this test's default."""
     return float(os.environ.get(SOAK_ENV) or default)

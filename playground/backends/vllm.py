@@ -2,7 +2,8 @@
 
 In-process (`vllm_engine`): the fields of `StructuredOutputsParams` and `SamplingParams`.
 Server (`openai_engine`): the JSON body of an OpenAI-compatible request to `vllm serve`.
-Both convert constraints the same way; none of this imports vLLM, so it is tested anywhere.
+Both convert constraints the same way, without importing vLLM, so they are tested anywhere.
+`vllm_check` alone imports vLLM: its own request validation, run without a GPU.
 """
 
 from __future__ import annotations

@@ -1,18 +1,22 @@
-"""Pure adapters from constraints to xgrammar's inputs, shared by both engines.
+"""Constraints as xgrammar receives them, shared by the engines, the matcher, the doctor
+and copy as code.
 
-Importing xgrammar imports torch, so only engine modules (and `check --engine ...`)
-import this file; the constraint checker and the UI editor never do.
+Importing xgrammar imports torch, so it is imported inside the functions that compile
+(`lark_to_ebnf`, `to_grammar`): the constraint checker, `check` and the page's editor can
+use this module's pure helpers (`choice_ebnf`, `backend_message`) without it.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-
-import xgrammar as xgr
+from typing import TYPE_CHECKING
 
 from playground.core.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
 from playground.errors import ConstraintError
+
+if TYPE_CHECKING:
+    import xgrammar as xgr
 
 
 def choice_ebnf(choices: tuple[str, ...]) -> str:
@@ -29,6 +33,8 @@ def choice_ebnf(choices: tuple[str, ...]) -> str:
 @functools.lru_cache(maxsize=32)
 def lark_to_ebnf(grammar: str) -> str:
     """xgrammar's Lark front end accepts `?rule:` and regex terminals that vLLM's rejects."""
+    import xgrammar as xgr
+
     try:
         return str(xgr.Grammar.from_lark(grammar))
     except Exception as exc:  # xgrammar raises RuntimeError/ValueError with its reason
@@ -37,6 +43,8 @@ def lark_to_ebnf(grammar: str) -> str:
 
 def to_grammar(constraint: Constraint, any_whitespace: bool = True) -> xgr.Grammar:
     """The xgrammar Grammar for a constraint; ConstraintError where xgrammar refuses it."""
+    import xgrammar as xgr
+
     try:
         match constraint:
             case Choice(choices=choices):

@@ -17,6 +17,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -215,21 +216,23 @@ def startup_times(engine_args: list[str], log) -> dict[str, Any]:
 def second_start_s(engine_args: list[str], log, runs: int = 3) -> list[float]:
     """A fresh Python process loading the engine, caches warm: launch to model ready."""
     code = ("import sys\n"
-            "from playground.engines import create_engine, defaults\n"
+            "from playground.engines.registry import create_engine, defaults\n"
             "create_engine(defaults(sys.argv[1:])).load()\n"
             "print('ready', flush=True)\n")
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-c", code, *engine_args],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   text=True)
-        line = process.stdout.readline() if process.stdout else ""
-        elapsed = time.perf_counter() - start
-        process.kill()
-        process.wait()
-        if line.strip() != "ready":
-            raise RuntimeError("the engine did not load in a fresh process")
+        with tempfile.TemporaryFile("w+") as errors:
+            process = subprocess.Popen([sys.executable, "-c", code, *engine_args],
+                                       stdout=subprocess.PIPE, stderr=errors, text=True)
+            line = process.stdout.readline() if process.stdout else ""
+            elapsed = time.perf_counter() - start
+            process.kill()
+            process.wait()
+            if line.strip() != "ready":
+                errors.seek(0)
+                last = (errors.read().strip().splitlines() or ["(nothing on stderr)"])[-1]
+                raise RuntimeError(f"the engine did not load in a fresh process: {last}")
         times.append(elapsed)
     log(f"  second start (fresh process, engine only): "
         f"{', '.join(f'{t:.2f}' for t in times)} s")
@@ -470,9 +473,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     # Every engine flag the bench was given, so the launched app runs the same engine.
     flags = engine_argv(args, engine=kind)
     if getattr(args, "browser", False):  # the page against the API, on a launched app
-        from playground.bench import browser as browser_bench
+        from playground.bench import browser
 
-        report = browser_bench.main(args, flags)
+        report = browser.main(args, flags)
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         return report

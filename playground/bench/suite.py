@@ -33,6 +33,7 @@ from typing import Any
 
 from playground.doctor import testers
 from playground.doctor.coverage import coverage
+from playground.errors import WorkerDied, WorkTimeout
 
 LABELS = ("enforced", "not enforced", "rejected", "untested")
 # A worker holds xgrammar, torch and (with --vllm) vLLM imported: ~1 GB each.
@@ -106,12 +107,12 @@ def bounded_schema(name: str, data: dict[str, Any], backends: list[str],
     suite. The limit: the coverage's, and as long again for compiling and matching."""
     from functools import partial
 
-    from playground.judging import workers as bounded
+    from playground.judging import workers
 
     try:
-        return bounded.call(one_schema, name, data, backends, time_limit_s,
+        return workers.call(one_schema, name, data, backends, time_limit_s,
                             timeout=2 * time_limit_s + 30, setup=partial(testers.warm, backends))
-    except (bounded.WorkTimeout, bounded.WorkerDied) as exc:
+    except (WorkTimeout, WorkerDied) as exc:
         return {"file": name, "timeout": str(exc),
                 "backends": {b: {"compiles": None, "compile_s": None} for b in backends}}
 
@@ -124,22 +125,22 @@ def run_all(files: list[tuple[str, dict[str, Any]]], backends: list[str],
     so a schema past its limit still costs only itself). Results in file order, each also
     given to `emit` in file order as soon as those before it are done; "[i/N] name" on
     stderr as each one finishes (with several jobs, the largest schemas start first)."""
-    from playground.judging import workers as bounded
+    from playground.judging import workers
 
     jobs = max(1, min(jobs, len(files)))
     # The pool of worker processes grows to the jobs for this run only.
-    default_workers = bounded.MAX_WORKERS
-    bounded.resize(max(default_workers, jobs))
+    default_workers = workers.MAX_WORKERS
+    workers.resize(max(default_workers, jobs))
     try:
         return _run_all(files, backends, time_limit_s, jobs, emit)
     finally:
-        bounded.resize(default_workers)
+        workers.resize(default_workers)
 
 
 def _run_all(files: list[tuple[str, dict[str, Any]]], backends: list[str],
              time_limit_s: float, jobs: int, emit: Callable[[dict[str, Any]], Any]
              ) -> list[dict[str, Any]]:
-    from playground.judging import workers as bounded
+    from playground.judging import workers
 
     results: list[dict[str, Any] | None] = [None] * len(files)
     emitted = 0
@@ -167,7 +168,7 @@ def _run_all(files: list[tuple[str, dict[str, Any]]], backends: list[str],
             finished(futures[future], future.result(), done)
     except BaseException:  # e.g. vLLM's API moved, or Ctrl-C: stop now, not after every
         pool.shutdown(wait=False, cancel_futures=True)  # schema running reaches its limit
-        bounded.stop_all()
+        workers.stop_all()
         raise
     pool.shutdown()
     return results  # type: ignore[return-value]

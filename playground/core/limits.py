@@ -5,7 +5,8 @@ make the process do is bounded here. Each limit is a field of `Limits`; its comm
 flag is the field name with dashes (`max_prompt_chars` -> `--max-prompt-chars`), and a
 request past it gets one line naming what is wrong, the limit and the flag to raise it.
 
-Imports nothing of the playground: constraints, validation, service and the UI all read it.
+Imports nothing of the playground but its errors: constraints, judging, run and the page
+all read it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from playground.errors import InputError, LimitError  # noqa: F401  (re-exported)
+from playground.errors import InputError, LimitError
 
 
 def _limit(default: float, what: str, unit: str) -> Any:

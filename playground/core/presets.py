@@ -17,7 +17,7 @@ from playground.core.settings import SamplingSettings
 from playground.core.text_check import errors_in
 from playground.errors import (
     ConstraintError,
-    PresetError,  # noqa: F401  (re-exported)
+    PresetError,
 )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from playground.backends.names import MATCHER_BACKENDS
 from playground.core.constraints import Constraint, JsonSchema, LarkGrammar, Regex
-from playground.errors import ConstraintError
+from playground.errors import ConstraintError, WorkerDied, WorkTimeout
 
 # (what to find in a pattern, a one-character regex of that class, characters it might
 # match in one dialect and not another). Each is tried through every backend's matcher and
@@ -101,12 +101,12 @@ def bounded_dialect_lines(constraint: Constraint, limit_s: float) -> list[str]:
     probing a pattern with lookarounds runs Python `re`, which a user's pattern can make
     backtrack for hours while holding the GIL (the server's event loop with it)."""
     from playground.doctor.testers import warm
-    from playground.judging import workers as bounded
+    from playground.judging import workers
 
     try:
-        notes = bounded.side_call(dialect_notes, constraint, timeout=limit_s,
+        notes = workers.side_call(dialect_notes, constraint, timeout=limit_s,
                                   setup=functools.partial(warm, []))
-    except (bounded.WorkTimeout, bounded.WorkerDied) as exc:
+    except (WorkTimeout, WorkerDied) as exc:
         return [f"the dialect check gave up: {exc}"]
     return dialect_lines(notes)
 

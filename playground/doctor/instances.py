@@ -14,14 +14,11 @@ import math
 import re
 from typing import Any
 
-from playground.core.schema import (  # noqa: F401  (re-exported: the doctor reads them here)
-    LIST_SUBSCHEMAS,
-    MAP_SUBSCHEMAS,
-    ONE_SUBSCHEMA,
+from playground.core.schema import (
     resolve_ref,
     schema_children,
 )
-from playground.errors import ConstraintError, NoInstance  # noqa: F401  (NoInstance re-exported)
+from playground.errors import ConstraintError, NoInstance
 
 FORMAT_EXAMPLES: dict[str, str] = {
     "date": "2024-01-31", "date-time": "2024-01-31T12:00:00Z", "time": "12:00:00Z",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from playground.core.constraints import Constraint, JsonSchema
+from playground.errors import WorkerDied
 
 if TYPE_CHECKING:
     from playground.doctor.coverage import Coverage
@@ -78,13 +79,13 @@ def bounded_lenient(constraint: Constraint, backend: str, limit_s: float,
     a huge schema may not return for minutes): TimeoutError then. `view`: for a doctor's
     view, not a run, so it takes no more than the tools' share of the workers."""
     from playground.doctor.testers import warm
-    from playground.judging import workers as bounded
+    from playground.judging import workers
 
-    call = bounded.side_call if view else bounded.call
+    call = workers.side_call if view else workers.call
     try:
         return call(lenient, constraint, backend, limit_s, timeout=limit_s + 15,
                     setup=functools.partial(warm, [backend]))
-    except bounded.WorkerDied as exc:
+    except WorkerDied as exc:
         raise TimeoutError(str(exc)) from None
 
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from playground.core.constraints import Constraint
-from playground.core.settings import SamplingSettings, chat_messages  # re-exported
-from playground.errors import EngineDead, EngineNotReady  # noqa: F401  (re-exported)
+from playground.core.settings import SamplingSettings, chat_messages
+from playground.errors import EngineDead, EngineNotReady
 
 Progress = Callable[[float, str], None]
 
-__all__ = ["Chunk", "Engine", "EngineDead", "EngineInfo", "EngineNotReady", "Progress",
-           "SamplingSettings", "TokenDist", "chat_messages", "encode_prompt"]
+# SamplingSettings is part of the interface (every engine receives it); it lives in core.
+__all__ = ["Chunk", "Engine", "EngineInfo", "Progress", "SamplingSettings", "TokenDist",
+           "encode_prompt"]
 
 
 def encode_prompt(tokenizer: Any, prompt: str, settings: SamplingSettings) -> list[int]:

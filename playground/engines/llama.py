@@ -3,7 +3,7 @@
 transformers converts the GGUF and defines the weights' layout; this module runs those
 same weights. Importing transformers' Llama code takes ~3 s on a 2-core machine (it pulls
 in torch._dynamo, accelerate, scipy ...), more than everything else a second start does,
-so the ready model is this module, pickled. `tests/test_llama.py` checks that its logits
+so the ready model is this module, pickled. `tests/engines/test_llama.py` checks that its logits
 and greedy output match transformers' `LlamaForCausalLM` on the same weights.
 """
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from playground.errors import UnsupportedLlama  # noqa: F401  (re-exported)
+from playground.errors import UnsupportedLlama
 
 Cache = list[tuple[Tensor, Tensor]]
 

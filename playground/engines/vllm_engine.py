@@ -1,7 +1,7 @@
 """vLLM 0.26 in-process (`AsyncLLM`): requests from every session are batched by vLLM.
 
 The pure adapters from a constraint to vLLM's `StructuredOutputsParams` fields live in
-`backends.vllm` (shared with the server engine) and are re-exported here.
+`backends.vllm` (shared with the server engine, the doctor and copy as code).
 """
 
 from __future__ import annotations

@@ -16,8 +16,15 @@ import logging
 
 from playground.core import limits, linear_re
 from playground.core.constraints import Choice, Constraint, Regex, from_text
-from playground.errors import ConstraintError, InputError, LimitError
-from playground.judging import workers as bounded
+from playground.errors import (
+    ConstraintError,
+    InputError,
+    LimitError,
+    WorkerDied,
+    WorkersBusy,
+    WorkTimeout,
+)
+from playground.judging import workers
 from playground.judging.validation import Verdict, validate
 
 log = logging.getLogger(__name__)
@@ -44,12 +51,12 @@ def judge_blocking(constraint: Constraint, text: str, finish_reason: str | None 
     # A cut output is checked by the matcher: its imports are not part of the judging time.
     setup = _import_matchers if finish_reason == "length" else None
     try:
-        return bounded.call(validate, *args, timeout=limit.validation_timeout_s, setup=setup)
-    except bounded.WorkersBusy as exc:
+        return workers.call(validate, *args, timeout=limit.validation_timeout_s, setup=setup)
+    except WorkersBusy as exc:
         return _unjudged(finish_reason, f"not judged: {exc}")
-    except bounded.WorkTimeout:
+    except WorkTimeout:
         return _unjudged(finish_reason, f"not judged: {limit.message('validation_timeout_s')}")
-    except bounded.WorkerDied as exc:
+    except WorkerDied as exc:
         log.warning("validation worker lost: %s", exc)
         return _unjudged(finish_reason, "not judged: the validation worker ended (out of "
                                         "memory?)")
@@ -72,10 +79,10 @@ def warm_up() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     def start(_: int) -> int:
-        return bounded.call(int, 0, timeout=60, setup=_import_matchers)
+        return workers.call(int, 0, timeout=60, setup=_import_matchers)
 
-    with ThreadPoolExecutor(bounded.MAX_WORKERS) as pool:
-        list(pool.map(start, range(bounded.MAX_WORKERS)))
+    with ThreadPoolExecutor(workers.MAX_WORKERS) as pool:
+        list(pool.map(start, range(workers.MAX_WORKERS)))
 
 
 def _import_matchers() -> None:
@@ -142,13 +149,13 @@ def build_constraint(mode: str, text: str) -> Constraint:
             return from_text(mode, text)
         limit = limits.active()
         try:
-            return bounded.call(from_text, mode, text, timeout=limit.compile_timeout_s)
-        except bounded.WorkersBusy as exc:
+            return workers.call(from_text, mode, text, timeout=limit.compile_timeout_s)
+        except WorkersBusy as exc:
             raise LimitError(f"the server is busy: {exc}; try again") from None
-        except bounded.WorkTimeout:
+        except WorkTimeout:
             raise LimitError(limit.message("compile_timeout_s", what=f"checking the {mode} "
                                            "constraint")) from None
-        except bounded.WorkerDied:
+        except WorkerDied:
             raise InputError(f"{mode}: checking the constraint ended its worker (too large?)"
                              ) from None
     except ConstraintError as exc:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from playground.errors import WorkerDied, WorkersBusy, WorkTimeout  # noqa: F401  (re-exported)
+from playground.errors import WorkerDied, WorkersBusy, WorkTimeout
 
 
 def _cores() -> int:

@@ -84,13 +84,15 @@ def _side(result: dict[str, Any]) -> RunResult:
     """One side of an update (`RunResult.as_dict`, as the page showed it) as kept.
 
     A run must never fail to be kept, so the numbers a file refuses (an engine's inf or nan
-    timing) are dropped here rather than refused."""
+    timing) and keys the model does not know (a caller's addition) are dropped here rather
+    than refused."""
     def finite(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: v for k, v in value.items() if not _infinite(v)}
         return None if _infinite(value) else value
 
-    return RunResult.model_validate({k: finite(v) for k, v in result.items()})
+    return RunResult.model_validate({k: finite(v) for k, v in result.items()
+                                     if k in RunResult.model_fields})
 
 
 def _infinite(value: Any) -> bool:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from playground.backends.names import Backend
 from playground.judging.validation import Status
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class InspectSummary(BaseModel):
     mean_logprob: float | None = None
     mean_logprob_constrained: float | None = None
     mean_logprob_unconstrained: float | None = None
-    backend: Literal["xgrammar", "guidance"] | None = None
+    backend: Backend | None = None
 
 
 # The token inspector's fields: in `as_dict` only for an inspected run.

@@ -19,16 +19,15 @@ from pydantic import ValidationError
 from playground import log as logs
 from playground.core import limits
 from playground.core.constraints import Constraint
-from playground.core.settings import RequestOptions, split_options
+from playground.core.settings import RequestOptions, SamplingSettings, split_options
 from playground.doctor import lenient as lenient_mod
 from playground.doctor import sent as sent_mod
-from playground.engines.base import Chunk, Engine, SamplingSettings
-from playground.errors import (  # noqa: F401 (shared with callers)
+from playground.engines.base import Chunk, Engine
+from playground.errors import (
     ConstraintError,
     EngineDead,
     InputError,
-    LimitError,
-    RequestTimeout,  # noqa: F401  (re-exported)
+    RequestTimeout,
 )
 from playground.judging.judge import build_constraint, judge
 from playground.run import watchdog

@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from playground.backends.names import MATCHER_BACKENDS
 from playground.core import limits
 from playground.core.constraints import JsonSchema, Mode
 from playground.doctor import dialect as dialect_mod
@@ -19,8 +20,8 @@ from playground.doctor import lenient as lenient_mod
 from playground.doctor import sent as sent_mod
 from playground.doctor import test_strings as strings_mod
 from playground.engines.base import Engine
-from playground.errors import ConstraintError, InputError
-from playground.judging import workers as bounded
+from playground.errors import ConstraintError, InputError, WorkerDied, WorkersBusy, WorkTimeout
+from playground.judging import workers
 from playground.judging.judge import build_constraint
 from playground.web.markdown_safe import plain
 
@@ -29,7 +30,7 @@ COVERAGE_TIME_LIMIT_S = 15.0
 # refuses) or an ambiguous grammar's parse run for hours.
 MAX_TEST_STRINGS = 50
 MAX_TEST_STRING_CHARS = 10_000
-TEST_COLUMNS = ["string", "expected", "validator", "xgrammar", "guidance", "flag"]
+TEST_COLUMNS = ["string", "expected", "validator", *MATCHER_BACKENDS, "flag"]
 LABEL_MARKS = {"enforced": "enforced", "not enforced": "NOT ENFORCED",
                "rejected": "REJECTED", "untested": "untested"}
 
@@ -79,13 +80,13 @@ def bounded_coverage(schema: Any, backends: list[str]) -> Any:
 
     from playground.doctor.coverage import coverage
     from playground.doctor.testers import warm
-    from playground.judging import workers as bounded
+    from playground.judging import workers
 
     try:
-        return bounded.side_call(coverage, schema, backends, COVERAGE_TIME_LIMIT_S,
+        return workers.side_call(coverage, schema, backends, COVERAGE_TIME_LIMIT_S,
                                  timeout=COVERAGE_TIME_LIMIT_S + 15,
                                  setup=partial(warm, backends))
-    except bounded.WorkerDied as exc:
+    except WorkerDied as exc:
         raise TimeoutError(str(exc)) from None
 
 
@@ -200,13 +201,13 @@ def bounded_test_strings(constraint: Any, cases: list[tuple[str, bool | None]]
         raise InputError(f"test strings: each at most {MAX_TEST_STRING_CHARS:,} characters")
     limit = limits.active().compile_timeout_s
     try:
-        return bounded.side_call(strings_mod.test_strings, constraint, cases, timeout=limit)
-    except bounded.WorkersBusy as exc:
+        return workers.side_call(strings_mod.test_strings, constraint, cases, timeout=limit)
+    except WorkersBusy as exc:
         raise InputError(f"test strings: {exc}") from None
-    except bounded.WorkTimeout:
+    except WorkTimeout:
         raise InputError(f"test strings: gave up after {limit:g} s (a backtracking regex or "
                          "an ambiguous grammar; --compile-timeout-s raises it)") from None
-    except bounded.WorkerDied:
+    except WorkerDied:
         raise InputError("test strings: the worker judging them ended (out of memory?)"
                          ) from None
 

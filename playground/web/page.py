@@ -14,15 +14,15 @@ import gradio as gr
 
 from playground.core.constraints import MODE_LABELS, MODES, Mode
 from playground.core.presets import Preset
-from playground.engines.base import Engine, SamplingSettings
+from playground.core.settings import SamplingSettings
+from playground.engines.base import Engine
 from playground.errors import EngineNotReady, InputError
 from playground.run import batch, downloads, history, watchdog
 from playground.run.service import parse_constraint, stream_request
 from playground.run.streaming import Changes
 from playground.run.token_inspector import CSS as INSPECT_CSS
 from playground.run.token_inspector import strip_html
-from playground.web import doctor_panel as ui_doctor
-from playground.web import session_panel as ui_session
+from playground.web import doctor_panel, session_panel
 from playground.web.inflight import Flight, InFlight
 from playground.web.markdown_safe import plain
 from playground.web.side_by_side import metrics_table
@@ -34,7 +34,7 @@ ENGINE_QUEUE = "engine"
 # How often /generate sends a partial result (each carries the whole text so far).
 API_UPDATE_EVERY_S = 0.5
 # The page gets at most 5 updates a second (and always the last): drawing every token
-# took the cores from the CPU model (see playground/streaming.py). Measured on 2 cores
+# took the cores from the CPU model (see playground/run/streaming.py). Measured on 2 cores
 # (bench --browser, page/API decode speed): every token 0.43, 10 a second 0.77-0.81,
 # 5 a second 0.81-0.84.
 PAGE_UPDATE_EVERY_S = 0.2
@@ -61,7 +61,7 @@ CSS = """
   margin-bottom:6px}
 .good {color:#15803d;font-weight:600} .bad {color:#b91c1c;font-weight:600}
 .warn {color:#b45309;font-weight:600}
-""" + ui_session.CSS + INSPECT_CSS
+""" + session_panel.CSS + INSPECT_CSS
 
 # ---- handlers: plain functions ---------------------------------------------------------
 
@@ -186,7 +186,7 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
                                *panels(final["constrained"], final["unconstrained"]))
                               ) + (skip,) * 2
         if final is not None and runs is not None:
-            runs = await ui_session.keep(runs, session_id, store, final, prompt,
+            runs = await session_panel.keep(runs, session_id, store, final, prompt,
                                          constraint_text, options)
             yield (skip,) * 6 + (runs, history.table(runs))
     except InputError as exc:
@@ -403,7 +403,7 @@ def _result_column(title: str, elem: str) -> list[gr.components.Component]:
 
 
 def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int,
-              flights: InFlight, parts: ui_session.HistoryParts
+              flights: InFlight, parts: session_panel.HistoryParts
               ) -> list[gr.components.Component]:
     """The mode's tab; returns what a run from the history fills (see run_values)."""
     names = [name for name, preset in presets.items() if preset.mode == mode]
@@ -426,15 +426,15 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                     stop = gr.Button("Stop", variant="stop", elem_id=f"{mode}-stop")
                     inspect = gr.Checkbox(False, label="Inspect tokens", elem_id=f"{mode}-inspect",
                                           info="where the constraint acted, token by token")
-                    lenient = ui_doctor.lenient_checkbox(mode)
-                ui_doctor.doctor_parts(engine, mode, editor, lenient, tab)
-                export_panel, export_form, export_code = ui_session.copy_as_code(mode)
+                    lenient = doctor_panel.lenient_checkbox(mode)
+                doctor_panel.doctor_parts(engine, mode, editor, lenient, tab)
+                export_panel, export_form, export_code = session_panel.copy_as_code(mode)
             with gr.Column(scale=3):
                 with gr.Row():
                     constrained = _result_column("Constrained", f"{mode}-constrained")
                     free = _result_column("Unconstrained", f"{mode}-unconstrained")
                 metrics = gr.Markdown(elem_id=f"{mode}-metrics")
-                ui_doctor.coverage_parts(engine, mode, editor, tab)
+                doctor_panel.coverage_parts(engine, mode, editor, tab)
         mode_state = gr.State(mode)  # inside the Tab: a stray child of Tabs breaks tab labels
     preset.change(lambda name: preset_values(presets, name), preset,
                   [prompt, editor, *controls], api_name=False)
@@ -443,7 +443,7 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
 
     def on_export(form: str, text: str, prompt_text: str, lenient_on: bool,
                   *values: Any) -> Any:
-        return ui_session.export_code(ui_session.export.target_for(engine.info.as_dict()),
+        return session_panel.export_code(session_panel.export.target_for(engine.info.as_dict()),
                                       mode, form, text, prompt_text,
                                       options_from_controls(*values), bool(lenient_on))
 
@@ -557,14 +557,14 @@ def build_ui(engine: Engine, presets: dict[str, Preset],
 
         timer.tick(tick, shown, [panel, shown], api_name=False, show_progress="hidden",
                    queue=False)
-        parts = ui_session.history_parts(
+        parts = session_panel.history_parts(
             history.SessionStore(history_dir) if history_dir else None)
         with gr.Tabs() as tabs:
             fields = {mode: _mode_tab(engine, presets, mode, limit, flights, parts)
                       for mode in MODES}
             _batch_tab(engine, presets, limit, flights)
-            ui_session.history_tab(parts, tabs, fields, run_values)
-        ui_session.wire_session(demo, parts)
+            session_panel.history_tab(parts, tabs, fields, run_values)
+        session_panel.wire_session(demo, parts)
 
         async def generate(mode: str, constraint: str, prompt: str,
                            options: dict[str, Any] | str | None
@@ -584,5 +584,5 @@ def build_ui(engine: Engine, presets: dict[str, Preset],
             return engine_status(engine, queue_load(demo))
 
         gr.api(status, api_name="status", queue=False)
-        ui_doctor.add_api(engine)
+        doctor_panel.add_api(engine)
     return demo

@@ -1,6 +1,6 @@
 """The page's session tools: "Copy as code" under each tab, and the History tab.
 
-Layout helpers and plain handlers (tests call them directly); `ui.py` places and wires
+Layout helpers and plain handlers (tests call them directly); `web/page.py` places and wires
 them. Every browser session has its own history (a `gr.State`); nothing is shared.
 """
 

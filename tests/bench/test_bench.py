@@ -92,3 +92,16 @@ def test_compile_time_from_the_engine_or_from_first_tokens(fake_engine, monkeypa
     else:  # first tokens, with a schema the playground run has not already compiled
         assert (found["cold_s"], found["cached_s"]) == (2.0, 1.0)
         assert seen[1][1] != seen[0][1] and seen[1][1] == seen[2][1]
+
+
+@pytest.mark.slow
+def test_second_start_loads_the_cpu_engine_in_a_fresh_process():
+    """The child's code is a string import-linter cannot see: it once named a module the
+    package no longer had, and every `bench --engine cpu` failed."""
+    (seconds,) = bench.second_start_s(["--engine", "cpu"], lambda line: None, runs=1)
+    assert seconds > 0
+
+
+def test_a_fresh_process_that_fails_says_why():
+    with pytest.raises(RuntimeError, match="did not load in a fresh process: .*error"):
+        bench.second_start_s(["--engine", "nonsense"], lambda line: None, runs=1)

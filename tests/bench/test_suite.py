@@ -10,7 +10,7 @@ from support import ROOT
 
 from playground.bench import suite
 from playground.cli import main
-from playground.judging import workers as bounded
+from playground.judging import workers
 
 BENCH = ROOT / "tests" / "data" / "jsonschemabench"
 
@@ -28,7 +28,7 @@ def _lines(path):
 
 
 def test_jobs_give_the_same_results_in_file_order(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bounded, "MAX_WORKERS", bounded.MAX_WORKERS)  # restored after
+    monkeypatch.setattr(workers, "MAX_WORKERS", workers.MAX_WORKERS)  # restored after
     summaries = {}
     for jobs in (1, 3):
         jsonl = tmp_path / f"jobs{jobs}.jsonl"
@@ -55,15 +55,15 @@ def test_results_keep_file_order_whatever_finishes_first(monkeypatch, capsys):
     files = [(f"s{i}.json", {"schema": {}}) for i in range(6)]
     delays = {name: 0.1 * (6 - i) for i, (name, _) in enumerate(files)}  # last ends first
 
-    workers = []
+    sizes = []
 
     def fake(name, data, backends, time_limit_s):
-        workers.append(bounded.MAX_WORKERS)
+        sizes.append(workers.MAX_WORKERS)
         time.sleep(delays[name])
         return {"file": name, "backends": {}}
 
     monkeypatch.setattr(suite, "bounded_schema", fake)
-    monkeypatch.setattr(bounded, "MAX_WORKERS", 2)
+    monkeypatch.setattr(workers, "MAX_WORKERS", 2)
     emitted = []
     results = suite.run_all(files, [], 1.0, jobs=6, emit=emitted.append)
     assert [r["file"] for r in results] == [r["file"] for r in emitted] == \
@@ -71,8 +71,8 @@ def test_results_keep_file_order_whatever_finishes_first(monkeypatch, capsys):
     progress = capsys.readouterr().err.splitlines()
     assert progress[0] == "[1/6] s5.json"  # as each finished, counted
     assert sorted(progress) == sorted(f"[{i}/6] s{6 - i}.json" for i in range(1, 7))
-    assert min(workers) >= 6  # the pool grew to the jobs...
-    assert bounded.MAX_WORKERS == 2  # ...for this run only
+    assert min(sizes) >= 6  # the pool grew to the jobs...
+    assert workers.MAX_WORKERS == 2  # ...for this run only
 
 
 def test_a_failing_schema_stops_the_run_at_once(monkeypatch):
@@ -85,7 +85,7 @@ def test_a_failing_schema_stops_the_run_at_once(monkeypatch):
         return {"file": name, "backends": {}}
 
     monkeypatch.setattr(suite, "bounded_schema", fake)
-    monkeypatch.setattr(bounded, "MAX_WORKERS", bounded.MAX_WORKERS)
+    monkeypatch.setattr(workers, "MAX_WORKERS", workers.MAX_WORKERS)
     files = [("a.json", {}), ("bad.json", {}), ("b.json", {})]
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="moved"):
@@ -101,7 +101,7 @@ def test_a_schema_past_its_limit_costs_only_itself(monkeypatch):
         return {"file": name, "backends": {"xgrammar": {"compiles": True, "compile_s": 0.1}}}
 
     monkeypatch.setattr(suite, "bounded_schema", fake)
-    monkeypatch.setattr(bounded, "MAX_WORKERS", bounded.MAX_WORKERS)
+    monkeypatch.setattr(workers, "MAX_WORKERS", workers.MAX_WORKERS)
     files = [("a.json", {}), ("slow.json", {}), ("b.json", {})]
     summary = suite.summarize(suite.run_all(files, ["xgrammar"], 1.0, jobs=3), ["xgrammar"])
     assert summary["backends"]["xgrammar"]["compiles"] == 2

@@ -158,40 +158,40 @@ def test_cpu_engine_generates_anyway_under_lenient(embedded_engine):
 
 
 def test_coverage_view_lists_keywords_with_this_engines_backend_first(fake_engine):
-    from playground.web import doctor_panel as ui_doctor
+    from playground.web import doctor_panel
     from playground.web.markdown_safe import plain
 
-    value, line = ui_doctor.coverage_view(fake_engine, json.dumps(UNIQUE))
+    value, line = doctor_panel.coverage_view(fake_engine, json.dumps(UNIQUE))
     assert value["headers"][:3] == ["path", "keyword", "xgrammar (this engine)"]
     row = next(r for r in value["data"] if r[1] == "uniqueItems")
     assert row[2] == "NOT ENFORCED"
     assert plain("uniqueItems at $.properties.tags") in line  # the path is escaped Markdown
-    _, bad = ui_doctor.coverage_view(fake_engine, "{")
+    _, bad = doctor_panel.coverage_view(fake_engine, "{")
     assert "invalid JSON" in bad
 
 
 @pytest.mark.parametrize("mode", ["choice", "regex", "json", "grammar"])
 def test_test_strings_view_in_every_mode(mode):
-    from playground.web import doctor_panel as ui_doctor
+    from playground.web import doctor_panel
 
     constraint = {"choice": "yes\nno", "regex": "[a-z]+", "json": json.dumps(UNIQUE),
                   "grammar": 'start: "a"+'}[mode]
-    value = ui_doctor.test_strings_view(mode, constraint, "+ yes\n- 123")
-    assert value["headers"] == ui_doctor.TEST_COLUMNS and len(value["data"]) == 2
+    value = doctor_panel.test_strings_view(mode, constraint, "+ yes\n- 123")
+    assert value["headers"] == doctor_panel.TEST_COLUMNS and len(value["data"]) == 2
 
 
 def test_api_test_strings_takes_lists_pairs_or_lines():
-    from playground.web import doctor_panel as ui_doctor
+    from playground.web import doctor_panel
 
     for strings in ([{"text": "yes", "expect": True}], [["yes", True]], "+ yes"):
-        [result] = ui_doctor.api_test_strings("choice", "yes\nno", strings)
+        [result] = doctor_panel.api_test_strings("choice", "yes\nno", strings)
         assert result["validator"]["matches"] and result["expect"] is True
 
 
 def test_sent_view_shows_the_lenient_schema(fake_engine):
-    from playground.web import doctor_panel as ui_doctor
+    from playground.web import doctor_panel
 
-    update = ui_doctor.sent_view(fake_engine, "json", json.dumps(UNIQUE), True)
+    update = doctor_panel.sent_view(fake_engine, "json", json.dumps(UNIQUE), True)
     assert "not enforced: uniqueItems at $.properties.tags" in update["label"]
     assert "root ::=" in update["value"]
 
@@ -220,11 +220,11 @@ def test_grammar_notes_name_lark_features_and_what_each_backend_says():
 
 
 def test_dialect_view_on_the_page():
-    from playground.web import doctor_panel as ui_doctor
+    from playground.web import doctor_panel
 
-    assert "guidance matches" in ui_doctor.dialect_view("regex", r"\d+")
-    assert ui_doctor.dialect_view("regex", "[a-z]+") == ""
-    assert ui_doctor.dialect_view("regex", "a(") == ""
+    assert "guidance matches" in doctor_panel.dialect_view("regex", r"\d+")
+    assert doctor_panel.dialect_view("regex", "[a-z]+") == ""
+    assert doctor_panel.dialect_view("regex", "a(") == ""
 
 
 def test_a_backtracking_test_string_is_given_up_not_a_frozen_server():

@@ -1,7 +1,7 @@
 """The doctor on vLLM (GPU): a schema vLLM refuses is generated anyway under lenient, with
 each of vLLM's backends; the full schema still judges the output.
 
-Run on the GPU machine like tests/test_gpu.py ($GPU_MODEL for dummy weights; $OUT for a
+Run on the GPU machine like tests/engines/test_gpu.py ($GPU_MODEL for dummy weights; $OUT for a
 record of what was generated).
 """
 

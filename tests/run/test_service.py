@@ -134,7 +134,7 @@ def test_concurrent_engine_gets_both_requests_together():
                     {"role": "user", "content": "hi"}])],
 )
 def test_chat_messages(system, expected):
-    from playground.engines.base import SamplingSettings, chat_messages
+    from playground.core.settings import SamplingSettings, chat_messages
 
     assert chat_messages("hi", SamplingSettings(system_prompt=system)) == expected
 

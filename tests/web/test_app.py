@@ -4,7 +4,7 @@ driven in headless Chromium (Debian's, with Playwright)."""
 import os
 
 import pytest
-from support import ROOT
+from support import ROOT, open_page
 
 pytestmark = pytest.mark.slow
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -37,10 +37,7 @@ def test_bad_constraint_is_a_clear_error_and_the_app_keeps_serving(app_url):
 
 @pytest.fixture(scope="module")
 def page(app_url, browser):
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(app_url)
-    page.wait_for_selector("#engine-panel:has-text('ready')", timeout=120_000)
-    return page
+    return open_page(browser, app_url, 1100, "#engine-panel:has-text('ready')", 120_000)
 
 
 TABS = [("choice", "Choice", "Sentiment"), ("regex", "Regex", "Email address"),

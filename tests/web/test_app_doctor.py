@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from support import ROOT
+from support import ROOT, open_page
 
 pytestmark = pytest.mark.slow
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -32,10 +32,7 @@ def test_test_strings_and_coverage_endpoints(app_url):
 
 @pytest.fixture(scope="module")
 def page(app_url, browser):
-    page = browser.new_page(viewport={"width": 1500, "height": 1400})
-    page.goto(app_url)
-    page.wait_for_selector("#engine-panel", timeout=60_000)
-    return page
+    return open_page(browser, app_url, 1400, "#engine-panel", 60_000)
 
 
 # (mode, tab label, lines for the box, text the results must show)

@@ -1,7 +1,7 @@
 """The token inspector on vLLM: the classic presets, counts against the matcher, overrides
 against the prefill's own first choice, and its extra time on a 256-token JSON output.
 
-Run on the GPU machine like tests/test_gpu.py ($GPU_MODEL: dummy weights of that model;
+Run on the GPU machine like tests/engines/test_gpu.py ($GPU_MODEL: dummy weights of that model;
 results appended to $OUT/gpu_inspect.jsonl when $OUT is set).
 """
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from playground.doctor import testers as cov
+from playground.doctor import testers
 from playground.errors import ConstraintError
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}},
@@ -10,24 +10,24 @@ SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3
 
 
 def test_a_backend_and_its_vllm_column_share_one_tester():
-    tester = cov.compile_tester("xgrammar", SCHEMA)
-    assert cov.compile_tester("vllm:xgrammar", dict(SCHEMA)) is tester
-    assert cov.compile_tester("guidance", SCHEMA) is not tester
+    tester = testers.compile_tester("xgrammar", SCHEMA)
+    assert testers.compile_tester("vllm:xgrammar", dict(SCHEMA)) is tester
+    assert testers.compile_tester("guidance", SCHEMA) is not tester
     first = tester.test('{"n":3}')
     assert first.matches and tester.test('{"n":3}') is first  # each text answered once
     assert not tester.test('{"n":2}').matches
 
 
 def count_calls(monkeypatch, name: str) -> list[str]:
-    """The backends `cov.<name>(backend, schema)` is called with, from now on."""
+    """The backends `testers.<name>(backend, schema)` is called with, from now on."""
     calls: list[str] = []
-    real = getattr(cov, name)
+    real = getattr(testers, name)
 
     def counted(backend, schema):
         calls.append(backend)
         return real(backend, schema)
 
-    monkeypatch.setattr(cov, name, counted)
+    monkeypatch.setattr(testers, name, counted)
     return calls
 
 
@@ -36,40 +36,40 @@ def test_a_refused_schema_raises_every_time(monkeypatch):
     refused = {"type": "string", "format": "no-such-format-for-guidance"}
     for _ in range(2):
         with pytest.raises(ConstraintError, match="llguidance"):
-            cov.compile_tester("guidance", refused)
+            testers.compile_tester("guidance", refused)
     assert calls == ["guidance"]
 
 
 def test_refusals_are_remembered(monkeypatch):
     calls = count_calls(monkeypatch, "_refusal")
     schema = {"type": "array", "items": {"type": "integer"}, "minItems": 7}
-    assert cov.refusal("guidance", schema) is None
-    assert cov.refusal("guidance", schema) is None
-    assert cov.refusal("outlines", schema) is None
+    assert testers.refusal("guidance", schema) is None
+    assert testers.refusal("guidance", schema) is None
+    assert testers.refusal("outlines", schema) is None
     assert calls == ["guidance", "outlines"]
 
 
 def test_the_memory_is_bounded():
-    for index in range(cov._KEEP_TESTERS + 5):
-        cov.compile_tester("outlines", {"type": "integer", "minimum": index})
-    assert len(cov._TESTERS) <= cov._KEEP_TESTERS
-    for index in range(cov._KEEP_REFUSALS + 5):
-        cov.refusal("outlines", {"type": "integer", "maximum": index})
-    assert len(cov._REFUSALS) <= cov._KEEP_REFUSALS
+    for index in range(testers._KEEP_TESTERS + 5):
+        testers.compile_tester("outlines", {"type": "integer", "minimum": index})
+    assert len(testers._TESTERS) <= testers._KEEP_TESTERS
+    for index in range(testers._KEEP_REFUSALS + 5):
+        testers.refusal("outlines", {"type": "integer", "maximum": index})
+    assert len(testers._REFUSALS) <= testers._KEEP_REFUSALS
 
 
 def test_the_schema_asked_about_all_along_stays_while_near_copies_come_and_go():
     """Least recently used goes first: bisecting a refused schema compiles many near
     copies, which must not push out the schema's own tester."""
-    own = cov.compile_tester("outlines", SCHEMA)
-    for index in range(cov._KEEP_TESTERS * 2):
-        cov.compile_tester("outlines", {**SCHEMA, "minProperties": index})
-        assert cov.compile_tester("outlines", SCHEMA) is own
+    own = testers.compile_tester("outlines", SCHEMA)
+    for index in range(testers._KEEP_TESTERS * 2):
+        testers.compile_tester("outlines", {**SCHEMA, "minProperties": index})
+        assert testers.compile_tester("outlines", SCHEMA) is own
 
 
 def test_answers_per_tester_are_bounded(monkeypatch):
-    monkeypatch.setattr(cov, "_KEEP_ANSWERS", 3)
-    tester = cov.compile_tester("outlines", {"type": "integer", "maximum": -7})
+    monkeypatch.setattr(testers, "_KEEP_ANSWERS", 3)
+    tester = testers.compile_tester("outlines", {"type": "integer", "maximum": -7})
     for index in range(10):
         tester.test(str(index))
     assert len(tester.answers) <= 3
