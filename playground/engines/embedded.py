@@ -186,6 +186,8 @@ class EmbeddedEngine(Engine):
                 logits, cache = self.model(torch.tensor([[token]]), cache)
         return out, "cancelled"
 
+    # Long on purpose (~70 lines): the handoff between the decode thread and the event loop
+    # (queue, cancellation, the final chunk) reads as one sequence; split, its order hides.
     async def stream(self, prompt: str, constraint: Constraint | None,
                      settings: SamplingSettings, inspect: bool = False
                      ) -> AsyncIterator[Chunk]:

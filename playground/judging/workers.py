@@ -94,6 +94,7 @@ class _Worker:
                                        name="playground-worker")
         self.process.start()
         child.close()
+        self._kill_lock = threading.Lock()
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float,
              setup: Callable[[], Any] | None = None) -> tuple[bool, Any]:
@@ -110,9 +111,13 @@ class _Worker:
         return self.conn.recv()
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.join(timeout=5)
-        self.conn.close()
+        # stop_all kills a busy worker from another thread while its caller, woken by the
+        # closed pipe, retires it too: two closes of one pipe raced, and the second's
+        # EBADF reached the caller as a bare OSError instead of WorkerDied.
+        with self._kill_lock:
+            self.process.kill()
+            self.process.join(timeout=5)
+            self.conn.close()
 
 
 # How long a call waits for a busy worker before giving up (each call ahead is bounded).

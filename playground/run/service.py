@@ -76,6 +76,8 @@ def engine_check(engine: Engine, constraint: Constraint) -> list[str]:
         raise InputError(str(exc)) from None
 
 
+# Long on purpose (~70 lines): this is the one place that times a run; every clock read
+# (first token, decode, judging, inspection) stays in one function, in the order it happens.
 async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
                      settings: SamplingSettings, judge_by: Constraint, inspect: bool = False
                      ) -> AsyncIterator[RunResult]:

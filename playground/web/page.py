@@ -402,6 +402,8 @@ def _result_column(title: str, elem: str) -> list[gr.components.Component]:
     return [text, badge]
 
 
+# Long on purpose (~75 lines): a tab's layout, component by component in page order, and
+# its event wiring; no logic (the handlers above are plain functions).
 def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int,
               flights: InFlight, parts: session_panel.HistoryParts
               ) -> list[gr.components.Component]:
