@@ -3,7 +3,7 @@
 On a 2-core machine a page redrawn for every token took the cores from the model: the
 "Iconic 90s car" preset decoded at 19-23 tokens/s in a browser tab against 51-55 through the
 API. A reader needs a few frames a second, and the last one always (the page uses 5, see
-`web.page.PAGE_UPDATE_EVERY_S`).
+`web.controls.PAGE_UPDATE_EVERY_S`).
 """
 
 from __future__ import annotations

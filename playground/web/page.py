@@ -1,5 +1,6 @@
-"""The Gradio page. `build_ui` only lays out components and wires events; the handlers
-are plain functions above it, which tests call directly."""
+"""The Gradio page and its mode tabs. `build_ui` only lays out components and wires
+events; the handlers are plain functions, which tests call directly. The Batch tab, the
+engine panel and the controls every tab shares have modules of their own."""
 
 from __future__ import annotations
 
@@ -17,31 +18,30 @@ from playground.core.presets import Preset
 from playground.core.settings import SamplingSettings
 from playground.engines.base import Engine
 from playground.errors import EngineNotReady, InputError
-from playground.run import batch, downloads, history, watchdog
+from playground.run import history, watchdog
 from playground.run.service import parse_constraint, stream_request
 from playground.run.streaming import Changes
 from playground.run.token_inspector import CSS as INSPECT_CSS
 from playground.run.token_inspector import strip_html
 from playground.web import doctor_panel, session_panel
+from playground.web.batch_tab import _batch_tab
+from playground.web.controls import (
+    API_UPDATE_EVERY_S,
+    ENGINE_QUEUE,
+    PAGE_UPDATE_EVERY_S,
+    PROGRESS,
+    constraint_editor,
+    controls_from_settings,
+    engine_ready,
+    options_from_controls,
+    sampling_controls,
+)
 from playground.web.inflight import Flight, InFlight
 from playground.web.markdown_safe import plain
 from playground.web.side_by_side import metrics_table
+from playground.web.status import engine_concurrency, engine_markdown, engine_status, queue_load
 
 log = logging.getLogger(__name__)
-# Every event that runs the model waits in this one Gradio queue group, limited to what the
-# engine can run at once; users past it see their place in the queue.
-ENGINE_QUEUE = "engine"
-# How often /generate sends a partial result (each carries the whole text so far).
-API_UPDATE_EVERY_S = 0.5
-# The page gets at most 5 updates a second (and always the last): drawing every token
-# took the cores from the CPU model (see playground/run/streaming.py). Measured on 2 cores
-# (bench --browser, page/API decode speed): every token 0.43, 10 a second 0.77-0.81,
-# 5 a second 0.81-0.84.
-PAGE_UPDATE_EVERY_S = 0.2
-# Model events show Gradio's queue position and spinner but not its "full" progress: that
-# pulses a border on every output, forever, while a run streams, and a browser without a
-# GPU repaints it 60 times a second on the model's cores.
-PROGRESS = "minimal"
 
 EDITOR_HINTS: dict[Mode, str] = {
     "choice": "One choice per line. The output must be exactly one of them.",
@@ -66,41 +66,11 @@ CSS = """
 # ---- handlers: plain functions ---------------------------------------------------------
 
 
-def options_from_controls(max_tokens: float, temperature: float, top_p: float,
-                          seed: float | None, stop_text: str, chat_template: bool,
-                          system_prompt: str) -> dict[str, Any]:
-    try:
-        numbers = {"max_tokens": int(max_tokens), "temperature": float(temperature),
-                   "top_p": float(top_p), "seed": None if seed in (None, "") else int(seed)}
-    except (TypeError, ValueError, OverflowError):
-        raise InputError("sampling: max tokens, temperature, top-p and seed must be numbers"
-                         ) from None
-    return {**numbers, "stop": [_stop_string(number, line) for number, line in
-                                enumerate((stop_text or "").splitlines(), start=1) if line],
-            "chat_template": bool(chat_template), "system_prompt": system_prompt or ""}
-
-
-def _stop_string(number: int, line: str) -> str:
-    """A stop line as typed, with JSON's escapes (\\n, \\t, \\u0041) read."""
-    if "\\" not in line:
-        return line
-    try:
-        return json.loads(f'"{line}"')
-    except json.JSONDecodeError:
-        raise InputError(f"stop strings: line {number}: {line[:40]!r} has an escape that is not "
-                         r'one of \n \t \r \" \\ \uXXXX (write \\ for a backslash)') from None
-
-
-def controls_from_settings(settings: SamplingSettings) -> list[Any]:
-    stops = [json.dumps(stop)[1:-1] for stop in settings.stop]  # "\n" shows as \n
-    return [settings.max_tokens, settings.temperature, settings.top_p, settings.seed,
-            "\n".join(stops), settings.chat_template, settings.system_prompt]
-
-
 def check_message(mode: str, constraint_text: str, engine: Engine | None = None) -> str:
     """Markdown saying whether the constraint is usable, with its warnings."""
     try:
-        _, warnings = parse_constraint(mode, constraint_text, engine if _ready(engine) else None)
+        checker = engine if engine_ready(engine) else None
+        _, warnings = parse_constraint(mode, constraint_text, checker)
     except InputError as exc:
         return f'<span class="bad">Constraint error:</span> {plain(str(exc))}'
     return warnings_message(warnings)
@@ -239,120 +209,6 @@ async def api_generate(engine: Engine, mode: str, constraint: str, prompt: str,
                        "details", print_exception=False) from None
 
 
-async def batch_click(engine: Engine, mode: str, constraint_text: str, prompts_text: str,
-                      file: str | None, *controls: Any, flight: Flight | None = None
-                      ) -> AsyncIterator[tuple[Any, ...]]:
-    """Stream (status, table rows, totals, download files) while a batch runs."""
-    flight = flight or Flight()
-    flight.begin()
-    try:
-        prompts = batch.parse_prompts(prompts_text, file)
-        options = options_from_controls(*controls)
-        if not engine.ready:
-            yield ("Waiting for the model to finish loading …", gr.skip(), "", None)
-        result = None
-        results = batch.run_batch(engine, mode, constraint_text, prompts, options)
-        async with aclosing(results):
-            async for result in results:
-                flight.batch = result
-                status = f"{result.done} of {len(prompts)} prompts done, {result.wall_s:.1f} s"
-                yield (status, _table(result), gr.skip(), None)
-        assert result is not None
-        yield (f"Done: {len(prompts)} prompts in {result.wall_s:.1f} s", _table(result),
-               totals_markdown(result.totals), _export(result))
-    except (InputError, OSError) as exc:
-        log.info("input error: %s", exc)
-        yield (f'<span class="bad">{plain(str(exc))}</span>', gr.skip(), gr.skip(), None)
-    except EngineNotReady as exc:
-        yield (f'<span class="bad">{plain(str(exc))}</span>', gr.skip(), gr.skip(), None)
-    except Exception as exc:
-        log.exception("a batch failed")
-        message = plain(f"{type(exc).__name__}: {exc}")
-        yield (f'<span class="bad">{message}</span>', gr.skip(), gr.skip(), None)
-    finally:
-        flight.done.set()
-
-
-async def batch_stop_click(flight: Flight | None) -> tuple[Any, ...]:
-    """Stop: end the batch, then show it so far, its stopped prompts labelled, with totals
-    and files."""
-    if flight is not None:
-        flight.stop()
-    if flight is None or flight.batch is None or not await flight.ended():
-        return (gr.skip(),) * 4
-    result = flight.batch
-    totals = result.totals
-    if not totals.get("stopped") and totals.get("finished") == len(result.prompts):
-        return (gr.skip(),) * 4  # it had finished before the Stop
-    status = (f"Stopped by user: {totals['finished'] - totals['stopped']} of "
-              f"{len(result.prompts)} prompts finished, {result.wall_s:.1f} s")
-    return (status, _table(result), totals_markdown(result.totals), _export(result))
-
-
-def _table(result: batch.BatchResult) -> list[list[Any]]:
-    def cell(value: Any) -> Any:
-        return round(value, 3) if isinstance(value, float) else value
-
-    return [[cell(row[c]) if c != "errors" else "; ".join(row[c] or [])
-             for c in batch.COLUMNS] for row in result.rows()]
-
-
-def totals_markdown(totals: dict[str, Any]) -> str:
-    rate = totals.get("validity_rate")
-    speed = totals.get("tokens_per_s")
-    return (f"**Validity:** {'–' if rate is None else f'{rate:.0%}'} "
-            f"({totals['valid']} valid, {totals['invalid']} invalid, "
-            f"{totals['truncated']} truncated, {totals['error']} errors"
-            + (f", {totals['stopped']} stopped by user" if totals.get("stopped") else "")
-            + (f", {totals['unjudged']} unjudged (validation limit)"
-               if totals.get("unjudged") else "")
-            + (f", {totals['prompts'] - totals['finished']} not run"
-               if totals.get("finished", totals["prompts"]) < totals["prompts"] else "")
-            + f" of {totals['prompts']}) · **Output tokens:** {totals['output_tokens']} · "
-            f"**Throughput:** {'–' if speed is None else f'{speed:.1f}'} tokens/s · "
-            f"**Wall time:** {totals['wall_s']:.2f} s"
-            + (f" · **Constraint not enforced by the engine: {totals['constraint_escaped']} "
-               "outputs**" if totals.get("constraint_escaped") else "")
-            + (f" · {plain(totals['note'])}" if totals.get("note") else ""))
-
-
-def _export(result: batch.BatchResult) -> list[str]:
-    return downloads.save({"batch.jsonl": batch.to_jsonl(result),
-                           "batch.csv": batch.to_csv(result)})
-
-
-def engine_status(engine: Engine, queue: dict[str, int] | None = None) -> dict[str, Any]:
-    """`/status`: health is "loading", "ready", "load failed" or "failed" (died; the
-    engine is not restarted, `failure` says why)."""
-    health = engine.health  # first: it notices a death that `ready` must then reflect
-    fraction, message = engine.progress
-    return {"ready": engine.ready, "health": health, "failure": engine.failure,
-            "error": engine.load_error, "progress": fraction,
-            "message": message, "engine": engine.info.as_dict(),
-            "last_error": engine.last_error, "warning": engine.warning, "queue": queue,
-            "event_loop": stalls.as_dict() if (stalls := watchdog.seen()) else None}
-
-
-def engine_markdown(engine: Engine, queue: dict[str, int] | None = None) -> str:
-    info = engine.info
-    fraction, message = engine.progress
-    state = ("ready" if engine.ready else f"failed to load: {engine.load_error}"
-             if engine.load_error else f"loading {fraction:.0%}: {message}")
-    if engine.health == "failed":
-        state = engine.dead_message()
-    elif queue and queue["waiting"]:
-        state += f", busy: {queue['running']} running, {queue['waiting']} waiting"
-    if engine.ready and engine.last_error:
-        state += f", but the last request failed: {engine.last_error}"
-    if engine.warning:
-        state += f". Warning: {engine.warning}"
-    options = ", ".join(f"{k}={v}" for k, v in info.options.items()) or "defaults"
-    # A server names its own models and writes its own errors: all shown as typed.
-    return (f"**Engine:** {plain(info.name)} · **Model:** {plain(info.model)} · "
-            f"**Device:** {plain(info.device)} · **State:** {plain(state)}  \n"
-            f"<small>Options: {plain(options)}</small>")
-
-
 def preset_values(presets: dict[str, Preset], name: str | None) -> list[Any]:
     if not name or name not in presets:
         return [gr.skip()] * 9
@@ -360,38 +216,7 @@ def preset_values(presets: dict[str, Preset], name: str | None) -> list[Any]:
     return [preset.prompt, preset.constraint_text, *controls_from_settings(preset.settings)]
 
 
-def _ready(engine: Engine | None) -> bool:
-    return engine is not None and engine.ready
-
-
 # ---- layout ----------------------------------------------------------------------------
-
-
-def _editor(mode: Mode, value: str) -> gr.components.Component:
-    if mode == "json":
-        return gr.Code(value=value, language="json", label="JSON Schema", lines=14,
-                       elem_id=f"{mode}-constraint")
-    if mode == "grammar":
-        return gr.Code(value=value, language=None, label="Lark grammar", lines=12,
-                       elem_id=f"{mode}-constraint")
-    label = "Choices (one per line)" if mode == "choice" else "Regex"
-    return gr.Textbox(value=value, label=label, lines=5 if mode == "choice" else 1,
-                      elem_id=f"{mode}-constraint")
-
-
-def _sampling_controls(defaults: SamplingSettings) -> list[gr.components.Component]:
-    with gr.Accordion("Sampling", open=False):
-        return [
-            gr.Number(defaults.max_tokens, label="Max tokens", precision=0, minimum=1,
-                      maximum=8192),
-            gr.Slider(0, 2, defaults.temperature, step=0.05, label="Temperature"),
-            gr.Slider(0.05, 1, defaults.top_p, step=0.05, label="Top-p"),
-            gr.Number(defaults.seed, label="Seed (empty: random)", precision=0),
-            gr.Textbox(controls_from_settings(defaults)[4], lines=2,
-                       label="Stop strings (one per line; \\n for newline)"),
-            gr.Checkbox(defaults.chat_template, label="Use the chat template"),
-            gr.Textbox(defaults.system_prompt, label="System prompt (optional)"),
-        ]
 
 
 def _result_column(title: str, elem: str) -> list[gr.components.Component]:
@@ -418,11 +243,11 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                                      elem_id=f"{mode}-preset")
                 prompt = gr.Textbox(value=first.prompt if first else "", label="Prompt",
                                     lines=3, elem_id=f"{mode}-prompt")
-                editor = _editor(mode, first.constraint_text if first else "")
+                editor = constraint_editor(mode, first.constraint_text if first else "")
                 gr.Markdown(f"<small>{EDITOR_HINTS[mode]}</small>")
                 check = gr.Markdown(check_message(mode, editor.value or ""),
                                     elem_id=f"{mode}-check")
-                controls = _sampling_controls(defaults)
+                controls = sampling_controls(defaults)
                 with gr.Row():
                     run = gr.Button("Run", variant="primary", elem_id=f"{mode}-run")
                     stop = gr.Button("Stop", variant="stop", elem_id=f"{mode}-stop")
@@ -477,65 +302,6 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
     stop.click(on_stop, None, [check, *results], cancels=[run_event],
                api_name=False, queue=False)
     return [prompt, editor, *controls, *results]
-
-
-def _batch_tab(engine: Engine, presets: dict[str, Preset], limit: int,
-               flights: InFlight) -> None:
-    example = next(iter(presets.values()), None)
-    with gr.Tab("Batch", elem_id="tab-batch"):
-        with gr.Row():
-            with gr.Column(scale=2):
-                mode = gr.Radio(list(MODES), value=example.mode if example else "choice",
-                                label="Mode", elem_id="batch-mode")
-                editor = gr.Code(value=example.constraint_text if example else "",
-                                 language=None, label="Constraint (as in the mode's tab)",
-                                 lines=8, elem_id="batch-constraint")
-                prompts = gr.Textbox(label="Prompts, one per line", lines=8,
-                                     value=example.prompt if example else "",
-                                     elem_id="batch-prompts")
-                upload = gr.File(label="…or a .txt / .jsonl file of prompts",
-                                 file_types=[".txt", ".jsonl"], type="filepath")
-                controls = _sampling_controls(example.settings if example
-                                              else SamplingSettings())
-                with gr.Row():
-                    run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
-                    stop = gr.Button("Stop", variant="stop", elem_id="batch-stop")
-            with gr.Column(scale=3):
-                status = gr.Markdown(elem_id="batch-status")
-                totals = gr.Markdown(elem_id="batch-totals")
-                table = gr.Dataframe(headers=batch.COLUMNS, wrap=True, elem_id="batch-table")
-                files = gr.File(label="Download (JSONL, CSV)", file_count="multiple")
-
-    async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
-        flight = flights.start(request.session_hash, "batch")
-        async with aclosing(batch_click(engine, *values, flight=flight)) as updates:
-            async for update in updates:
-                yield update
-
-    async def on_stop(request: gr.Request) -> tuple[Any, ...]:
-        return await batch_stop_click(flights.get(request.session_hash, "batch"))
-
-    run_event = run.click(on_run, [mode, editor, prompts, upload, *controls],
-                          [status, table, totals, files], api_name=False,
-                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
-                          show_progress=PROGRESS)
-    stop.click(on_stop, None, [status, table, totals, files], cancels=[run_event],
-               api_name=False, queue=False)
-
-
-def engine_concurrency(engine: Engine) -> int:
-    """Default number of model events at once: one for the CPU model (it runs one request
-    at a time, so more would only share its cores), many for vLLM (it batches them)."""
-    return 64 if engine.concurrent else 1
-
-
-def queue_load(demo: gr.Blocks) -> dict[str, int] | None:
-    """Running and waiting model events, from Gradio's queue (None where it has none)."""
-    group = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id",
-                    {}).get(ENGINE_QUEUE)
-    if group is None:
-        return None
-    return {"running": group.current_concurrency, "waiting": len(group.queue)}
 
 
 def build_ui(engine: Engine, presets: dict[str, Preset],

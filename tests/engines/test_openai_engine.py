@@ -586,7 +586,7 @@ def test_check_converts_like_the_request(engine):
 
 def test_the_engine_panel_shows_server_version_backend_and_the_last_failure(engine, server):
     from playground.web.markdown_safe import plain
-    from playground.web.page import engine_markdown, engine_status
+    from playground.web.status import engine_markdown, engine_status
 
     panel = engine_markdown(engine)
     assert plain("vLLM 0.26.0 server") in panel and plain(server.url) in panel
@@ -601,7 +601,7 @@ def test_the_engine_panel_shows_server_version_backend_and_the_last_failure(engi
 
 def test_the_engine_panel_says_why_the_server_could_not_be_used():
     from playground.web.markdown_safe import plain
-    from playground.web.page import engine_markdown
+    from playground.web.status import engine_markdown
 
     engine = OpenAIEngine(f"http://127.0.0.1:{free_port()}", limits=FAST)
     engine.start_background_load().join(10)

@@ -9,7 +9,7 @@ import pytest
 from playground.errors import InputError
 from playground.run import batch
 from playground.run.result import RunResult, RunStatus
-from playground.web.page import batch_click
+from playground.web.batch_tab import batch_click
 
 
 def run_to_end(engine, mode, constraint, prompts, options=None):

@@ -208,14 +208,14 @@ def test_cpu_model_counts_and_overrides(embedded_engine, mode, constraint, promp
 
 def test_the_page_handler_draws_both_strips_and_the_inspect_time(fake_engine):
     from playground.core.settings import SamplingSettings
-    from playground.web import page as ui
+    from playground.web import controls, page
 
     fake_engine.wants = "maybe"
     fake_engine.enqueue("yes", "maybe")
-    controls = ui.controls_from_settings(SamplingSettings(max_tokens=8))
+    controls = controls.controls_from_settings(SamplingSettings(max_tokens=8))
 
     async def collect():
-        return [u async for u in ui.run_click(fake_engine, "choice", "yes\nno", "q?",
+        return [u async for u in page.run_click(fake_engine, "choice", "yes\nno", "q?",
                                               *controls, runs=[], inspect=True)]
 
     updates = asyncio.run(collect())

@@ -321,7 +321,7 @@ def test_a_batch_of_many_long_prompts_is_refused_for_its_total_work():
 
 
 def test_a_stop_line_with_a_bad_escape_is_an_input_error():
-    from playground.web.page import options_from_controls
+    from playground.web.controls import options_from_controls
 
     with pytest.raises(InputError, match="line 1"):
         options_from_controls(8, 0, 1, None, "bad\\q", True, "")

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from markdown_it import MarkdownIt
 
-from playground.web import page, session_panel, side_by_side
+from playground.web import session_panel, side_by_side, status
 
 HOSTILE = "![x](http://host/i.png)"
 
@@ -30,9 +30,9 @@ def engine(**fields: object) -> SimpleNamespace:
 
 
 def test_the_engine_panel_shows_a_servers_error_and_model_name_as_typed():
-    assert_inert(page.engine_markdown(engine(last_error=HOSTILE, warning=HOSTILE)))
-    assert_inert(page.engine_markdown(engine(ready=False, load_error=HOSTILE)))
-    assert_inert(page.engine_markdown(engine(health="failed")))
+    assert_inert(status.engine_markdown(engine(last_error=HOSTILE, warning=HOSTILE)))
+    assert_inert(status.engine_markdown(engine(ready=False, load_error=HOSTILE)))
+    assert_inert(status.engine_markdown(engine(health="failed")))
 
 
 def test_a_loaded_runs_text_fields_in_the_metrics_table_are_shown_as_typed():

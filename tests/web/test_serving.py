@@ -17,8 +17,9 @@ from support import free_port
 from playground.core import limits
 from playground.engines.fake import FakeEngine
 from playground.web import app
+from playground.web.batch_tab import batch_click, batch_stop_click
 from playground.web.inflight import Flight
-from playground.web.page import batch_click, batch_stop_click, run_click, stop_click
+from playground.web.page import run_click, stop_click
 
 LONG = " ".join(f"w{i}" for i in range(400))
 CONTROLS = (500, 0.0, 1.0, 0, "", True, "")  # max tokens, temperature, ... (as the page sends)
@@ -330,7 +331,7 @@ def test_status_is_not_ready_once_a_death_is_noticed():
     """On the H100 /status said health "failed" and ready true in one answer: the death was
     noticed while the answer was being built, after `ready` had been read."""
     from playground.engines.fake import FakeEngine
-    from playground.web.page import engine_status
+    from playground.web.status import engine_status
 
     class DyingEngine(FakeEngine):
         def poll_health(self) -> None:

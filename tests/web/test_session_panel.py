@@ -9,17 +9,16 @@ import gradio as gr
 from playground.core.settings import SamplingSettings
 from playground.run import history
 from playground.run.export import Target
-from playground.web import page as ui
-from playground.web import session_panel as ui_session
+from playground.web import controls, page, session_panel
 from playground.web.markdown_safe import plain
 
 SKIP = gr.skip()
-CONTROLS = ui.controls_from_settings(SamplingSettings(max_tokens=400))
+CONTROLS = controls.controls_from_settings(SamplingSettings(max_tokens=400))
 
 
 def _run(engine, runs=None, store=None, session_id=""):
     async def collect():
-        return [update async for update in ui.run_click(
+        return [update async for update in page.run_click(
             engine, "regex", "w.*", "p", *CONTROLS, runs=runs, store=store,
             session_id=session_id)]
 
@@ -49,7 +48,7 @@ def test_a_click_streams_at_most_ten_updates_a_second_and_ends_in_the_history():
 
 def test_a_bad_constraint_is_one_message_and_no_history(fake_engine):
     async def collect():
-        return [u async for u in ui.run_click(fake_engine, "regex", "a(", "p", *CONTROLS,
+        return [u async for u in page.run_click(fake_engine, "regex", "a(", "p", *CONTROLS,
                                               runs=[])]
 
     cleared, update = asyncio.run(collect())
@@ -64,16 +63,16 @@ def test_a_finished_run_is_saved_for_its_session_under_history_dir(fake_engine, 
     fake_engine.enqueue("w1", "w2")
     _run(fake_engine, runs=[], store=store, session_id=session)
     assert [run.constrained.text for run in store.load(session)] == ["w1"]
-    session_id, runs, rows = asyncio.run(ui_session.start_session(session, store))
+    session_id, runs, rows = asyncio.run(session_panel.start_session(session, store))
     assert session_id == session and len(runs) == 1 and len(rows) == 1
-    fresh, runs, _ = asyncio.run(ui_session.start_session("../../etc/passwd", store))
+    fresh, runs, _ = asyncio.run(session_panel.start_session("../../etc/passwd", store))
     assert fresh != "../../etc/passwd" and store.path(fresh) is not None and runs == []
 
 
 def test_export_text_says_what_to_fix_first():
-    text = ui_session.export_text(Target(), "regex", "python", "a(", "p", {})
+    text = session_panel.export_text(Target(), "regex", "python", "a(", "p", {})
     assert text.startswith("# Fix this first: regex: missing )")
-    text = ui_session.export_text(Target(), "regex", "curl", "[0-9]+", "p", {"max_tokens": 3})
+    text = session_panel.export_text(Target(), "regex", "curl", "[0-9]+", "p", {"max_tokens": 3})
     assert '"regex": "[0-9]+"' in text and '"max_tokens": 3' in text
 
 
@@ -90,43 +89,43 @@ def _runs(count):
 
 def test_clicking_rows_picks_a_then_b_and_compares_them():
     runs = _runs(3)
-    a, b = ui_session.select(runs, None, 0)  # the newest row
+    a, b = session_panel.select(runs, None, 0)  # the newest row
     assert (a, b) == (3, None)
-    a, b = ui_session.select(runs, a, 2)
+    a, b = session_panel.select(runs, a, 2)
     assert (a, b) == (1, 3)
-    page = ui_session.comparison(runs, a, b)
-    assert "run #1 (json)" in page and "run #3 (json)" in page
-    assert "Click two rows" in ui_session.comparison(runs, a, None)
+    shown = session_panel.comparison(runs, a, b)
+    assert "run #1 (json)" in shown and "run #3 (json)" in shown
+    assert "Click two rows" in session_panel.comparison(runs, a, None)
 
 
 def test_reopen_fills_only_the_runs_tab():
     runs = _runs(2)
-    out = ui_session.reopen(runs, 2, ui.run_values, width=14)
+    out = session_panel.reopen(runs, 2, page.run_values, width=14)
     assert len(out) == 1 + 14 * 4
     filled, rest = out[1:15], out[15:]  # the choice tab comes first
     assert filled[:2] == ["p1", "yes\nno"] and filled[5] == 1  # prompt, editor, seed
     assert filled[9] == "c1" and "invalid" in filled[12]
     assert rest == [SKIP] * 14 * 3
-    assert len(ui.run_values(runs[0])) == 14
+    assert len(page.run_values(runs[0])) == 14
 
 
 def test_save_and_load_back_through_the_handlers():
     runs = _runs(3)
-    path, message = ui_session.save(runs, None, "history")
+    path, message = session_panel.save(runs, None, "history")
     assert message == "3 runs saved."
-    restored, rows, message, a, _ = asyncio.run(ui_session.load([], "", None, path))
+    restored, rows, message, a, _ = asyncio.run(session_panel.load([], "", None, path))
     assert restored == runs and len(rows) == 3 and a == 3
     assert message == "History of 3 runs restored (verdicts as the file recorded them)."
-    path, _ = ui_session.save(runs, 2, "run")
-    restored, _, message, a, _ = asyncio.run(ui_session.load(runs, "", None, path))
+    path, _ = session_panel.save(runs, 2, "run")
+    restored, _, message, a, _ = asyncio.run(session_panel.load(runs, "", None, path))
     assert [run.id for run in restored] == [1, 2, 3, 4] and a == 4
     assert message == "Run loaded as #4 (verdicts as the file recorded them)."
-    assert ui_session.save(runs, None, "run")[0] is None
+    assert session_panel.save(runs, None, "run")[0] is None
 
 
 def test_a_bad_upload_is_a_message(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "structured-playground-history", "kind": "run", "runs": 1}')
     runs = _runs(1)
-    kept, _, message, _, _ = asyncio.run(ui_session.load(runs, "", None, str(bad)))
+    kept, _, message, _, _ = asyncio.run(session_panel.load(runs, "", None, str(bad)))
     assert kept == runs and plain("history file: runs: ") in message

@@ -1,0 +1,149 @@
+"""The Batch tab: many prompts under one constraint, its handlers (plain functions) and
+its layout."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import gradio as gr
+
+from playground.core.constraints import MODES
+from playground.core.presets import Preset
+from playground.core.settings import SamplingSettings
+from playground.engines.base import Engine
+from playground.errors import EngineNotReady, InputError
+from playground.run import batch, downloads
+from playground.web.controls import (
+    ENGINE_QUEUE,
+    PROGRESS,
+    options_from_controls,
+    sampling_controls,
+)
+from playground.web.inflight import Flight, InFlight
+from playground.web.markdown_safe import plain
+
+log = logging.getLogger(__name__)
+
+
+async def batch_click(engine: Engine, mode: str, constraint_text: str, prompts_text: str,
+                      file: str | None, *controls: Any, flight: Flight | None = None
+                      ) -> AsyncIterator[tuple[Any, ...]]:
+    """Stream (status, table rows, totals, download files) while a batch runs."""
+    flight = flight or Flight()
+    flight.begin()
+    try:
+        prompts = batch.parse_prompts(prompts_text, file)
+        options = options_from_controls(*controls)
+        if not engine.ready:
+            yield ("Waiting for the model to finish loading …", gr.skip(), "", None)
+        result = None
+        results = batch.run_batch(engine, mode, constraint_text, prompts, options)
+        async with aclosing(results):
+            async for result in results:
+                flight.batch = result
+                status = f"{result.done} of {len(prompts)} prompts done, {result.wall_s:.1f} s"
+                yield (status, _table(result), gr.skip(), None)
+        assert result is not None
+        yield (f"Done: {len(prompts)} prompts in {result.wall_s:.1f} s", _table(result),
+               totals_markdown(result.totals), _export(result))
+    except (InputError, OSError) as exc:
+        log.info("input error: %s", exc)
+        yield (f'<span class="bad">{plain(str(exc))}</span>', gr.skip(), gr.skip(), None)
+    except EngineNotReady as exc:
+        yield (f'<span class="bad">{plain(str(exc))}</span>', gr.skip(), gr.skip(), None)
+    except Exception as exc:
+        log.exception("a batch failed")
+        message = plain(f"{type(exc).__name__}: {exc}")
+        yield (f'<span class="bad">{message}</span>', gr.skip(), gr.skip(), None)
+    finally:
+        flight.done.set()
+
+async def batch_stop_click(flight: Flight | None) -> tuple[Any, ...]:
+    """Stop: end the batch, then show it so far, its stopped prompts labelled, with totals
+    and files."""
+    if flight is not None:
+        flight.stop()
+    if flight is None or flight.batch is None or not await flight.ended():
+        return (gr.skip(),) * 4
+    result = flight.batch
+    totals = result.totals
+    if not totals.get("stopped") and totals.get("finished") == len(result.prompts):
+        return (gr.skip(),) * 4  # it had finished before the Stop
+    status = (f"Stopped by user: {totals['finished'] - totals['stopped']} of "
+              f"{len(result.prompts)} prompts finished, {result.wall_s:.1f} s")
+    return (status, _table(result), totals_markdown(result.totals), _export(result))
+
+def _table(result: batch.BatchResult) -> list[list[Any]]:
+    def cell(value: Any) -> Any:
+        return round(value, 3) if isinstance(value, float) else value
+
+    return [[cell(row[c]) if c != "errors" else "; ".join(row[c] or [])
+             for c in batch.COLUMNS] for row in result.rows()]
+
+def totals_markdown(totals: dict[str, Any]) -> str:
+    rate = totals.get("validity_rate")
+    speed = totals.get("tokens_per_s")
+    return (f"**Validity:** {'–' if rate is None else f'{rate:.0%}'} "
+            f"({totals['valid']} valid, {totals['invalid']} invalid, "
+            f"{totals['truncated']} truncated, {totals['error']} errors"
+            + (f", {totals['stopped']} stopped by user" if totals.get("stopped") else "")
+            + (f", {totals['unjudged']} unjudged (validation limit)"
+               if totals.get("unjudged") else "")
+            + (f", {totals['prompts'] - totals['finished']} not run"
+               if totals.get("finished", totals["prompts"]) < totals["prompts"] else "")
+            + f" of {totals['prompts']}) · **Output tokens:** {totals['output_tokens']} · "
+            f"**Throughput:** {'–' if speed is None else f'{speed:.1f}'} tokens/s · "
+            f"**Wall time:** {totals['wall_s']:.2f} s"
+            + (f" · **Constraint not enforced by the engine: {totals['constraint_escaped']} "
+               "outputs**" if totals.get("constraint_escaped") else "")
+            + (f" · {plain(totals['note'])}" if totals.get("note") else ""))
+
+def _export(result: batch.BatchResult) -> list[str]:
+    return downloads.save({"batch.jsonl": batch.to_jsonl(result),
+                           "batch.csv": batch.to_csv(result)})
+
+def _batch_tab(engine: Engine, presets: dict[str, Preset], limit: int,
+               flights: InFlight) -> None:
+    example = next(iter(presets.values()), None)
+    with gr.Tab("Batch", elem_id="tab-batch"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                mode = gr.Radio(list(MODES), value=example.mode if example else "choice",
+                                label="Mode", elem_id="batch-mode")
+                editor = gr.Code(value=example.constraint_text if example else "",
+                                 language=None, label="Constraint (as in the mode's tab)",
+                                 lines=8, elem_id="batch-constraint")
+                prompts = gr.Textbox(label="Prompts, one per line", lines=8,
+                                     value=example.prompt if example else "",
+                                     elem_id="batch-prompts")
+                upload = gr.File(label="…or a .txt / .jsonl file of prompts",
+                                 file_types=[".txt", ".jsonl"], type="filepath")
+                controls = sampling_controls(example.settings if example
+                                              else SamplingSettings())
+                with gr.Row():
+                    run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
+                    stop = gr.Button("Stop", variant="stop", elem_id="batch-stop")
+            with gr.Column(scale=3):
+                status = gr.Markdown(elem_id="batch-status")
+                totals = gr.Markdown(elem_id="batch-totals")
+                table = gr.Dataframe(headers=batch.COLUMNS, wrap=True, elem_id="batch-table")
+                files = gr.File(label="Download (JSONL, CSV)", file_count="multiple")
+
+    async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
+        flight = flights.start(request.session_hash, "batch")
+        async with aclosing(batch_click(engine, *values, flight=flight)) as updates:
+            async for update in updates:
+                yield update
+
+    async def on_stop(request: gr.Request) -> tuple[Any, ...]:
+        return await batch_stop_click(flights.get(request.session_hash, "batch"))
+
+    run_event = run.click(on_run, [mode, editor, prompts, upload, *controls],
+                          [status, table, totals, files], api_name=False,
+                          concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
+                          show_progress=PROGRESS)
+    stop.click(on_stop, None, [status, table, totals, files], cancels=[run_event],
+               api_name=False, queue=False)
