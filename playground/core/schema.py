@@ -23,11 +23,12 @@ import json
 import sys
 import threading
 import types
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
+
+from cachetools import LRUCache
 
 from playground.errors import ConstraintError
 
@@ -184,9 +185,9 @@ class SchemaRefs:
 
 
 # The few roots last resolved, by identity: the doctor resolves the same refs many times.
-_REFS: OrderedDict[int, SchemaRefs] = OrderedDict()
-_REFS_LOCK = threading.Lock()
-_REFS_KEEP = 8
+# Each entry holds its root, so the root's id is not reused while it is remembered.
+_REFS: LRUCache[int, SchemaRefs] = LRUCache(maxsize=8)
+_REFS_LOCK = threading.Lock()  # cachetools caches are not thread-safe
 
 
 def schema_refs(root: Any) -> SchemaRefs:
@@ -194,14 +195,11 @@ def schema_refs(root: Any) -> SchemaRefs:
     changed after its refs are resolved)."""
     with _REFS_LOCK:
         found = _REFS.get(id(root))
-        if found is not None and found.root is root:
-            _REFS.move_to_end(id(root))
-            return found
+    if found is not None and found.root is root:
+        return found
     made = SchemaRefs(root)
     with _REFS_LOCK:
-        _REFS[id(root)] = made  # holds root, so its id is not reused while remembered
-        while len(_REFS) > _REFS_KEEP:
-            _REFS.popitem(last=False)
+        _REFS[id(root)] = made
     return made
 
 
