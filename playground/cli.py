@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import sys
-from pathlib import Path
 from typing import Any, TypeAlias
 
 from playground import log as logs
@@ -16,8 +15,15 @@ from playground.backends.names import DEFAULT_BACKEND, DOCTOR_BACKENDS, MATCHER_
 from playground.core import limits
 from playground.core.constraints import MODES
 from playground.core.limits import LIMIT_FLAGS
+from playground.core.text_fields import check_text
 from playground.engines.registry import add_engine_flags
-from playground.errors import ConstraintError, EngineNotReady, InputError, UserError
+from playground.errors import (
+    ConstraintError,
+    EngineNotReady,
+    InputError,
+    LimitError,
+    UserError,
+)
 from playground.run.service import parse_constraint
 
 
@@ -41,10 +47,25 @@ def _constraint_text(args: argparse.Namespace) -> str:
     path = args.schema if args.mode == "json" else args.grammar
     if path is None:
         raise InputError(f"{args.mode}: give --{'schema' if args.mode == 'json' else 'grammar'}")
+    return read_constraint_file(args.mode, path)
+
+
+def read_constraint_file(mode: str, path: str) -> str:
+    """The file's text, reading at most one character past the constraint limit (the file
+    may be /dev/zero or a pipe that never ends)."""
+    limit = limits.active().max_constraint_chars
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            text = file.read(limit + 1)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{mode}: {path} is not UTF-8 text (byte {exc.start:,} cannot be "
+                         "read); give a text file") from None
     except OSError as exc:
-        raise InputError(f"{args.mode}: cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"{mode}: cannot read {path}: {exc.strerror or exc}") from None
+    if len(text) > limit:
+        raise LimitError(limits.active().message("max_constraint_chars",
+                                                 what=f"{mode}: {path}"))
+    return text
 
 
 def _add_constraint_flags(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -196,11 +217,14 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
         result.update(doctor_report(constraint, args.coverage_backend))
     cases = [(text, True) for text in args.test_string] + \
         [(text, False) for text in args.test_string_not]
+    for number, (text, _) in enumerate(cases, start=1):
+        check_text(f"test string {number}", text, nul=True)
     if cases:
         from playground.doctor.test_strings import test_strings
 
         result["test_strings"] = test_strings(constraint, cases)
     if args.output is not None:
+        check_text("--output", args.output, nul=True)
         # Bounded as on the server: RE2, or a worker killed past --validation-timeout-s.
         verdict = judge_blocking(constraint, args.output, "length" if args.cut else "stop",
                                  backend=args.backend)

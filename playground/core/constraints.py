@@ -155,6 +155,9 @@ class JsonSchema:
                 found += [f"the pattern at {path}: {hint}; inside a JSON Schema the engine "
                           "may ignore it and let breaking strings through"
                           for find, hint in _DIALECT_HINTS if re.search(find, node["pattern"])]
+            found += [f"{key} at {path}: {_digits(number)} is past 2**53; the grammar "
+                      "backends read it as a float, so the engine writes a rounded number "
+                      "that does not match" for key, number in _wide_integers(node)]
             for key in ("maxLength", "maxItems"):
                 if isinstance(node.get(key), int) and node[key] - node.get(
                         key.replace("max", "min"), 0) >= _SLOW_SPAN:
@@ -169,6 +172,35 @@ class JsonSchema:
 
     def __hash__(self) -> int:
         return hash(self.text)
+
+
+# The largest integer a float (IEEE double, as the grammar compilers read JSON) holds exactly.
+_EXACT_FLOAT_INT = 2**53
+
+
+def _wide_integers(node: dict[str, Any]) -> list[tuple[str, int]]:
+    """(keyword, integer) for each integer of this node's enum / const values past what a
+    float holds, however deep inside a value (a loop: values may nest)."""
+    found = []
+    for key in ("enum", "const"):
+        if key not in node:
+            continue
+        pending = [node[key]]
+        while pending:
+            value = pending.pop()
+            if isinstance(value, int) and not isinstance(value, bool) \
+                    and abs(value) > _EXACT_FLOAT_INT:
+                found.append((key, value))
+            elif isinstance(value, dict):
+                pending += value.values()
+            elif isinstance(value, list):
+                pending += value
+    return found[:3]
+
+
+def _digits(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 24 else f"{text[:10]}…{text[-4:]} ({len(text)} digits)"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ class SamplingSettings(BaseModel):
     # Engines take a 64-bit seed (torch, vLLM); a larger one is an input error, not theirs.
     seed: int | None = Field(0, ge=-(2**63), le=2**63 - 1)
     stop: list[str] = Field(default_factory=list)
-    chat_template: bool = True
+    # Strict: true or false, as the request options are ("yes" and 1 are refused).
+    chat_template: bool = Field(True, strict=True)
     system_prompt: str = ""
 
     @field_validator("max_tokens", "temperature", "top_p", "seed", mode="before")
@@ -28,6 +29,16 @@ class SamplingSettings(BaseModel):
         """A number, not true (which pydantic would read as 1) or text."""
         if isinstance(value, bool | str):
             raise ValueError(f"must be a number, not {type(value).__name__} {value!r}")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: list[str]) -> list[str]:
+        """An empty stop string matches before the first character: every output would
+        end after one token, which reads as the engine breaking the constraint."""
+        if any(stop == "" for stop in value):
+            raise ValueError("a stop string cannot be empty (it would end every output at "
+                             "its first token); leave it out")
         return value
 
 

@@ -16,6 +16,7 @@ import logging
 
 from playground.core import limits, linear_re
 from playground.core.constraints import Choice, Constraint, Regex, from_text
+from playground.core.text_fields import check_text
 from playground.errors import (
     ConstraintError,
     InputError,
@@ -105,6 +106,7 @@ def check_sizes(mode: str, text: str) -> None:
     """The size limits a constraint's text must keep, checked before any parsing."""
     limit = limits.active()
     limit.require("max_constraint_chars", len(text), f"the {mode} constraint")
+    check_text(f"{mode} constraint", text)
     if mode == "regex":
         limit.require("max_regex_chars", len(text))
     elif mode == "choice":

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from playground.core.constraints import Mode
 from playground.core.limits import active
 from playground.core.settings import SamplingSettings
+from playground.core.text_fields import check_json_texts
 from playground.errors import InputError
 from playground.run.result import RunResult
 
@@ -157,6 +158,7 @@ def loads(data: bytes | str) -> HistoryFile:
         raise InputError("history file: nested too deeply to be a run file") from None
     except ValueError as exc:  # e.g. an integer of thousands of digits
         raise InputError(f"history file: not readable JSON ({exc})") from None
+    check_json_texts("history file", raw)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise InputError(f"history file: not a {FORMAT} file (no \"format\": \"{FORMAT}\")")
     try:

@@ -14,6 +14,7 @@ from typing import Any
 from playground.core import limits
 from playground.core.constraints import MODES
 from playground.core.settings import SamplingSettings
+from playground.core.text_fields import check_text, check_texts
 from playground.errors import InputError, LimitError
 
 _TYPE_NAMES = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
@@ -35,6 +36,8 @@ def check_request(mode: Any, constraint_text: Any, prompt: Any, options: Any
     if not isinstance(prompt, str):
         raise InputError(f"prompt: give the prompt as text, not {_kind(prompt)}")
     limits.active().require("max_prompt_chars", len(prompt))
+    check_text("constraint", constraint_text)
+    check_text("prompt", prompt)
     if not prompt.strip():
         raise InputError("prompt: write a prompt first")
     return check_options(options)
@@ -46,6 +49,7 @@ def check_options(options: Any) -> dict[str, Any]:
         return {}
     if isinstance(options, str):
         limits.active().require("max_constraint_chars", len(options), "the options")
+        check_text("options", options)
         if not options.strip():
             return {}
         try:
@@ -60,9 +64,11 @@ def check_options(options: Any) -> dict[str, Any]:
     system = options.get("system_prompt")
     if isinstance(system, str):
         limit.require("max_system_prompt_chars", len(system))
+        check_text("options: system_prompt", system)
     stop = options.get("stop")
     if isinstance(stop, list):
         limit.require("max_stop_strings", len(stop))
+        check_texts("options: stop string", stop)
         if any(isinstance(item, str) and len(item) > 1000 for item in stop):
             raise InputError("options: stop: each stop string must be under 1,000 characters")
     return options

@@ -148,22 +148,34 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     yield result
 
 
+def stop_that_cut(text: str, finish_reason: str | None, stops: list[str]) -> str | None:
+    """The user's stop string that ended this output, if one did (every engine keeps the
+    stop string in the text)."""
+    if finish_reason != "stop":
+        return None
+    return next((stop for stop in stops if stop and text.endswith(stop)), None)
+
+
 async def _escaped(engine: Engine, sent: Constraint | None, judge_by: Constraint,
                    settings: SamplingSettings, result: RunResult, verdict: Any) -> bool:
     """Whether the engine let through what the constraint it was *sent* forbids.
 
     Judged against what was sent, not the full constraint: a lenient run leaves keywords
     out on purpose, and breaking one of those is reported as not enforced, not as an
-    escape. Output ended by a user's stop string was cut by the user, so it escaped only
-    if it had already left the language (as for a cut at max tokens)."""
+    escape. Output ended by a user's stop string was cut by the user: it escaped only if
+    it had already left the language (as for a cut at max tokens); else its verdict says
+    which stop string cut it."""
     if sent is None or verdict.status != "invalid":
         return False
-    cut_by_stop = result.finish_reason == "stop" and any(
-        stop and result.text.endswith(stop) for stop in settings.stop)
-    if sent is judge_by and not cut_by_stop:
+    cut_by = stop_that_cut(result.text, result.finish_reason, settings.stop)
+    if sent is judge_by and cut_by is None:
         return True
-    again = await judge(sent, result.text, "length" if cut_by_stop else result.finish_reason,
+    again = await judge(sent, result.text, "length" if cut_by else result.finish_reason,
                         None, engine.matcher_backend, engine.any_whitespace)
+    if cut_by is not None and again.status == "truncated":
+        result.verdict = "truncated"
+        result.errors = [f"cut by the stop string {cut_by!r} before the output was complete "
+                         "(the engine stopped where you asked)"]
     return again.status == "invalid"
 
 
@@ -225,6 +237,18 @@ def mark_stopped(result: RunResult, reason: str = "stopped by user") -> None:
         started = bool(result.text or result.output_tokens)
         result.errors = [f"{reason}; the output above is partial" if started
                          else f"{reason} before any output"]
+
+
+def check_before_queue(mode: Any, constraint_text: Any, prompt: Any, options: Any) -> None:
+    """Everything that refuses a request without the model: the types and sizes of its
+    arguments, its settings and its constraint. InputError (or LimitError) if refused.
+
+    Run before a request waits in the model's queue, so a refusal never waits behind other
+    users' runs (the run checks again: the queue may hold it past a change of limits)."""
+    options = check_request(mode, constraint_text, prompt, options)
+    parse_request_options(options)
+    parse_settings(options)
+    build_constraint(mode, constraint_text)
 
 
 async def prepare(engine: Engine, mode: str, constraint_text: str,
