@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m playground")
     commands = parser.add_subparsers(dest="command", required=True)
     # In this order: it is the order `--help` lists them.
-    for add in (_add_check, _add_run, _add_presets, _add_suite, _add_bench, _add_serve):
+    for add in (_add_check, _add_run, _add_presets, _add_suite, _add_conformance, _add_bench,
+                _add_serve):
         add(commands)
     return parser
 
@@ -165,6 +166,41 @@ def _add_suite(commands: Commands) -> None:
     for action in suite._actions:  # no model unless asked for one
         if action.dest == "engine":
             action.choices, action.default = ["none", "auto", "cpu", "vllm", "openai"], "none"
+
+
+def _add_conformance(commands: Commands) -> None:
+    conformance = commands.add_parser(
+        "conformance", help="the official JSON Schema Test Suite (draft 2020-12) through "
+                            "the validator and every backend: per keyword, cases let "
+                            "through, refused, schemas refused")
+    conformance.add_argument("dir", nargs="?",
+                             help="the suite's checkout (its tests/draft2020-12 is read)")
+    conformance.add_argument("--backend", action="append", metavar="NAME",
+                             choices=["validator", *DOCTOR_BACKENDS],
+                             help="only these (validator, xgrammar, guidance, outlines, "
+                                  "vllm:xgrammar, ...; repeat); default every one installed")
+    conformance.add_argument("--file", action="append", metavar="NAME",
+                             help="only this file of the draft (minLength.json, "
+                                  "optional/format/email.json; repeat)")
+    conformance.add_argument("--jobs", type=positive_int, metavar="N",
+                             help="groups at once, each in a worker process (default: the "
+                                  "cores, at most 32)")
+    conformance.add_argument("--time-limit-s", type=float, default=20.0,
+                             help="the doctor's coverage time per group; compiling and "
+                                  "matching get as long again")
+    conformance.add_argument("--json", metavar="FILE",
+                             help="write the report with every case let through or refused")
+    conformance.add_argument("--markdown", metavar="FILE",
+                             help="write the tables (between the conformance markers where "
+                                  "FILE has them)")
+    conformance.add_argument("--mask-diff", metavar="SCHEMA_FILE",
+                             help="instead: replay --text's tokens through xgrammar and "
+                                  "llguidance under this schema; each step their masks differ")
+    conformance.add_argument("--text", help="with --mask-diff: the output to replay")
+    conformance.add_argument("--tokenizer", metavar="NAME_OR_DIR",
+                             help="with --mask-diff: a Hugging Face tokenizer (default: the "
+                                  "CPU model's)")
+    logs.add_flags(conformance)
 
 
 def _add_bench(commands: Commands) -> None:
@@ -296,6 +332,42 @@ def cmd_suite(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(str(exc)) from None
 
 
+def cmd_conformance(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
+    if args.mask_diff is not None:
+        if args.text is None:
+            raise InputError("--mask-diff: give --text, the output to replay")
+        import transformers
+
+        from playground.doctor.mask_diff import mask_diff
+
+        constraint, _ = parse_constraint("json", read_constraint_file("json", args.mask_diff))
+        if args.tokenizer:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(args.tokenizer)
+        else:
+            from playground.engines.cpu_models import checkpoint_folder
+
+            tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint_folder(None))
+        ids = tokenizer(args.text, add_special_tokens=False)["input_ids"]
+        return [step.as_dict() for step in mask_diff(constraint, tokenizer,
+                                                     [*ids, tokenizer.eos_token_id])]
+    from playground.doctor import conformance
+
+    if args.dir is None:
+        raise InputError("conformance: give the suite's folder (or --mask-diff)")
+    try:
+        report = conformance.conformance(args.dir, args.backend, args.jobs, args.file,
+                                         args.time_limit_s)
+    except FileNotFoundError as exc:
+        raise InputError(str(exc)) from None
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(report, file, indent=1)
+            file.write("\n")
+    if args.markdown:
+        conformance.write_markdown(args.markdown, report)
+    return conformance.table(report)
+
+
 def cmd_presets(args: argparse.Namespace) -> list[dict[str, Any]]:
     from playground.core.presets import load_presets
 
@@ -321,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     command = {"check": cmd_check, "run": cmd_run, "presets": cmd_presets,
-               "suite": cmd_suite}[args.command]
+               "suite": cmd_suite, "conformance": cmd_conformance}[args.command]
     try:
         # Libraries that print (vLLM, transformers) must not mix into the JSON.
         with contextlib.redirect_stdout(sys.stderr):

@@ -55,3 +55,12 @@ def fullmatch(pattern: str, text: str) -> bool | None:
     if compiled is None:
         return None
     return compiled.fullmatch(text) is not None
+
+
+def search(pattern: str, text: str) -> bool | None:
+    """Whether `pattern` matches anywhere in `text` (a JSON Schema `pattern`), in linear
+    time; None where RE2 cannot run `pattern`."""
+    compiled, _ = _compiled(pattern)
+    if compiled is None:
+        return None
+    return compiled.search(text) is not None

@@ -12,7 +12,8 @@ the same value again and again (`a` is `{"$ref": "#/$defs/a"}`, or `{"allOf": [{
 error: AssertionError" in places). A recursive schema that descends into a property or
 item on the way is fine, and kept.
 
-Stdlib, jsonschema and referencing only: constraints, judging and the doctor all use it.
+Stdlib, jsonschema, referencing and RE2 (`linear_re`, for patterns) only: constraints,
+judging and the doctor all use it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
 import threading
 import types
@@ -309,6 +311,72 @@ def _refuse_remote(uri: str) -> referencing.Resource:
     raise referencing.exceptions.NoSuchResource(ref=uri)
 
 
+# ---- patterns: ECMA-262 as far as RE2 reads it ---------------------------------------
+# jsonschema searches `pattern` and `patternProperties` with Python `re`, whose `\d` and
+# `\w` are Unicode ("٣" is a digit) and which has no `\p{L}` (it raised re.error out of the
+# validator). JSON Schema patterns are ECMA-262 regexes, whose classes are ASCII: RE2 reads
+# them so, as do the regex mode's verdicts, the doctor's dialect notes and xgrammar (the
+# official suite's pattern, patternProperties and optional/ecmascript-regex files). Python
+# `re` stays for what RE2 refuses (lookarounds, backreferences).
+
+
+def _search(pattern: str, text: str) -> bool:
+    from playground.core import linear_re
+
+    found = linear_re.search(pattern, text)
+    return bool(re.search(pattern, text)) if found is None else found
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    if validator.is_type(instance, "string") and not _search(pattern, instance):
+        yield _jsonschema().ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any,
+                        schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if _search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(validator: Any, additional: Any, instance: Any,
+                           schema: dict[str, Any]) -> Iterator[Any]:
+    """jsonschema's own keyword and messages, with the names `patternProperties` matches
+    weeded out as `_pattern_properties` matches them (jsonschema's weeding uses `re`)."""
+    if not validator.is_type(instance, "object"):
+        return
+    named, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
+    extras = [key for key in instance
+              if key not in named and not any(_search(p, key) for p in patterns)]
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif additional is False and extras:
+        jsonschema = _jsonschema()
+        if patterns:
+            verb = "does" if len(extras) == 1 else "do"
+            yield jsonschema.ValidationError(
+                f"{', '.join(repr(e) for e in sorted(extras))} {verb} not match any of the "
+                f"regexes: {', '.join(repr(p) for p in sorted(patterns))}")
+        else:
+            names, verb = jsonschema._utils.extras_msg(sorted(extras, key=str))
+            yield jsonschema.ValidationError(
+                f"Additional properties are not allowed ({names} {verb} unexpected)")
+
+
+@lru_cache(maxsize=8)
+def _with_ecma_patterns(cls: type) -> type:
+    keywords = {"pattern": _pattern, "patternProperties": _pattern_properties,
+                "additionalProperties": _additional_properties}
+    known = getattr(cls, "VALIDATORS", {})
+    extended: type = _jsonschema().validators.extend(
+        cls, {k: v for k, v in keywords.items() if k in known})
+    return extended
+
+
 def _validator(schema: dict[str, Any] | bool) -> jsonschema.protocols.Validator:
     import referencing
 
@@ -316,7 +384,8 @@ def _validator(schema: dict[str, Any] | bool) -> jsonschema.protocols.Validator:
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     # An empty registry whose retrieve always refuses: remote $refs are never fetched.
     registry = referencing.Registry(retrieve=_refuse_remote)
-    return cls(schema, registry=registry, format_checker=_format_checker(cls))
+    return _with_ecma_patterns(cls)(schema, registry=registry,  # type: ignore[no-any-return]
+                                    format_checker=_format_checker(cls))
 
 
 def schema_validator(schema: dict[str, Any] | bool) -> jsonschema.protocols.Validator:

@@ -9,4 +9,7 @@
 - `sent`: a constraint as the engine's backend receives it.
 - `test_strings`: the user's strings judged by the validator and every backend.
 - `dialect`: where a regex or Lark dialect reads differently in an engine.
+- `conformance`: the official JSON Schema Test Suite through the validator and every
+  backend, keyword by keyword, and the shipped table (`conformance.json`) the doctor reads.
+- `mask_diff`: where xgrammar's and llguidance's token masks differ along one output.
 """

@@ -14,6 +14,7 @@ Imports no engine; xgrammar and llguidance are imported where used.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,6 +269,19 @@ class Matcher:
             broken = not accepted
             steps.append(Step(token, int(mask.sum()), vocab, accepted, checked))
         return steps
+
+
+    def masks(self, token_ids: list[int]) -> Iterator[tuple[Any, bool]]:
+        """Before each token: the allowed-token mask (a 0/1 numpy array over the
+        vocabulary), and whether the token was then accepted; ends after the first token
+        refused (the doctor compares two backends' masks step by step)."""
+        session = self._session()
+        for token in token_ids:
+            mask = session.mask()
+            accepted = session.consume(token)
+            yield mask, accepted
+            if not accepted:
+                return
 
 
 class _Session:
