@@ -17,8 +17,11 @@ it again by that name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -29,13 +32,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from playground.bench.launch import free_port
 
-__all__ = ["MEMORY", "MODEL", "OUT", "ROOT", "concurrent_clicks", "cpu_s", "free_port",
-           "gpu_args", "record", "record_soak", "rss_mb", "soak", "soak_s", "start_app",
-           "streamed_lengths"]
+__all__ = ["LEFT_S", "MEMORY", "MODEL", "OUT", "ROOT", "ServedApp", "concurrent_clicks", "cpu_s",
+           "free_port", "gpu_args", "post_event", "record", "record_soak", "refusal_line",
+           "rss_mb", "soak", "soak_s", "start_app", "streamed_lengths"]
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
@@ -50,6 +54,16 @@ def open_page(browser: Any, url: str, height: int, ready: str, timeout_ms: int) 
     page.goto(url)
     page.wait_for_selector(ready, timeout=timeout_ms)
     return page
+
+
+def refusal_line(exc: Exception) -> str:
+    """The message of an API refusal: gradio_client raises an AppError for one raised in
+    the run, a ValidationError ("1 parameter(s) failed validation:\n- prompt: <message>")
+    for one refused before the queue."""
+    lines = str(exc).splitlines()
+    if len(lines) > 1 and lines[0].endswith("failed validation:"):
+        return lines[1].removeprefix("- ").partition(": ")[2]
+    return str(exc)
 
 
 def soak_s(default: float) -> float:
@@ -105,6 +119,147 @@ def start_app(port: int, log_path: Path, args: tuple[str, ...] = ("--engine", "c
         assert process.poll() is None and time.monotonic() < deadline, "the model did not load"
         time.sleep(0.5)
     return process
+
+
+# No process of a stopped app may be alive this long after the signal (test_shutdown.py).
+LEFT_S = 10.0
+APP_READY_S = 240.0
+
+
+class ServedApp:
+    """`app.py` with these engine flags as a process, not waited for, and every process of it:
+    its descendants, recorded while it runs, and anything in its process group (it runs in
+    a session of its own, so a child left with PPID 1 still counts). For the shutdown
+    tests (tests/web/test_shutdown.py, test_gpu_shutdown.py)."""
+
+    def __init__(self, log_path: Path, engine_argv: tuple[str, ...] = ("--engine", "cpu")
+                 ) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "app.py", *engine_argv, "--port", str(self.port)],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "0"})
+        self.server = psutil.Process(self.process.pid)
+        self.seen: dict[int, psutil.Process] = {}
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def family(self) -> list[psutil.Process]:
+        """The processes of the app alive now, the server included, remembered for later."""
+        with _quiet():
+            for child in self.server.children(recursive=True):
+                self.seen.setdefault(child.pid, child)
+        for proc in psutil.process_iter():
+            with _quiet():
+                if (proc.pid not in self.seen and proc.pid != self.server.pid
+                        and os.getpgid(proc.pid) == self.server.pid):
+                    self.seen[proc.pid] = proc
+        self.process.poll()  # the server is reaped once it exits, not left a zombie
+        return [proc for proc in [self.server, *self.seen.values()] if _alive(proc)]
+
+    def wait_served(self, limit_s: float = APP_READY_S) -> None:
+        deadline = time.monotonic() + limit_s
+        while True:
+            try:
+                urllib.request.urlopen(self.url("/"), timeout=2).close()
+                return
+            except OSError:
+                self._check(deadline, "the page was served")
+                time.sleep(0.05)
+
+    def status(self) -> dict:
+        """/status over gradio's REST API (no gradio_client: it costs a core-second)."""
+        for attempt in range(3):
+            try:
+                event = post_event(self.url("/gradio_api/call/status"), [])
+                with urllib.request.urlopen(self.url(f"/gradio_api/call/status/{event}"),
+                                            timeout=30) as response:
+                    lines = response.read().decode().splitlines()
+                break
+            # Once in ~10 runs, with apps starting side by side on 2 cores, the event
+            # stream was cut short (http.client: "invalid literal for int() with base 16").
+            except (OSError, ValueError, http.client.HTTPException):
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+        return json.loads([line for line in lines if line.startswith("data: ")][-1][6:])[0]
+
+    def wait_ready(self, limit_s: float = APP_READY_S) -> None:
+        deadline = time.monotonic() + limit_s
+        while not self.status()["ready"]:
+            self._check(deadline, "the model was ready")
+            time.sleep(0.5)
+
+    def wait_workers(self) -> None:
+        """Until the fork server and a validation worker from it are up (judge.warm_up)."""
+        deadline = time.monotonic() + 60
+        while sum("forkserver" in " ".join(_cmdline(p)) for p in self.family()) < 2:
+            self._check(deadline, "the validation workers started")
+            time.sleep(0.2)
+
+    def _check(self, deadline: float, what: str) -> None:
+        if self.process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the app exited or timed out before {what}:\n"
+                        f"{self.log_path.read_text()[-3000:]}")
+
+    def signal_and_wait(self, sig: signal.Signals, group: bool = False) -> float:
+        """Send `sig`, then wait until no process of the app is left; seconds it took."""
+        before = self.family()
+        assert len(before) > 1, "the app had no child process to test with"
+        (os.killpg if group else os.kill)(self.server.pid, sig)
+        start = time.monotonic()
+        while left := self.family():
+            if time.monotonic() - start > LEFT_S:
+                described = [f"{p.pid} (ppid {_ppid(p)}): {' '.join(_cmdline(p))[:120]}"
+                             for p in left]
+                pytest.fail(f"{len(left)} of {len(before)} processes still alive "
+                            f"{LEFT_S:.0f} s after {sig.name}: {described}\n"
+                            f"{self.log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        return time.monotonic() - start
+
+    def kill_everything(self) -> None:
+        for proc in self.family():
+            with _quiet():
+                proc.kill()
+        self.process.wait(timeout=10)
+
+
+def _quiet() -> contextlib.suppress:
+    """Ignore a process that ended (or is not ours to read) while it is looked at."""
+    return contextlib.suppress(psutil.Error, ProcessLookupError)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _ppid(proc: psutil.Process) -> int | None:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return None
+
+
+def post_event(url: str, data: list) -> str:
+    """Start a call of gradio's REST API; its event id."""
+    request = urllib.request.Request(url, data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["event_id"]
 
 
 def rss_mb(pid: int) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import unicodedata
 from typing import Any
 
 from playground.backends.names import MATCHER_BACKENDS
@@ -97,18 +98,34 @@ def dialect(pattern: str, where: str = "",
 
 
 def bounded_dialect_lines(constraint: Constraint, limit_s: float) -> list[str]:
-    """`dialect_lines(dialect_notes(...))` in a worker process killed past `limit_s`:
-    probing a pattern with lookarounds runs Python `re`, which a user's pattern can make
-    backtrack for hours while holding the GIL (the server's event loop with it)."""
+    """`dialect_lines(dialect_notes(...))` in a worker process killed past `limit_s`."""
+    return dialect_lines(bounded_dialect_notes(constraint, limit_s))
+
+
+def bounded_dialect_notes(constraint: Constraint, limit_s: float) -> list[dict[str, Any]]:
+    """`dialect_notes` in a worker process killed past `limit_s`: probing a pattern with
+    lookarounds runs Python `re`, which a user's pattern can make backtrack for hours while
+    holding the GIL (the server's event loop with it). Giving up is a note of its own."""
     from playground.doctor.testers import warm
     from playground.judging import workers
 
     try:
-        notes = workers.side_call(dialect_notes, constraint, timeout=limit_s,
-                                  setup=functools.partial(warm, []))
+        return workers.side_call(dialect_notes, constraint, timeout=limit_s,
+                                 setup=functools.partial(warm, []))
     except (WorkTimeout, WorkerDied) as exc:
-        return [f"the dialect check gave up: {exc}"]
-    return dialect_lines(notes)
+        return [{"where": "", "gave_up": str(exc), "backends": {}}]
+
+
+def affects(note: dict[str, Any], backend: str) -> bool:
+    """Whether `backend` reads the note's spot differently from the validator: it refuses
+    or ignores the feature, or a probe's answer differs. A backend the note did not ask
+    (and a check that gave up) cannot be cleared, so the note stands for it."""
+    says = note["backends"].get(backend)
+    if says is None:
+        return True
+    if "probe" in note:
+        return says != note["validator"]
+    return says not in ("accepts the pattern", "accepts the grammar")
 
 
 def dialect_notes(constraint: Constraint) -> list[dict[str, Any]]:
@@ -169,14 +186,24 @@ def dialect_lines(notes: list[dict[str, Any]]) -> list[str]:
     """Each note as one line of text."""
     lines = []
     for note in notes:
+        if "gave_up" in note:
+            lines.append(f"the dialect check gave up: {note['gave_up']}")
+            continue
         where = f"{note['where']} " if note["where"] else ""
         says = "; ".join(f"{b} {v}" for b, v in note["backends"].items())
         if "probe" in note:
             lines.append(f"{where}position {note['position']}: {note['feature']} on "
-                         f"{note['probe']!r}: the validator {note['validator']}; {says}")
+                         f"{note['probe']!r} ({_codepoint(note['probe'])}): the validator "
+                         f"{note['validator']}; {says}")
         elif note["where"].startswith("line "):
             lines.append(f"{note['where']}: {note['feature']}: {says}")
         else:
             lines.append(f"{where}position {note['position']}: {note['feature']}: the "
                          f"validator uses {note['validator']}; {says}")
     return lines
+
+
+def _codepoint(char: str) -> str:
+    """A probe's code point and name: a font without the glyph draws a box."""
+    name = unicodedata.name(char, "").lower() or "control character"
+    return f"U+{ord(char):04X} {name}"

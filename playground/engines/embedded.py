@@ -35,7 +35,7 @@ from playground.engines.cpu_models import (
     load,
     quiet_transformers,
 )
-from playground.errors import LimitError
+from playground.errors import EngineDead, LimitError
 
 DTYPES = ("int8", "bf16", "fp32")
 # Grammar compilations, apart from the model's thread (two: one may run on past its limit).
@@ -61,6 +61,7 @@ class EmbeddedEngine(Engine):
         # with the first one's spinning workers and halves the speed on a small machine
         # (measured on 2 cores: 32 tok/s on one thread, 16 when generation moved threads).
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu-model")
+        self._closed = threading.Event()  # set by shutdown: a run in progress ends now
         self._reference: Any = None  # transformers' model, loaded by the first raw request
 
     # ---- loading ---------------------------------------------------------------------
@@ -162,7 +163,7 @@ class EmbeddedEngine(Engine):
         text = ""
         with torch.inference_mode():
             logits, cache = self.model(torch.tensor([prompt_ids]))
-            while not cancelled.is_set():
+            while not (cancelled.is_set() or self._closed.is_set()):
                 if dists is not None:  # before the processor masks the logits in place
                     logprobs = torch.log_softmax(logits[0].float(), dim=-1)
                 if processor is not None:
@@ -192,6 +193,8 @@ class EmbeddedEngine(Engine):
                      settings: SamplingSettings, inspect: bool = False
                      ) -> AsyncIterator[Chunk]:
         await self.wait_ready()
+        if self._closed.is_set():  # one line for the user, not the executor's traceback
+            raise EngineDead("the server is stopping")
         loop = asyncio.get_running_loop()
         # Tokens pile up here and the event loop is woken at most once per pile, so the
         # streaming side takes little of the GIL from the generating thread.
@@ -260,6 +263,13 @@ class EmbeddedEngine(Engine):
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def shutdown(self) -> None:
+        # A stopping server must not wait for a run to reach its max tokens: the model's
+        # thread holds the process's exit until it ends (SIGTERM with a 400-token run in
+        # flight: 10 s).
+        self._closed.set()
+        self.worker.shutdown(wait=False, cancel_futures=True)
 
     # ---- the bench's baseline --------------------------------------------------------
 

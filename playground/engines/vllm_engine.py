@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -25,6 +26,7 @@ from playground.backends.vllm import (
     vllm_check,
 )
 from playground.core.constraints import Constraint
+from playground.core.parent_death import end_with_parent
 from playground.engines.base import (
     Chunk,
     Engine,
@@ -112,6 +114,7 @@ class VllmEngine(Engine):
         # Read by vLLM when it starts the process, so it is set here, before; a value the
         # user set is kept.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        guard_engine_core()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -271,6 +274,37 @@ class VllmEngine(Engine):
         if getattr(self, "llm", None) is not None:
             self.llm.shutdown()
             self.llm = None
+
+
+_original_engine_core: Any = None
+
+
+def guard_engine_core() -> None:
+    """Make vLLM's engine core process end with this one, however this one ends.
+
+    vLLM 0.26 gives its engine core no watch on its parent (only the engine core's own
+    workers watch it, through a pipe), so a server killed with SIGKILL left it running with
+    the GPU's memory, and the next start failed for want of memory. vLLM starts it with
+    `EngineCoreProc.run_engine_core` as the process's target; that is wrapped here, and
+    the spawned process imports this module to run the wrapper."""
+    global _original_engine_core
+    from vllm.v1.engine.core import EngineCoreProc
+
+    if _original_engine_core is None:
+        _original_engine_core = EngineCoreProc.run_engine_core
+        EngineCoreProc.run_engine_core = staticmethod(  # type: ignore[method-assign]
+            functools.partial(run_engine_core, os.getpid()))
+
+
+def run_engine_core(server_pid: int, *args: Any, **kwargs: Any) -> None:
+    """vLLM's engine core, ended with the server (see guard_engine_core)."""
+    # Not the kernel's parent-death signal: it would come when the loading thread that
+    # started this process ends, right after the load.
+    end_with_parent(server_pid, kernel=False)
+    from vllm.v1.engine.core import EngineCoreProc
+
+    # Spawned, this is a fresh interpreter: vLLM's own function. Forked, it is the saved one.
+    (_original_engine_core or EngineCoreProc.run_engine_core)(*args, **kwargs)
 
 
 TOP_K = 5  # alternatives the token inspector shows

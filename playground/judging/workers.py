@@ -25,11 +25,13 @@ import multiprocessing.connection
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from playground.core.parent_death import end_with_parent
 from playground.errors import WorkerDied, WorkersBusy, WorkTimeout
 
 
@@ -53,7 +55,20 @@ SETUP_TIMEOUT_S = 120.0
 _STARTED = "started"
 
 
-def _serve(conn: multiprocessing.connection.Connection) -> None:
+def _serve(conn: multiprocessing.connection.Connection, forked_from: int | None) -> None:
+    # A worker never outlives the process that uses it: after a SIGTERM of the server, one
+    # forked from it sat orphaned at 650 MB (it holds the server's end of its own pipe, so
+    # it never reads EOF). A fork server's worker ends with the fork server, which ends
+    # with the server once no worker holds its "alive" pipe. The kernel's signal is safe
+    # here: both parents start workers from a thread that lasts (the fork server's one
+    # thread; a process's only thread, where workers are forked).
+    end_with_parent(forked_from)
+    if forked_from is None:
+        _leave_fork_server()
+    # Its owner stops it (or the line above does): a Ctrl-C at the terminal, which reaches
+    # the whole process group, or a handler inherited from a forked server must not.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while True:
         try:
             setup, fn, args = conn.recv()
@@ -70,6 +85,21 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
             conn.send(reply)
         except Exception as exc:  # an unpicklable result
             conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def _leave_fork_server() -> None:
+    """Close this worker's copy of the fork server's "alive" pipe (multiprocessing hands
+    one to each child it forks). The fork server ends once every copy is closed: with the
+    workers holding theirs, a server killed outright left the fork server, and so the
+    workers' parent-death signal, waiting on the slowest worker's work, which nothing
+    limits any more (7.6 s for a setup's imports; no end for a backtracking regex)."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # type: ignore[attr-defined]
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if alive is not None:
+        os.close(alive)
+        server._forkserver_alive_fd = None
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -90,7 +120,8 @@ class _Worker:
         if method == "forkserver":
             context.set_forkserver_preload(PRELOAD)
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child,), daemon=True,
+        forked_from = os.getpid() if method == "fork" else None
+        self.process = context.Process(target=_serve, args=(child, forked_from), daemon=True,
                                        name="playground-worker")
         self.process.start()
         child.close()
@@ -130,6 +161,7 @@ _idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
 _lock = threading.Lock()
 _started = 0
 _alive: set[_Worker] = set()  # idle and busy
+_closed = False  # set by stop_all(close=True): no worker starts any more
 
 
 def _acquire(timeout: float) -> _Worker:
@@ -145,6 +177,8 @@ def _acquire(timeout: float) -> _Worker:
                 return worker
             continue
         with _lock:
+            if _closed:
+                raise WorkerDied("the server is stopping")
             if _started < MAX_WORKERS:
                 _started += 1
                 try:
@@ -215,10 +249,14 @@ def resize(most: int) -> None:
             return
 
 
-def stop_all() -> None:
+def stop_all(close: bool = False) -> None:
     """Kill every worker, busy ones too: their callers get WorkerDied at once (an
-    interrupted suite stops now, not when each schema reaches its time limit)."""
+    interrupted suite stops now, not when each schema reaches its time limit). With
+    `close` (a stopping server) no worker starts after: later calls get WorkerDied too,
+    rather than a fresh worker each that the stop would have to end again."""
+    global _closed
     with _lock:
+        _closed = _closed or close
         workers = list(_alive)
     for worker in workers:
         _retire(worker)

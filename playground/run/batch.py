@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from playground.core import limits
+from playground.core.text_fields import check_text
 from playground.engines.base import Engine
 from playground.errors import InputError
 from playground.run import watchdog
@@ -30,13 +31,16 @@ TOTALS: tuple[RunStatus, ...] = ("valid", "invalid", "truncated", "error", "stop
 
 def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
     """Prompts one per line, or from a .txt (one per line) or .jsonl file ({"prompt": ...}
-    or a JSON string per line)."""
+    or a JSON string per line). A file replaces the box's prompts: the box holds a
+    preset's prompt from the start, which a 3-line file then ran as a 4th."""
     limit = limits.active()
     if not isinstance(text or "", str):
         raise InputError("batch: give the prompts as text, one per line")
-    limit.require("max_batch_file_bytes", len((text or "").encode()), "the prompts box")
-    prompts = [line for line in (text or "").splitlines() if line.strip()]
-    if file:
+    prompts: list[str] = []
+    if not file:
+        limit.require("max_batch_file_bytes", len((text or "").encode()), "the prompts box")
+        prompts = [line for line in (text or "").splitlines() if line.strip()]
+    else:
         path = Path(file)
         limit.require("max_batch_file_bytes", path.stat().st_size, f"{path.name}")
         try:
@@ -61,9 +65,14 @@ def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
                 prompts.append(prompt)
         else:
             prompts += [line for line in content.splitlines() if line.strip()]
+    if not prompts and file:
+        raise InputError(f"{Path(file).name}: no prompts in the file (a file replaces the "
+                         "box's prompts)")
     if not prompts:
         raise InputError("batch: give at least one prompt (one per line, or a file)")
     limit.require("max_batch_prompts", len(prompts))
+    for number, prompt in enumerate(prompts, start=1):
+        check_text(f"prompt {number}", prompt)
     longest = max(prompts, key=len)
     limit.require("max_prompt_chars", len(longest), f"prompt {prompts.index(longest) + 1}")
     return prompts

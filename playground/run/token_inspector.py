@@ -156,6 +156,29 @@ def _tooltip(token: dict[str, Any], vocab_note: str) -> str:
             f"<table>{rows}</table>")
 
 
+INSPECTING = "inspecting the tokens …"
+
+
+def no_strip_reason(side: dict[str, Any]) -> str | None:
+    """Why an inspected run shows no strip, or None (it has one, was not inspected, or is
+    still generating). A run shows its verdict before its strip: both runs are inspected
+    after both finished, and a stopped or failed run never is (the replay needs the
+    whole run); without a word the page read as if the inspector had lost it."""
+    if "tokens" not in side or side.get("tokens") is not None or side.get("inspect_error"):
+        return None
+    verdict, reason = side.get("verdict", "running"), side.get("finish_reason")
+    if verdict == "running":
+        return None
+    if "stopped" in (verdict, reason):
+        return "no token strip: the run was stopped before it finished (only whole runs " \
+               "are replayed)"
+    if "error" in (verdict, reason):
+        return "no token strip: the engine failed this run"
+    if side.get("inspect_s") is None:
+        return INSPECTING
+    return "no token strip: the engine gave no token ids for this run"
+
+
 def strip_html(side: dict[str, Any], constrained: bool) -> str:
     """The strip of one run's result dict (its "tokens", "inspect_summary", ...)."""
     if side.get("inspect_error"):
@@ -163,7 +186,8 @@ def strip_html(side: dict[str, Any], constrained: bool) -> str:
                 f"{html.escape(side['inspect_error'])}</div>")
     tokens = side.get("tokens")
     if tokens is None:
-        return ""
+        why = no_strip_reason(side)
+        return f'<div class="inspect-summary no-strip">{html.escape(why)}</div>' if why else ""
     left = side.get("left_format_at")
     spans = []
     for index, token in enumerate(tokens):

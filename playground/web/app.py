@@ -8,15 +8,24 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any
 
+import gradio as gr
+
+from playground import log as logs
 from playground.core import limits
 from playground.core.presets import load_presets
 from playground.engines.registry import create_engine
 from playground.judging import judge
+from playground.run import lifecycle
 from playground.web.page import CSS, build_ui
+from playground.web.status import queue_load
 
 log = logging.getLogger(__name__)
+# How long a stopping server waits for the runs its engine's shutdown ended to send their
+# last update, before it closes the page.
+DRAIN_S = 3.0
 
 
 def is_loopback(host: str) -> bool:
@@ -48,19 +57,45 @@ def warn_open(host: str) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     engine = create_engine(args, log=log.info)
-    options = launch_options(args)
-    demo = build_ui(engine, load_presets(), concurrency=getattr(args, "concurrency", None),
-                    history_dir=getattr(args, "history_dir", None))
-    # Model events are limited by their own queue group (build_ui); the rest (the editor's
-    # live check, presets) are light and never wait.
-    demo.queue(default_concurrency_limit=None,
-               max_size=getattr(args, "queue_size", limits.DEFAULT_QUEUE_SIZE))
-    demo.launch(prevent_thread_lock=True, **options)
-    # Loading starts once the page is served: its imports would otherwise hold the GIL
-    # against gradio's and delay the page (measured: 8.6 s to the page with vLLM).
-    engine.start_background_load()
-    # Validation's worker processes start now, not on the first request
-    # (playground.judging.workers).
-    threading.Thread(target=judge.warm_up, name="validation-warm-up", daemon=True).start()
-    demo.block_thread()
-    return 0
+    options = launch_options(args)  # a bad flag is refused before anything is redirected
+    logs.native_noise_once()  # before any library or child process writes
+    # Before any child process starts: SIGTERM from here on stops them too (lifecycle).
+    lifecycle.handle_signals()
+    demo = None
+    try:
+        demo = build_ui(engine, load_presets(), concurrency=getattr(args, "concurrency", None),
+                        history_dir=getattr(args, "history_dir", None))
+        # Model events are limited by their own queue group (build_ui); the rest (the
+        # editor's live check, presets) are light and never wait.
+        demo.queue(default_concurrency_limit=None,
+                   max_size=getattr(args, "queue_size", limits.DEFAULT_QUEUE_SIZE))
+        demo.launch(prevent_thread_lock=True, **options)
+        # Loading starts once the page is served: its imports would otherwise hold the GIL
+        # against gradio's and delay the page (measured: 8.6 s to the page with vLLM).
+        engine.start_background_load()
+        # Validation's worker processes start now, not on the first request
+        # (playground.judging.workers).
+        threading.Thread(target=judge.warm_up, name="validation-warm-up", daemon=True).start()
+        lifecycle.wait()
+    except KeyboardInterrupt:  # a signal while starting
+        pass
+    finally:
+        lifecycle.stop(engine, close_page=lambda: close_page(demo))
+    lifecycle.exit_now(0)
+    return 0  # not reached
+
+
+def close_page(demo: gr.Blocks | None) -> None:
+    """Close the page once the model's queue is empty (at most DRAIN_S): the engine has
+    stopped, so its runs end at once. A run's stream left open held the web server's close
+    for gradio's 5 s (it looks at a stream every 10 s).
+
+    Blocks.close, not gradio's block_thread: on Ctrl-C that closes only the web server,
+    which then waited 5 s for the pages' heartbeat streams; Blocks.close ends those first."""
+    if demo is None:
+        return
+    deadline = time.monotonic() + DRAIN_S
+    while ((load := queue_load(demo)) and (load["running"] or load["waiting"])
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    demo.close()

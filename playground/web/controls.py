@@ -4,6 +4,7 @@ controls and their conversion to request options."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gradio as gr
@@ -12,6 +13,7 @@ from playground.core.constraints import Mode
 from playground.core.settings import SamplingSettings
 from playground.engines.base import Engine
 from playground.errors import InputError
+from playground.run.service import check_before_queue
 
 # Every event that runs the model waits in this one Gradio queue group, limited to what the
 # engine can run at once; users past it see their place in the queue.
@@ -84,3 +86,57 @@ def sampling_controls(defaults: SamplingSettings) -> list[gr.components.Componen
             gr.Checkbox(defaults.chat_template, label="Use the chat template"),
             gr.Textbox(defaults.system_prompt, label="System prompt (optional)"),
         ]
+
+
+def refusal(check: Callable[[], None], inputs: int, where: Callable[[str], int]
+            ) -> list[Any]:
+    """A Gradio validator's answer: one gr.validate per input, the error (if `check`
+    raises one) on the input `where` names for its message.
+
+    A validator runs when the request joins the queue (HTTP 422 with the message), so a
+    request that will be refused never waits behind other users' runs."""
+    answers = [gr.validate(True, "") for _ in range(inputs)]
+    try:
+        check()
+    except InputError as exc:
+        answers[where(str(exc))] = gr.validate(False, str(exc))
+    return answers
+
+
+def api_input_for(message: str) -> int:
+    """/generate's inputs: mode, constraint, prompt, options."""
+    return next((index for index, name in ((2, "prompt"), (3, "options"), (0, "mode: "))
+                 if message.startswith(name)), 1)
+
+
+def validate_api(mode: Any, constraint: Any, prompt: Any, options: Any) -> list[Any]:
+    return refusal(lambda: check_before_queue(mode, constraint, prompt, options), 4,
+                   api_input_for)
+
+
+# The sampling controls' option names, in the order sampling_controls lays them out.
+CONTROL_OPTIONS = ("max_tokens", "temperature", "top_p", "seed", "stop", "chat_template",
+                   "system_prompt")
+
+
+def validate_click(first_control: int = 3, controls: Sequence[str] = CONTROL_OPTIONS
+                   ) -> Callable[..., list[Any]]:
+    """The validator of a tab's Run: inputs (mode, editor, prompt, *controls, ...); an
+    error about the options goes on the control it names (stop, system prompt), else on
+    the first."""
+
+    def where(message: str) -> int:
+        if message.startswith("prompt"):
+            return 2
+        if message.startswith(("options", "sampling", "stop")):
+            named = [i for i, name in enumerate(controls) if name in message]
+            return first_control + (named[0] if named else 0)
+        return 1
+
+    def validate(mode: str, constraint: str, prompt: str, *values: Any) -> list[Any]:
+        def check() -> None:
+            options = options_from_controls(*values[:len(controls)])
+            check_before_queue(mode, constraint, prompt, options)
+        return refusal(check, 3 + len(values), where)
+
+    return validate

@@ -7,14 +7,18 @@ event loop, and each bounds its own work (coverage has a time limit).
 
 from __future__ import annotations
 
+import html
 import json
+import threading
 from typing import Any
 
 import gradio as gr
+from cachetools import LRUCache
 
 from playground.backends.names import MATCHER_BACKENDS
 from playground.core import limits
 from playground.core.constraints import JsonSchema, Mode
+from playground.core.text_fields import check_text
 from playground.doctor import dialect as dialect_mod
 from playground.doctor import lenient as lenient_mod
 from playground.doctor import sent as sent_mod
@@ -31,6 +35,7 @@ COVERAGE_TIME_LIMIT_S = 15.0
 MAX_TEST_STRINGS = 50
 MAX_TEST_STRING_CHARS = 10_000
 TEST_COLUMNS = ["string", "expected", "validator", *MATCHER_BACKENDS, "flag"]
+TEST_WIDTHS = ["16%", "14%", "26%", *["15%"] * len(MATCHER_BACKENDS), "14%"]
 LABEL_MARKS = {"enforced": "enforced", "not enforced": "NOT ENFORCED",
                "rejected": "REJECTED", "untested": "untested"}
 
@@ -48,8 +53,7 @@ def coverage_backends(engine: Engine) -> list[str]:
 def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
     """(Dataframe value, a line under it) for the schema in the editor."""
     backends = coverage_backends(engine)
-    headers = ["path", "keyword", *[f"{b} (this engine)" if i == 0 else b
-                                    for i, b in enumerate(backends)]]
+    headers = coverage_headers(backends)
     empty = {"headers": headers, "data": []}
     try:
         constraint = build_constraint("json", text)
@@ -73,9 +77,46 @@ def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
     return {"headers": headers, "data": rows}, f"<small>{line}{notes}</small>"
 
 
+# Coverage tables by (schema, backends): the table and the check line follow the same
+# edit, and each schema is worked out once (a second asker waits for the first's answer).
+_tables: LRUCache[tuple[str, tuple[str, ...]], Any] = LRUCache(maxsize=64)
+_working: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}
+_tables_lock = threading.Lock()
+
+
+def coverage_headers(backends: list[str]) -> list[str]:
+    return ["path", "keyword", *[f"{b} (this engine)" if i == 0 else b
+                                 for i, b in enumerate(backends)]]
+
+
+def coverage_widths(backends: list[str]) -> list[str]:
+    """Column widths that add up to the panel: sized by their text, the backends' columns
+    ran past its right edge (a long path, NOT ENFORCED, six vLLM columns)."""
+    share = 53 / len(backends)  # 99% in all: at 100% rounding left a scrollbar
+    return ["28%", "18%", *[f"{share:.1f}%"] * len(backends)]
+
+
 def bounded_coverage(schema: Any, backends: list[str]) -> Any:
     """The coverage table from a worker process killed past the limit (a compiler given a
     huge schema may not return for minutes): TimeoutError then."""
+    key = (json.dumps(schema, sort_keys=True), tuple(backends))
+    with _tables_lock:
+        working = _working.setdefault(key, threading.Lock())
+    with working:
+        with _tables_lock:
+            if key in _tables:
+                return _tables[key]
+        try:
+            table = _coverage_in_worker(schema, backends)
+        finally:
+            with _tables_lock:
+                _working.pop(key, None)
+        with _tables_lock:
+            _tables[key] = table
+        return table
+
+
+def _coverage_in_worker(schema: Any, backends: list[str]) -> Any:
     from functools import partial
 
     from playground.doctor.coverage import coverage
@@ -88,6 +129,25 @@ def bounded_coverage(schema: Any, backends: list[str]) -> Any:
                                  setup=partial(warm, backends))
     except WorkerDied as exc:
         raise TimeoutError(str(exc)) from None
+
+
+def not_enforced_here(engine: Engine, constraint: Any, compute: bool = True) -> list[str]:
+    """What of a JSON Schema this engine's backend will not enforce (the coverage table's
+    own column), for the check line; nothing where coverage could not say in time.
+    `compute`: False to answer only from tables already worked out (a run holding the
+    model must not wait for the doctor)."""
+    if not isinstance(constraint, JsonSchema) or not isinstance(constraint.schema, dict):
+        return []
+    backends = coverage_backends(engine)
+    if not compute:
+        with _tables_lock:
+            table = _tables.get((json.dumps(constraint.schema, sort_keys=True),
+                                 tuple(backends)))
+        return table.not_enforced(backends[0]) if table is not None else []
+    try:
+        return bounded_coverage(constraint.schema, backends).not_enforced(backends[0])
+    except (TimeoutError, WorkersBusy, WorkTimeout, ConstraintError, InputError):
+        return []
 
 
 def coverage_details(engine: Engine, text: str) -> list[dict[str, Any]]:
@@ -124,16 +184,28 @@ def sent_view(engine: Engine, mode: str, text: str, lenient: bool) -> Any:
                      language=language, label=top.removeprefix(comment).strip())
 
 
-def dialect_view(mode: str, text: str) -> str:
-    """Where the engines read the regex (or the schema's patterns, or the grammar)
-    differently from the validator, found by probing them."""
+def dialect_view(mode: str, text: str, backend: str = "xgrammar") -> str:
+    """Where the engine's backend reads the regex (or the schema's patterns, or the
+    grammar) differently from the validator, found by probing them; what only other
+    backends read differently is folded away, so a demo shows only what matters here."""
     try:
         constraint = build_constraint(mode, text)
     except (ConstraintError, InputError):
         return ""
-    lines = dialect_mod.bounded_dialect_lines(constraint, limits.active().compile_timeout_s)
-    return "".join(f'<br><span class="warn">Dialect:</span> <small>{plain(line)}</small>'
-                   for line in lines[:8])
+    notes = dialect_mod.bounded_dialect_notes(constraint, limits.active().compile_timeout_s)
+    own = backend.removeprefix("vllm:")  # the dialect is the library's, checked or not
+    here = dialect_mod.dialect_lines([n for n in notes if dialect_mod.affects(n, own)])
+    elsewhere = dialect_mod.dialect_lines([n for n in notes if not dialect_mod.affects(n, own)])
+    shown = "".join(f'<br><span class="warn">Dialect:</span> <small>{plain(line)}</small>'
+                    for line in here[:8])
+    if elsewhere:
+        # An HTML block: Markdown reads nothing inside it, so HTML escaping alone keeps it
+        # text; on one line, since a blank line would end the block.
+        folded = "<br>".join(html.escape(" ".join(line.split())) for line in elsewhere[:8])
+        shown += (f'\n\n<details class="dialect-more"><summary><small>Dialect notes '
+                  f"({len(elsewhere)}): none changes what {html.escape(own)} enforces here"
+                  f"</small></summary><small>{folded}</small></details>")
+    return shown
 
 
 def test_strings_view(mode: str, text: str, cases: str) -> dict[str, Any]:
@@ -197,6 +269,8 @@ def bounded_test_strings(constraint: Any, cases: list[tuple[str, bool | None]]
     """`strings_mod.test_strings` within limits: how many, how long, and how much time."""
     if len(cases) > MAX_TEST_STRINGS:
         raise InputError(f"test strings: {len(cases)} given, at most {MAX_TEST_STRINGS}")
+    for number, (text, _) in enumerate(cases, start=1):
+        check_text(f"test string {number}", text, nul=True)
     if any(len(text) > MAX_TEST_STRING_CHARS for text, _ in cases):
         raise InputError(f"test strings: each at most {MAX_TEST_STRING_CHARS:,} characters")
     limit = limits.active().compile_timeout_s
@@ -232,22 +306,14 @@ def lenient_checkbox(mode: Mode) -> gr.Checkbox:
 
 def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox,
                  tab: gr.Tab) -> None:
-    """Under the editor: test strings and what is sent (every mode); both follow the
+    """Under the editor: the dialect notes and what is sent (every mode); both follow the
     editor as the user types, and are filled when the tab or the panel is opened (not
     when the page is built: the grammar's conversion imports xgrammar, hence torch)."""
     if mode != "choice":
         dialect = gr.Markdown(elem_id=f"{mode}-dialect")
-        gr.on([tab.select, editor.change], lambda text: dialect_view(mode, text), editor,
+        gr.on([tab.select, editor.change],
+              lambda text: dialect_view(mode, text, sent_mod.engine_backend(engine)), editor,
               dialect, api_name=False, trigger_mode="always_last", show_progress="hidden")
-    with gr.Accordion("Test strings", open=False):
-        cases = gr.Textbox(label="One per line: `+ text` should match, `- text` should not",
-                           lines=4, elem_id=f"{mode}-test-strings",
-                           placeholder="+ a string that should match\n- one that should not")
-        test = gr.Button("Test", elem_id=f"{mode}-test")
-        results = gr.Dataframe(headers=TEST_COLUMNS, wrap=True, interactive=False,
-                               elem_id=f"{mode}-test-results")
-    test.click(lambda text, lines: test_strings_view(mode, text, lines), [editor, cases],
-               results, api_name=False)
     with gr.Accordion("What the engine receives", open=False) as sent_panel:
         sent = gr.Code(language=None, interactive=False, elem_id=f"{mode}-sent",
                        label="the constraint as sent")
@@ -256,13 +322,31 @@ def doctor_parts(engine: Engine, mode: Mode, editor: Any, lenient: gr.Checkbox,
           api_name=False, trigger_mode="always_last", show_progress="hidden")
 
 
+def test_strings_parts(mode: Mode, editor: Any) -> None:
+    """Test strings, beside the results: six columns were cut off under the editor."""
+    with gr.Accordion("Test strings", open=False):
+        cases = gr.Textbox(label="One per line: `+ text` should match, `- text` should not",
+                           lines=4, elem_id=f"{mode}-test-strings",
+                           placeholder="+ a string that should match\n- one that should not")
+        test = gr.Button("Test", elem_id=f"{mode}-test")
+        # Widths that add up to the panel, so the backends' columns are not cut off past
+        # its right edge by a long validator message; long cells wrap.
+        results = gr.Dataframe(headers=TEST_COLUMNS, wrap=True, interactive=False,
+                               column_widths=TEST_WIDTHS, max_chars=160,
+                               elem_id=f"{mode}-test-results")
+    test.click(lambda text, lines: test_strings_view(mode, text, lines), [editor, cases],
+               results, api_name=False)
+
+
 def coverage_parts(engine: Engine, mode: Mode, editor: Any, tab: gr.Tab) -> None:
     """The JSON tab's coverage table (beside the editor), following it as the user types;
     filled when the tab is opened."""
     if mode != "json":
         return
     with gr.Accordion("Coverage: what each backend enforces of this schema", open=True):
-        table = gr.Dataframe(headers=["path", "keyword"], wrap=True, interactive=False,
+        backends = coverage_backends(engine)
+        table = gr.Dataframe(headers=coverage_headers(backends), wrap=True,
+                             interactive=False, column_widths=coverage_widths(backends),
                              elem_id=f"{mode}-coverage")
         summary = gr.Markdown(elem_id=f"{mode}-coverage-summary")
     gr.on([tab.select, editor.change], lambda text: coverage_view(engine, text), editor,

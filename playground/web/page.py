@@ -4,6 +4,7 @@ engine panel and the controls every tab shares have modules of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import logging
@@ -17,7 +18,8 @@ from playground.core.constraints import MODE_LABELS, MODES, Mode
 from playground.core.presets import Preset
 from playground.core.settings import SamplingSettings
 from playground.engines.base import Engine
-from playground.errors import EngineNotReady, InputError
+from playground.errors import ConstraintError, EngineNotReady, InputError
+from playground.judging.judge import build_constraint
 from playground.run import history, watchdog
 from playground.run.service import parse_constraint, stream_request
 from playground.run.streaming import Changes
@@ -35,6 +37,8 @@ from playground.web.controls import (
     engine_ready,
     options_from_controls,
     sampling_controls,
+    validate_api,
+    validate_click,
 )
 from playground.web.inflight import Flight, InFlight
 from playground.web.markdown_safe import plain
@@ -61,6 +65,15 @@ CSS = """
   margin-bottom:6px}
 .good {color:#15803d;font-weight:600} .bad {color:#b91c1c;font-weight:600}
 .warn {color:#b45309;font-weight:600}
+.verdict-note {color:#4b5563;margin-left:4px}
+.no-strip {color:#4b5563;font-style:italic}
+.dialect-more summary {cursor:pointer;color:#4b5563}
+/* Tables: headers break between words, never inside one ("e r r o r s"); a long cell
+   (a JSON path, an error) wraps anywhere rather than widening its column past the edge. */
+#batch-table th *, #json-coverage th *, [id$="-test-results"] th * {word-break:normal;
+  overflow-wrap:normal;hyphens:none}
+#batch-table td *, #json-coverage td *, [id$="-test-results"] td * {overflow-wrap:anywhere}
+#batch-status {min-height:2.5em}
 """ + session_panel.CSS + INSPECT_CSS
 
 # ---- handlers: plain functions ---------------------------------------------------------
@@ -70,14 +83,35 @@ def check_message(mode: str, constraint_text: str, engine: Engine | None = None)
     """Markdown saying whether the constraint is usable, with its warnings."""
     try:
         checker = engine if engine_ready(engine) else None
-        _, warnings = parse_constraint(mode, constraint_text, checker)
+        constraint, warnings = parse_constraint(mode, constraint_text, checker)
     except InputError as exc:
         return f'<span class="bad">Constraint error:</span> {plain(str(exc))}'
-    return warnings_message(warnings)
+    missing = doctor_panel.not_enforced_here(engine, constraint) if checker else []
+    return warnings_message(warnings, missing)
 
 
-def warnings_message(warnings: list[str]) -> str:
-    lines = ['<span class="good">Constraint OK</span>']
+def not_enforced_text(engine: Engine, mode: str, constraint_text: str) -> list[str]:
+    """`doctor_panel.not_enforced_here` for an editor's text, from the tables the editor's
+    check already worked out (the check line of a run, which holds the model)."""
+    if mode != "json" or not engine_ready(engine):
+        return []
+    try:
+        constraint = build_constraint(mode, constraint_text)
+    except (InputError, ConstraintError):
+        return []
+    return doctor_panel.not_enforced_here(engine, constraint, compute=False)
+
+
+def warnings_message(warnings: list[str], not_enforced: list[str] | None = None) -> str:
+    """The check line: OK (or what this engine will not enforce: "OK" in green beside the
+    doctor's NOT ENFORCED rows read as a promise), then each warning."""
+    if not_enforced:
+        shown = ", ".join(not_enforced[:6]) + (" …" if len(not_enforced) > 6 else "")
+        lines = ['<span class="warn">Constraint accepted, but this engine will not enforce:'
+                 f"</span> {plain(shown)}; an output may break them (see Coverage; "
+                 "<em>Generate anyway (lenient)</em> runs with what it enforces)"]
+    else:
+        lines = ['<span class="good">Constraint OK</span>']
     lines += [f'<span class="warn">Warning:</span> {plain(w)}' for w in warnings]
     return "<br>".join(lines)
 
@@ -87,13 +121,23 @@ def verdict_html(result: dict[str, Any]) -> str:
     label = {"error": "engine error", "truncated": "truncated at max tokens",
              "stopped": "stopped by user",
              "unjudged": "unjudged (validation limit)"}.get(status, status)
+    if status == "truncated" and result.get("finish_reason") == "stop":
+        label = "cut by a stop string"
     items = "".join(f"<li>{html.escape(e)}</li>" for e in result.get("errors", []))
     escaped = ('<div class="escaped">constraint not enforced by the engine: this output was '
                "generated under the constraint and does not fit it</div>"
                if result.get("constraint_escaped") else "")
+    note = VERDICT_NOTES.get(str(status), "")
     status, label = html.escape(str(status)), html.escape(str(label))
-    return (f'{escaped}<span class="badge {status}">{label}</span>'
+    return (f'{escaped}<span class="badge {status}" title="{note}">{label}</span>'
+            + (f' <small class="verdict-note">{note}</small>' if note else "")
             + (f"<ul>{items}</ul>" if items else ""))
+
+
+# "valid" read as "correct" to a stakeholder (a "no" to "Is the Pacific the largest
+# ocean?" was valid): the verdict says what it judged, where it is shown.
+VERDICT_NOTES = {"valid": "fits the format (not a check that it is true)",
+                 "invalid": "does not fit the format"}
 
 
 def result_panel(result: dict[str, Any], constrained: bool = True) -> tuple[str, str]:
@@ -112,10 +156,13 @@ def panels(constrained: dict[str, Any], free: dict[str, Any]) -> tuple[str, ...]
 
 
 def run_values(run: history.Run) -> list[Any]:
-    """A run from the history back in its tab: prompt, editor, controls and results."""
-    constrained, free = run.constrained.model_dump(), run.unconstrained.model_dump()
+    """A run from the history back in its tab: prompt, editor, controls, results and the
+    check line as the run left it (a red error from an earlier click stayed there, beside
+    a good run's results, when the editor's text was the same)."""
+    # as_dict: a run never inspected has no inspector fields, so no "no strip" line.
+    constrained, free = run.constrained.as_dict(), run.unconstrained.as_dict()
     return [run.prompt, run.constraint, *controls_from_settings(run.settings),
-            *panels(constrained, free)]
+            *panels(constrained, free), warnings_message(run.warnings)]
 
 
 NOTHING_RAN = ("", "", "", "", "")  # the panels of a click that never reached the model
@@ -151,8 +198,10 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
         # Every generator in the chain is closed as soon as this one is (a Stop or a closed
         # page), so the engine drops the request now rather than when garbage is collected.
         async with aclosing(updates) as thinned:
+            missing = await asyncio.to_thread(not_enforced_text, engine, mode,
+                                              constraint_text)
             async for final in thinned:
-                yield changes((warnings_message(final["warnings"]),
+                yield changes((warnings_message(final["warnings"], missing),
                                *panels(final["constrained"], final["unconstrained"]))
                               ) + (skip,) * 2
         if final is not None and runs is not None:
@@ -216,6 +265,34 @@ def preset_values(presets: dict[str, Preset], name: str | None) -> list[Any]:
     return [preset.prompt, preset.constraint_text, *controls_from_settings(preset.settings)]
 
 
+EDITED = " (edited)"
+
+
+def pick_preset(presets: dict[str, Preset], names: list[str], name: str | None
+                ) -> list[Any]:
+    """A preset picked in the dropdown: the dropdown without any "(edited)" entry, then
+    the preset's prompt, constraint and controls (see preset_values)."""
+    if not name or name not in presets:
+        return [gr.skip()] * 10
+    return [gr.Dropdown(choices=names, value=name), *preset_values(presets, name)]
+
+
+def preset_label(presets: dict[str, Preset], names: list[str], current: str | None,
+                 prompt: str, constraint_text: str) -> Any:
+    """The dropdown once the prompt or constraint changed: "<name> (edited)" while either
+    differs from the preset's, the name again once both are its own. The name alone read
+    as if the preset's own constraint were running."""
+    base = (current or "").removesuffix(EDITED)
+    if base not in presets:
+        return gr.skip()
+    preset = presets[base]
+    edited = prompt != preset.prompt or constraint_text != preset.constraint_text
+    value = base + EDITED if edited else base
+    if value == current:
+        return gr.skip()
+    return gr.Dropdown(choices=[*names, value] if edited else names, value=value)
+
+
 # ---- layout ----------------------------------------------------------------------------
 
 
@@ -262,9 +339,15 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                     free = _result_column("Unconstrained", f"{mode}-unconstrained")
                 metrics = gr.Markdown(elem_id=f"{mode}-metrics")
                 doctor_panel.coverage_parts(engine, mode, editor, tab)
+                doctor_panel.test_strings_parts(mode, editor)
         mode_state = gr.State(mode)  # inside the Tab: a stray child of Tabs breaks tab labels
-    preset.change(lambda name: preset_values(presets, name), preset,
-                  [prompt, editor, *controls], api_name=False)
+    # `input`, the user's pick only: the "(edited)" label below changes the value too.
+    preset.input(lambda name: pick_preset(presets, names, name), preset,
+                 [preset, prompt, editor, *controls], api_name=False, queue=False)
+    gr.on([prompt.change, editor.change],
+          lambda name, text, constraint: preset_label(presets, names, name, text, constraint),
+          [preset, prompt, editor], preset, api_name=False, queue=False,
+          trigger_mode="always_last", show_progress="hidden")
     editor.change(lambda text: check_message(mode, text, engine), editor, check,
                   api_name=False, trigger_mode="always_last")
 
@@ -298,10 +381,10 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                                    parts.runs, parts.session],
                           [check, *results, parts.runs, parts.table], api_name=False,
                           concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
-                          show_progress=PROGRESS)
+                          show_progress=PROGRESS, validator=validate_click())
     stop.click(on_stop, None, [check, *results], cancels=[run_event],
                api_name=False, queue=False)
-    return [prompt, editor, *controls, *results]
+    return [prompt, editor, *controls, *results, check]
 
 
 def build_ui(engine: Engine, presets: dict[str, Preset],
@@ -342,8 +425,10 @@ def build_ui(engine: Engine, presets: dict[str, Preset],
                 async for update in updates:
                     yield update
 
-        gr.api(generate, api_name="generate", concurrency_id=ENGINE_QUEUE,
-               concurrency_limit=limit)
+        endpoint = gr.api(generate, api_name="generate", concurrency_id=ENGINE_QUEUE,
+                          concurrency_limit=limit)
+        # gr.api takes no validator; its event does (checked by tests/web/test_hostile.py).
+        demo.fns[endpoint["id"]].validator = validate_api
 
         async def status() -> dict[str, Any]:
             # On the loop (it is cheap), so the loop's watchdog starts with the first

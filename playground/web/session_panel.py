@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from playground.web.markdown_safe import plain
 from playground.web.side_by_side import compare_runs
 
 log = logging.getLogger(__name__)
+RunNumber = str | float | None  # run A or B as its box holds it (text) or a handler gives it
 CSS = """
 table.compare {border-collapse:collapse;width:100%;font-size:0.9em}
 table.compare th, table.compare td {border:1px solid #ddd;padding:4px 8px;vertical-align:top;
@@ -111,7 +113,7 @@ async def _save(store: SessionStore | None, session_id: str, runs: list[Run]) ->
         await asyncio.to_thread(store.save, session_id, runs)
 
 
-def select(runs: list[Run], a: float | None, row: int) -> tuple[int | None, int | None]:
+def select(runs: list[Run], a: RunNumber, row: int) -> tuple[int | None, int | None]:
     """A click on a table row: that run becomes A, the previous A becomes B."""
     rows = history.table(runs)
     if not 0 <= row < len(rows):
@@ -119,11 +121,18 @@ def select(runs: list[Run], a: float | None, row: int) -> tuple[int | None, int 
     return rows[row][0], _id(a)
 
 
-def _id(value: float | None) -> int | None:
-    return None if value in (None, "") else int(value)
+def _id(value: RunNumber) -> int | None:
+    """A run number as the A and B boxes hold it: text, empty until a row is picked (a
+    number box showed "0" for no run)."""
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return int(float(str(value).strip()))
+    except (ValueError, OverflowError):
+        return None
 
 
-def comparison(runs: list[Run], a: float | None, b: float | None) -> str:
+def comparison(runs: list[Run], a: RunNumber, b: RunNumber) -> str:
     run_a, run_b = history.find(runs, _id(a)), history.find(runs, _id(b))
     if run_a is None or run_b is None:
         return ("<em>Click two rows (or type two run numbers) to compare them side by "
@@ -131,7 +140,7 @@ def comparison(runs: list[Run], a: float | None, b: float | None) -> str:
     return compare_runs(run_a, run_b)
 
 
-def save(runs: list[Run], a: float | None, kind: str) -> tuple[str | None, str]:
+def save(runs: list[Run], a: RunNumber, kind: str) -> tuple[str | None, str]:
     """(file to download, message)."""
     if kind == "run":
         run = history.find(runs, _id(a))
@@ -163,6 +172,11 @@ async def load(runs: list[Run], session_id: str, store: SessionStore | None,
         shown.id if shown else None, None
 
 
+def loading(path: str | None) -> str:
+    """The message while an uploaded file is read and checked."""
+    return f"Loading {plain(os.path.basename(path))} …" if path else ""
+
+
 async def start_session(session_id: str, store: SessionStore | None
                         ) -> tuple[str, list[Run], list[list[Any]]]:
     """On page load under --history-dir: this browser's id (made here if it has none or
@@ -175,7 +189,7 @@ async def start_session(session_id: str, store: SessionStore | None
     return session_id, runs, history.table(runs)
 
 
-def reopen(runs: list[Run], a: float | None, values: Callable[[Run], list[Any]],
+def reopen(runs: list[Run], a: RunNumber, values: Callable[[Run], list[Any]],
            width: int) -> list[Any]:
     """Run A back in its tab: [selected tab, then `width` values per mode tab], the
     other tabs left as they are."""
@@ -199,8 +213,10 @@ def history_tab(parts: HistoryParts, tabs: gr.Tabs,
                     "B): A and B are compared below.")
         parts.table.render()
         with gr.Row():
-            a = gr.Number(label="Run A", precision=0, elem_id="history-a")
-            b = gr.Number(label="Run B", precision=0, elem_id="history-b")
+            a = gr.Textbox(label="Run A", placeholder="click a row", max_lines=1,
+                           elem_id="history-a")
+            b = gr.Textbox(label="Run B", placeholder="click another row", max_lines=1,
+                           elem_id="history-b")
             reopen_button = gr.Button("Open run A in its tab", elem_id="history-open")
         with gr.Row():
             save_run = gr.Button("Save run A (JSON)", size="sm", elem_id="history-save-run")
@@ -213,7 +229,7 @@ def history_tab(parts: HistoryParts, tabs: gr.Tabs,
                         elem_id="history-file")
         compared = gr.HTML(comparison([], None, None), elem_id="history-compare")
 
-    def on_select(runs: list[Run], current: float | None,
+    def on_select(runs: list[Run], current: RunNumber,
                   event: gr.SelectData) -> tuple[int | None, int | None]:
         return select(runs, current, event.index[0])
 
@@ -235,8 +251,11 @@ def history_tab(parts: HistoryParts, tabs: gr.Tabs,
                         ) -> tuple[Any, ...]:
         return await load(runs, session_id, parts.store, path)
 
-    upload.upload(on_upload, [parts.runs, parts.session, upload],
-                  [parts.runs, parts.table, message, a, b], api_name=False)
+    # The last message (a red error of a bad file) goes at once, not when the next file
+    # has been read and checked.
+    upload.upload(loading, upload, message, api_name=False, queue=False).then(
+        on_upload, [parts.runs, parts.session, upload], [parts.runs, parts.table, message,
+                                                          a, b], api_name=False)
 
 
 def wire_session(demo: gr.Blocks, parts: HistoryParts) -> None:

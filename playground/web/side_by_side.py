@@ -9,6 +9,7 @@ from typing import Any
 
 from playground.run.history import Run
 from playground.run.result import RunResult
+from playground.run.token_inspector import INSPECTING, no_strip_reason
 from playground.web.markdown_safe import plain
 
 # (key, label, unit): unit "s" seconds, "n" a count, "rate" tokens/s, "" text.
@@ -56,7 +57,11 @@ def metrics_table(constrained: dict[str, Any], unconstrained: dict[str, Any]) ->
     lines = ["| metric | constrained | unconstrained | difference |", "|---|---:|---:|---:|"]
     for key, label, unit in rows:
         left, right = constrained.get(key), unconstrained.get(key)
-        lines.append(f"| {label} | {_cell(left, unit, plain)} | {_cell(right, unit, plain)} | "
+        cells = [_cell(value, unit, plain) for value in (left, right)]
+        if key == "inspect_s":  # "–" read as "no inspection" while it was still running
+            cells = ["…" if no_strip_reason(side) == INSPECTING else cell
+                     for side, cell in zip((constrained, unconstrained), cells, strict=True)]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | "
                      f"{_difference(left, right, unit)} |")
     for name in timings:
         left = (constrained.get("engine_timings") or {}).get(name)

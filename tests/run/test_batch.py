@@ -9,6 +9,7 @@ import pytest
 from playground.errors import InputError
 from playground.run import batch
 from playground.run.result import RunResult, RunStatus
+from playground.web import batch_tab
 from playground.web.batch_tab import batch_click
 
 
@@ -41,7 +42,9 @@ def test_the_exports_columns_and_totals_are_the_result_models():
     [
         ("one\n\ntwo\n", None, None, ["one", "two"]),
         ("", "x\ny\n", ".txt", ["x", "y"]),
-        ("first", '{"prompt": "p1"}\n"p2"\n', ".jsonl", ["first", "p1", "p2"]),
+        # A file replaces the box's prompts (the box holds a preset's prompt from the start).
+        ("first", '{"prompt": "p1"}\n"p2"\n', ".jsonl", ["p1", "p2"]),
+        ("box prompt", "x\ny\nz\n", ".txt", ["x", "y", "z"]),
     ],
 )
 def test_parse_prompts(tmp_path, text, content, suffix, expected):
@@ -63,9 +66,29 @@ def test_bad_prompt_files_say_which_line(tmp_path, content, message):
         batch.parse_prompts("", path)
 
 
-def test_no_prompts_is_an_input_error():
+def test_no_prompts_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="at least one prompt"):
         batch.parse_prompts("\n \n")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(InputError, match="empty.txt: no prompts in the file"):
+        batch.parse_prompts("a box prompt", empty)
+
+
+def test_batch_click_says_a_file_replaced_the_box(fake_engine, tmp_path):
+    fake_engine.enqueue("1", "2", "3")
+    path = tmp_path / "three.txt"
+    path.write_text("a\nb\nc\n")
+
+    async def go():
+        return [u async for u in batch_click(fake_engine, "regex", r"\d", "box prompt",
+                                             str(path), 16, 0.0, 1.0, 0, "", True, "")]
+
+    status, table, _, _ = asyncio.run(go())[-1]
+    assert status.startswith("Done: 3 prompts of three\\.txt")
+    assert [row[1] for row in table] == ["a", "b", "c"]
+    assert batch_tab.prompts_box(str(path)).interactive is False
+    assert batch_tab.prompts_box(None).interactive is True
 
 
 def test_batch_click_streams_progress_then_totals_and_files(fake_engine):

@@ -122,6 +122,24 @@ def test_an_errored_run_is_not_inspected(fake_engine):
     result = inspected(fake_engine, "choice", "yes\nno")
     assert result["constrained"]["tokens"] is None
     assert result["unconstrained"]["tokens"] is not None
+    # The page says why that side has no strip, and its inspector time is no "…".
+    assert "the engine failed this run" in inspector.strip_html(result["constrained"], True)
+
+
+def test_a_run_without_a_strip_says_why():
+    """Both runs are inspected after both finished: until then a finished run shows "…",
+    and a stopped one says it is never replayed (it read as a lost strip)."""
+    from playground.web.side_by_side import metrics_table
+
+    waiting = {"verdict": "valid", "finish_reason": "stop", "tokens": None, "inspect_s": None}
+    assert inspector.no_strip_reason(waiting) == inspector.INSPECTING
+    assert inspector.INSPECTING in inspector.strip_html(waiting, True)
+    assert "| token inspector (after the run) | … | – |" in metrics_table(
+        waiting, {**waiting, "verdict": "stopped", "finish_reason": "stopped"})
+    stopped = {**waiting, "verdict": "stopped", "finish_reason": "stopped"}
+    assert "stopped before it finished" in inspector.strip_html(stopped, True)
+    assert inspector.strip_html({**waiting, "verdict": "running"}, True) == ""
+    assert inspector.strip_html({"verdict": "valid", "finish_reason": "stop"}, True) == ""
 
 
 def test_strip_html_escapes_token_text(fake_engine):

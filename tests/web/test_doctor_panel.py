@@ -68,9 +68,30 @@ def test_coverage_timeout_message_is_text(monkeypatch: pytest.MonkeyPatch) -> No
     assert_inert(line, LINK)
 
 
+def note(where: str, **backends: str) -> dict[str, Any]:
+    return {"where": where, "position": 0, "feature": "lookahead",
+            "validator": "Python re (RE2 refuses it)", "backends": backends}
+
+
 def test_dialect_lines_quoting_a_pattern_are_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor_panel.dialect_mod, "bounded_dialect_lines",
-                        lambda constraint, limit_s: [f"pattern {HOSTILE}: guidance matches"])
+    """Shown (it differs on xgrammar) and folded (it differs on guidance only): both text."""
+    notes = [note(f"pattern {HOSTILE}", xgrammar="refuses it"),
+             note(f"pattern {LINK}", xgrammar="accepts the pattern", guidance="refuses it")]
+    monkeypatch.setattr(doctor_panel.dialect_mod, "bounded_dialect_notes",
+                        lambda constraint, limit_s: notes)
     shown = doctor_panel.dialect_view("regex", "a+")
-    assert_inert(shown, HOSTILE)
+    assert_inert(shown, HOSTILE, LINK)
     assert '<span class="warn">Dialect:</span>' in rendered(shown)
+
+
+def test_dialect_shows_only_what_differs_on_the_engines_backend(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SQL preset's six `?rule` lines and the semantic version's `\\d` probes differ
+    on no backend, or on guidance only: on xgrammar they are folded into a <details>."""
+    sql = doctor_panel.dialect_view("grammar", '?start: a\n?a: "x"')
+    assert "Dialect:</span>" not in sql
+    assert "<details" in sql and "Dialect notes (2)" in sql
+    digits = doctor_panel.dialect_view("regex", r"(0|[1-9]\d*)")
+    assert "Dialect:</span>" not in digits and "U+0663" in digits
+    on_guidance = doctor_panel.dialect_view("regex", r"(0|[1-9]\d*)", "vllm:guidance")
+    assert on_guidance.count("Dialect:</span>") == 2 and "<details" not in on_guidance

@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from support import free_port
+from support import free_port, refusal_line
 
 from playground.core import limits
 from playground.engines.base import Chunk, SamplingSettings
@@ -212,7 +212,7 @@ def _hostile_timeout(expected: tuple[str, str]) -> float:
 @pytest.mark.parametrize(("mode", "constraint", "prompt", "options", "expected"),
                          [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_hostile_input_through_the_api(client, mode, constraint, prompt, options, expected):
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import AppError, ValidationError
 
     started = time.monotonic()
     job = client.submit(mode, constraint, prompt, options, api_name="/generate")
@@ -223,8 +223,8 @@ def test_hostile_input_through_the_api(client, mode, constraint, prompt, options
     try:
         result = job.result(timeout=_hostile_timeout(expected))
         error = None
-    except AppError as exc:
-        result, error = None, str(exc)
+    except (AppError, ValidationError) as exc:
+        result, error = None, refusal_line(exc)
     hostile_s = time.monotonic() - started
     TIMINGS.append((case_id(mode, constraint, prompt, options), normal_s, hostile_s))
     kind, words = expected

@@ -100,13 +100,45 @@ def test_clicking_rows_picks_a_then_b_and_compares_them():
 
 def test_reopen_fills_only_the_runs_tab():
     runs = _runs(2)
-    out = session_panel.reopen(runs, 2, page.run_values, width=14)
-    assert len(out) == 1 + 14 * 4
-    filled, rest = out[1:15], out[15:]  # the choice tab comes first
+    out = session_panel.reopen(runs, 2, page.run_values, width=15)
+    assert len(out) == 1 + 15 * 4
+    filled, rest = out[1:16], out[16:]  # the choice tab comes first
     assert filled[:2] == ["p1", "yes\nno"] and filled[5] == 1  # prompt, editor, seed
     assert filled[9] == "c1" and "invalid" in filled[12]
-    assert rest == [SKIP] * 14 * 3
-    assert len(page.run_values(runs[0])) == 14
+    # The check line as the run left it: an earlier click's red error does not stay.
+    assert "Constraint OK" in filled[14] and "bad" not in filled[14]
+    assert rest == [SKIP] * 15 * 3
+    assert len(page.run_values(runs[0])) == 15
+
+
+def test_run_a_and_b_are_empty_until_a_row_is_picked():
+    """The boxes are text: a number box showed "Run A 0 / Run B 0" before any pick."""
+    runs = _runs(2)
+    assert session_panel.select(runs, "", 0) == (2, None)
+    assert session_panel.select(runs, "2", 1) == (1, 2)
+    assert session_panel._id(" 2 ") == 2 and session_panel._id("x") is None
+    assert "Click two rows" in session_panel.comparison(runs, "", "")
+    assert session_panel.loading("/tmp/x/run.json").startswith("Loading run")
+    assert session_panel.loading(None) == ""
+
+
+def test_the_preset_reads_edited_once_the_prompt_or_constraint_is_changed_by_hand():
+    from playground.core.presets import load_presets
+
+    presets = load_presets()
+    names = list(presets)
+    email = presets["Email address"]
+    edited = page.preset_label(presets, names, "Email address", "my prompt",
+                               email.constraint_text)
+    assert edited.value == "Email address (edited)" and edited.value in edited.choices[-1]
+    same = page.preset_label(presets, names, "Email address (edited)", email.prompt,
+                             email.constraint_text)
+    assert same.value == "Email address" and all("(edited)" not in c[0] for c in same.choices)
+    assert page.preset_label(presets, names, "Email address", email.prompt,
+                             email.constraint_text) == SKIP
+    picked = page.pick_preset(presets, names, "ISO date")
+    assert picked[0].value == "ISO date" and picked[1] == presets["ISO date"].prompt
+    assert page.pick_preset(presets, names, "Email address (edited)") == [SKIP] * 10
 
 
 def test_save_and_load_back_through_the_handlers():

@@ -11,6 +11,8 @@
 #   doctor     lenient runs on vLLM, both backends
 #   bench      the in-process bench alone (ratios, inspector overhead)
 #   batching   the batching asserts, each alone on the GPU (they need it whole)
+#   shutdown   SIGTERM while loading and once ready, SIGKILL: no engine core or GPU memory left
+#              (alone: each start takes 0.6 of the GPU, so a leak fails the next start)
 set -u
 group=$1
 out=${OUT:-/tmp/gpu-out}; mkdir -p "$out"; export OUT=$out
@@ -60,5 +62,8 @@ batching)
     GPU_MEMORY_UTILIZATION=0.45 timeout 280 $PYTEST -s $t > "$out/batching_$name.log" 2>&1
     echo "== $t"; tail -2 "$out/batching_$name.log" | cut -c1-300
   done ;;
+shutdown)
+  timeout 560 $PYTEST -s tests/web/test_gpu_shutdown.py > "$out/shutdown.log" 2>&1
+  summary shutdown.log; tail -n 3 "$out/gpu_shutdown.jsonl" 2>/dev/null | cut -c1-300 ;;
 *) echo "unknown group $group"; exit 2 ;;
 esac
