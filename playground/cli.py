@@ -364,7 +364,9 @@ def cmd_conformance(args: argparse.Namespace) -> dict[str, Any] | list[dict[str,
             json.dump(report, file, indent=1)
             file.write("\n")
     if args.markdown:
-        conformance.write_markdown(args.markdown, report)
+        from playground.doctor.conformance_markdown import write_markdown
+
+        write_markdown(args.markdown, report)
     return conformance.table(report)
 
 

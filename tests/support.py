@@ -39,7 +39,7 @@ from playground.bench.launch import free_port
 
 __all__ = ["LEFT_S", "MEMORY", "MODEL", "OUT", "ROOT", "ServedApp", "concurrent_clicks", "cpu_s",
            "free_port", "gpu_args", "post_event", "record", "record_soak", "refusal_line",
-           "rss_mb", "soak", "soak_s", "start_app", "streamed_lengths"]
+           "rss_mb", "serve_in_process", "soak", "soak_s", "start_app", "streamed_lengths"]
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
@@ -54,6 +54,22 @@ def open_page(browser: Any, url: str, height: int, ready: str, timeout_ms: int) 
     page.goto(url)
     page.wait_for_selector(ready, timeout=timeout_ms)
     return page
+
+
+def serve_in_process(engine: Any) -> tuple[Any, int]:
+    """The page over `engine` (loaded here), served in this process on a free loopback
+    port with the queue as `serve` sets it: (the Blocks, the port). Close it with
+    demo.close()."""
+    from playground.core.presets import load_presets
+    from playground.web.page import build_ui
+
+    engine.load()
+    demo = build_ui(engine, load_presets())
+    demo.queue(default_concurrency_limit=None)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                quiet=True)
+    return demo, port
 
 
 def refusal_line(exc: Exception) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from playground.cli import main
-from playground.doctor import conformance
+from playground.doctor import conformance, conformance_markdown
 from playground.doctor.conformance import Case, Group
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,14 +166,16 @@ def test_a_coverage_row_finds_its_figure(keyword, backend, files):
 
 def test_the_docs_hold_the_shipped_table():
     text = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
-    between = text.partition(conformance.BEGIN)[2].partition(conformance.END)[0]
-    assert between.strip() == conformance.markdown(SHIPPED).strip()
+    begin, end = conformance_markdown.BEGIN, conformance_markdown.END
+    between = text.partition(begin)[2].partition(end)[0]
+    assert between.strip() == conformance_markdown.markdown(SHIPPED).strip()
 
 
 def test_markdown_goes_between_the_markers_and_keeps_the_prose(tmp_path):
     target = tmp_path / "doc.md"
-    target.write_text(f"# Title\n\nprose\n\n{conformance.BEGIN}\nold\n{conformance.END}\n\nmore\n")
-    conformance.write_markdown(target, SHIPPED)
+    begin, end = conformance_markdown.BEGIN, conformance_markdown.END
+    target.write_text(f"# Title\n\nprose\n\n{begin}\nold\n{end}\n\nmore\n")
+    conformance_markdown.write_markdown(target, SHIPPED)
     text = target.read_text()
     assert text.startswith("# Title\n\nprose\n\n") and text.endswith("\n\nmore\n")
     assert "old" not in text and "| keyword | cases |" in text

@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from support import free_port, refusal_line
+from support import refusal_line, serve_in_process
 
 from playground.core import limits
 from playground.engines.base import Chunk, SamplingSettings
@@ -51,18 +51,9 @@ class EchoEngine(FakeEngine):
 def client():
     from gradio_client import Client
 
-    from playground.core.presets import load_presets
-    from playground.web.page import build_ui
-
     previous = limits.active()
     limits.configure(limits.Limits(validation_timeout_s=VALIDATION_S))
-    engine = EchoEngine()
-    engine.load()
-    demo = build_ui(engine, load_presets())
-    demo.queue(default_concurrency_limit=None)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                quiet=True)
+    demo, port = serve_in_process(EchoEngine())
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         client.predict(*NORMAL, api_name="/generate")  # the first request warms the page up

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from support import free_port
+from support import serve_in_process
 
 from playground.core import limits
 from playground.engines.base import Chunk
@@ -36,16 +36,8 @@ HOLD_S = 4.0  # how long the other user's run holds the one model slot
 def app():
     from gradio_client import Client
 
-    from playground.core.presets import load_presets
-    from playground.web.page import build_ui
-
     engine = FakeEngine(delay_s=HOLD_S / 4, concurrent=False)
-    engine.load()
-    demo = build_ui(engine, load_presets())
-    demo.queue(default_concurrency_limit=None)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                quiet=True)
+    demo, port = serve_in_process(engine)
     try:
         yield demo, engine, Client(f"http://127.0.0.1:{port}/", verbose=False), port
     finally:
