@@ -129,6 +129,9 @@ def _add_run(commands: Commands) -> None:
     run.add_argument("--inspect", action="store_true",
                      help="token inspector: per token, what the constraint allowed and the "
                           "model's own top 5 (\"tokens\", \"inspect_summary\" per side)")
+    run.add_argument("--compare-backends", action="store_true",
+                     help="with the inspector: where xgrammar's and llguidance's masks differ "
+                          "along the constrained output (\"mask_diff\")")
     run.add_argument("--lenient", action="store_true",
                      help="generate anyway: send what the backend can enforce of a JSON "
                           "Schema, judge by the full one (\"not_enforced\" lists the rest)")
@@ -318,6 +321,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
     engine.load(lambda fraction, message: print(f"[{fraction:4.0%}] {message}", file=sys.stderr))
     if args.inspect:  # a request option, not a sampling setting (export leaves it out)
         options = {**options, "inspect": True}
+    if args.compare_backends:
+        options = {**options, "compare_backends": True}
     if args.lenient:
         options = {**options, "lenient": True}
     return asyncio.run(run_request(engine, mode, constraint_text, prompt, options))

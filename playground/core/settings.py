@@ -53,6 +53,10 @@ class RequestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # true or false, not "yes" or 1
 
     inspect: bool = False  # the token inspector: replay and raw distributions after the run
+    # An inspector option (it turns the inspector on): the constrained run's tokens replayed
+    # through xgrammar and llguidance, with each step where their masks differ
+    # (playground.doctor.mask_diff).
+    compare_backends: bool = False
     # Generate anyway: send what the engine's backend can enforce of a JSON Schema (the
     # doctor's lenient schema), judge by the full one (playground.doctor.lenient).
     lenient: bool = False

@@ -5,8 +5,11 @@ confirms breaks that keyword and nothing else."""
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from referencing.exceptions import Unresolvable
 
 from playground.core.schema import MAP_SUBSCHEMAS, resolve_ref
 from playground.doctor.breaks import Spot, breaks
@@ -72,11 +75,18 @@ class Documents:
         except RecursionError:
             return "no valid document could be built: the schema recurses too deep"
         owned = self._owned(node, site.keyword)
-        if not self.validator.is_valid(base):
-            return self._closest(base, location, node, site.keyword, owned)
-        if location is None:
+        try:
+            if not self.validator.is_valid(base):
+                return self._closest(base, location, node, site.keyword, owned)
+            if location is None:
+                return "no valid document reaches this part of the schema"
+            return self._broken(base, location, node, site.keyword, owned)
+        except re.error as exc:  # a pattern neither RE2 nor Python's re reads (\cC)
+            return f"the validator cannot read a pattern of this schema ({exc})"
+        except NotThere:
             return "no valid document reaches this part of the schema"
-        return self._broken(base, location, node, site.keyword, owned)
+        except Unresolvable as exc:  # a $ref to another document: never fetched
+            return f"the validator cannot resolve a $ref of this schema ({exc})"
 
     def _closest(self, base: Any, location: list[Any] | None, node: dict[str, Any],
                  keyword: str, owned: set[int]) -> Probe | str:
@@ -144,9 +154,17 @@ def _belongs(error: Any, node: dict[str, Any], keyword: str, owned: set[int]) ->
     return id(error.schema) in owned
 
 
+class NotThere(Exception):
+    """The builder's location is not in its document (a `not` inside a `not` builds a
+    document that does not reach the part it located)."""
+
+
 def _get(document: Any, location: list[Any]) -> Any:
     for key in location:
-        document = document[key]
+        try:
+            document = document[key]
+        except (KeyError, IndexError, TypeError):
+            raise NotThere(location) from None
     return document
 
 

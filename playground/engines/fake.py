@@ -30,6 +30,9 @@ class FakeEngine(Engine):
         # The text the fake model "would" write: its first choice at each step, as the
         # token inspector sees it (elsewhere the token it wrote).
         self.wants = ""
+        # While True, a run waits inside the engine before its first word: a test holds
+        # the model for as long as it needs, not for a guessed number of seconds.
+        self.hold = False
 
     def enqueue(self, *outputs: Chunk | str) -> None:
         """Queue outputs, one per request: a string (finish "stop") or a final Chunk."""
@@ -47,6 +50,8 @@ class FakeEngine(Engine):
         words = final.text.split(" ")
         self.active += 1
         try:
+            while self.hold:
+                await asyncio.sleep(0.01)
             for index, word in enumerate(words):
                 await asyncio.sleep(self.delay_s)
                 piece = word if index == 0 else " " + word

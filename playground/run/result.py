@@ -79,9 +79,39 @@ class InspectSummary(BaseModel):
     backend: Backend | None = None
 
 
+class MaskStepRecord(BaseModel):
+    """A step where two backends' masks differ (playground.doctor.mask_diff.MaskStep)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int
+    token_id: int
+    token: str
+    prefix: str
+    allowed: dict[str, int]
+    only: dict[str, int]
+    examples: dict[str, list[str]] = Field(default_factory=dict)
+    accepted: dict[str, bool] = Field(default_factory=dict)
+
+
+class MaskComparison(BaseModel):
+    """The inspector's "compare backends": where xgrammar's and llguidance's masks differ
+    along the constrained output; `compared` of `tokens` steps, or why none were."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backends: list[str] = Field(default_factory=list)
+    steps: list[MaskStepRecord] = Field(default_factory=list)
+    compared: int = 0
+    tokens: int = 0
+    out_of_time: bool = False
+    compare_s: float | None = None
+    error: str | None = None
+
+
 # The token inspector's fields: in `as_dict` only for an inspected run.
 INSPECT_FIELDS = frozenset({"tokens", "inspect_summary", "left_format_at", "inspect_s",
-                            "inspect_error"})
+                            "inspect_error", "mask_diff"})
 
 
 class RunResult(BaseModel):
@@ -108,6 +138,7 @@ class RunResult(BaseModel):
     left_format_at: int | None = None
     inspect_s: float | None = None
     inspect_error: str | None = None
+    mask_diff: MaskComparison | None = None  # asked for with the option compare_backends
     # What the inspector reads from the engine; not None once the run is to be inspected.
     _token_ids: list[int] | None = PrivateAttr(default=None)
     _distributions: list[TokenDist] | None = PrivateAttr(default=None)

@@ -30,9 +30,9 @@ from playground.errors import (
     RequestTimeout,
 )
 from playground.judging.judge import build_constraint, judge
-from playground.run import watchdog
+from playground.run import inspection, watchdog
 from playground.run.inputs import check_context, check_options, check_request
-from playground.run.result import STOPPED, InspectedToken, InspectSummary, RunResult
+from playground.run.result import STOPPED, RunResult
 from playground.run.streaming import coalesce
 
 log = logging.getLogger(__name__)
@@ -367,8 +367,10 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
     watchdog.watch()  # the server's loop, from its first request on
     options = check_request(mode, constraint_text, prompt, options)
     request = parse_request_options(options)
-    if request.inspect and not engine.inspects:
-        raise InputError(f"inspect: the engine {engine.info.name} cannot inspect tokens")
+    inspect = request.inspect or request.compare_backends  # comparing is an inspector option
+    if inspect and not engine.inspects:
+        option = "inspect" if request.inspect else "compare_backends"
+        raise InputError(f"{option}: the engine {engine.info.name} cannot inspect tokens")
     if request.lenient:
         constraint, warnings, settings, relaxed = await prepare_lenient(
             engine, mode, constraint_text, options)
@@ -395,7 +397,7 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
                 out["constrained"]["constraint_escaped"] = False
         return out
 
-    pair = stream_pair(engine, prompt, sending, settings, live, request.inspect,
+    pair = stream_pair(engine, prompt, sending, settings, live, inspect,
                        judge_by=constraint)
     # Thinned on a clock, not on arrivals: a state held back is sent when its interval is
     # up, even while nothing new comes (the CPU engine's free run before its first token).
@@ -403,60 +405,10 @@ async def stream_request(engine: Engine, mode: str, constraint_text: str, prompt
     async with aclosing(states):
         async for constrained, free in states:
             yield update(constrained, free)
-    if request.inspect:
+    if inspect:
         # The matcher of what the engine was sent: a lenient run's left-out keywords are no
         # place where the output "left the format".
-        await inspect_pair(engine, prompt, settings, sending, constrained, free)
+        await inspection.inspect_pair(engine, prompt, settings, sending, constrained, free)
+        if request.compare_backends:
+            await inspection.compare_backends(engine, sending, constrained)
         yield update(constrained, free)
-
-
-async def inspect_pair(engine: Engine, prompt: str, settings: SamplingSettings,
-                       constraint: Constraint, constrained: RunResult, free: RunResult
-                       ) -> None:
-    """The token inspector's strips of both runs, after they finished.
-
-    Each run's unconstrained distributions come from the engine (recorded while decoding, or
-    recomputed by one prefill); its replay through the constraint's matcher and the
-    decoding of token texts run in a worker thread. Each run's `inspect_s` is the time of
-    its own inspection; both go to the engine together where it batches.
-    """
-    from playground.run import token_inspector as inspector
-
-    tokenizer = getattr(engine, "tokenizer", None)
-    backend = engine.matcher_backend if engine.matcher_backend == "guidance" else "xgrammar"
-
-    # The strips as the inspector builds them (dicts), for its means and counts; each
-    # result holds them as the model's tokens.
-    strips: list[list[dict[str, Any]] | None] = [None, None]
-
-    async def one(index: int, result: RunResult, is_constrained: bool) -> None:
-        token_ids = result._token_ids
-        if token_ids is None or result.finish_reason not in ("stop", "length"):
-            return  # an engine error or a stopped run: nothing whole to inspect
-        start = time.perf_counter()
-        try:
-            dists = result._distributions
-            if dists is None:
-                dists = await engine.inspect_distributions(prompt, settings, token_ids)
-            matcher = await asyncio.to_thread(inspector.make_matcher, constraint, tokenizer,
-                                              backend, engine.any_whitespace)
-            side = await asyncio.to_thread(inspector.inspect_side, matcher, tokenizer,
-                                           token_ids, dists, is_constrained)
-            tokens = [InspectedToken.model_validate(token) for token in side.tokens]
-            result.tokens, result.left_format_at = tokens, side.left_format_at
-            strips[index] = side.tokens
-        except Exception as exc:  # the runs stand; the inspector says why it has nothing
-            log.exception("token inspection failed")
-            result.inspect_error = f"{type(exc).__name__}: {exc}"
-        result.inspect_s = time.perf_counter() - start
-
-    if engine.concurrent:
-        await asyncio.gather(one(0, constrained, True), one(1, free, False))
-    else:
-        await one(0, constrained, True)
-        await one(1, free, False)
-    means = inspector.mean_logprob(strips[0]), inspector.mean_logprob(strips[1])
-    for result, strip in zip((constrained, free), strips, strict=True):
-        if strip is not None:
-            result.inspect_summary = InspectSummary.model_validate(
-                inspector.summarize(strip, *means, backend))

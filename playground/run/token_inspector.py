@@ -119,6 +119,9 @@ CSS = """
 .legend span.tok {cursor:default}
 .inspect-summary {font-size:13px;margin:4px 0}
 .leftmark {color:#b91c1c;font-weight:700}
+table.maskdiff {font-size:12px;border-collapse:collapse}
+table.maskdiff td, table.maskdiff th {padding:1px 6px;vertical-align:top}
+table.maskdiff code {white-space:pre;font-family:ui-monospace,monospace}
 """
 
 
@@ -237,6 +240,45 @@ def _summary_line(side: dict[str, Any], constrained: bool) -> str:
         backend = html.escape(summary.get("backend", ""))
         parts.append(f"inspected in {side['inspect_s']:.3f} s ({backend} matcher)")
     return " · ".join(parts)
+
+
+def mask_diff_html(side: dict[str, Any]) -> str:
+    """The inspector's "compare backends" under the strip: where the two backends' masks
+    differ along this run (a table), or that they never did."""
+    found = side.get("mask_diff")
+    if not found:
+        return ""
+    if found.get("error"):
+        return (f'<div class="inspect-summary maskdiff"><span class="bad">Compare backends:'
+                f"</span> {html.escape(found['error'])}</div>")
+    first, second = (html.escape(name) for name in found["backends"])
+    seconds = found.get("compare_s")
+    took = f" ({seconds:.2f} s)" if seconds is not None else ""
+    scope = (f"the first {found['compared']} of {found['tokens']} steps (the time limit ran "
+             f"out)" if found.get("out_of_time") else f"{found['compared']} steps")
+    steps = found["steps"]
+    if not steps:
+        return (f'<div class="inspect-summary maskdiff">Compare backends: {first} and '
+                f"{second} allowed the same tokens at all {scope}{took}.</div>")
+    rows = []
+    for step in steps:
+        names = found["backends"]
+        refused = [name for name in names if not step["accepted"].get(name, True)]
+        note = f"<br><b>{html.escape(', '.join(refused))} refuses this token</b>" \
+            if refused else ""
+        only = "".join(
+            f"<td>{step['only'][name]:,}: "
+            + " ".join(f"<code>{_shown(text)}</code>" for text in step["examples"][name])
+            + "</td>" for name in names)
+        rows.append(f"<tr><td>{step['step']}</td><td><code>…{_shown(step['prefix'][-24:])}"
+                    f"</code></td><td><code>{_shown(step['token'])}</code>{note}</td>"
+                    f"<td>{step['allowed'][names[0]]:,} / {step['allowed'][names[1]]:,}</td>"
+                    f"{only}</tr>")
+    header = (f"<tr><th>step</th><th>after</th><th>token</th><th>allowed {first} / "
+              f"{second}</th><th>only {first}</th><th>only {second}</th></tr>")
+    return (f'<div class="inspect-summary maskdiff">Compare backends: the masks differ at '
+            f"{len(steps)} of {scope}{took}</div>"
+            f'<table class="maskdiff">{header}{"".join(rows)}</table>')
 
 
 LEGEND = ('<div class="legend"><small><span class="tok forced">forced</span> one token '

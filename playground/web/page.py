@@ -24,7 +24,7 @@ from playground.run import history, watchdog
 from playground.run.service import parse_constraint, stream_request
 from playground.run.streaming import Changes
 from playground.run.token_inspector import CSS as INSPECT_CSS
-from playground.run.token_inspector import strip_html
+from playground.run.token_inspector import mask_diff_html, strip_html
 from playground.web import doctor_panel, session_panel
 from playground.web.batch_tab import _batch_tab
 from playground.web.controls import (
@@ -142,7 +142,8 @@ VERDICT_NOTES = {"valid": "fits the format (not a check that it is true)",
 
 def result_panel(result: dict[str, Any], constrained: bool = True) -> tuple[str, str]:
     """The output text, and its verdict with the token strip under it when inspected."""
-    return result.get("text", ""), verdict_html(result) + strip_html(result, constrained)
+    return result.get("text", ""), (verdict_html(result) + strip_html(result, constrained)
+                                      + mask_diff_html(result))
 
 
 def panels(constrained: dict[str, Any], free: dict[str, Any]) -> tuple[str, ...]:
@@ -172,7 +173,8 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
                     *controls: Any, flight: Flight | None = None,
                     runs: list[history.Run] | None = None, session_id: str = "",
                     store: history.SessionStore | None = None, inspect: bool = False,
-                    lenient: bool = False) -> AsyncIterator[tuple[Any, ...]]:
+                    lenient: bool = False, compare: bool = False
+                    ) -> AsyncIterator[tuple[Any, ...]]:
     """Stream (check message, constrained text and verdict, unconstrained text and
     verdict, metrics table, history, history table): at most 5 updates a second, each
     with only what changed. A finished run joins `runs` (when given) in the last update.
@@ -191,6 +193,8 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
             yield ("Waiting for the model to finish loading …",) + (skip,) * 7
         # The inspector is a request option, not a sampling setting (history keeps these).
         requested = {**options, "inspect": True} if inspect else options
+        if compare:  # an inspector option: it turns the inspector on, as in the API
+            requested = {**requested, "inspect": True, "compare_backends": True}
         if lenient:  # the doctor's "generate anyway", a request option too
             requested = {**requested, "lenient": True}
         updates = stream_request(engine, mode, constraint_text, prompt, requested,
@@ -330,6 +334,10 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                     stop = gr.Button("Stop", variant="stop", elem_id=f"{mode}-stop")
                     inspect = gr.Checkbox(False, label="Inspect tokens", elem_id=f"{mode}-inspect",
                                           info="where the constraint acted, token by token")
+                    compare = gr.Checkbox(False, label="Compare backends",
+                                          elem_id=f"{mode}-compare",
+                                          info="where xgrammar's and llguidance's masks "
+                                               "differ (turns the inspector on)")
                     lenient = doctor_panel.lenient_checkbox(mode)
                 doctor_panel.doctor_parts(engine, mode, editor, lenient, tab)
                 export_panel, export_form, export_code = session_panel.copy_as_code(mode)
@@ -365,11 +373,12 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
 
     async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
         flight = flights.start(request.session_hash, mode)
-        *inputs, inspect_on, lenient_on, runs, session_id = values
+        *inputs, inspect_on, compare_on, lenient_on, runs, session_id = values
         async with aclosing(run_click(engine, *inputs, flight=flight, runs=runs,
                                       session_id=session_id, store=parts.store,
                                       inspect=bool(inspect_on),
-                                      lenient=bool(lenient_on))) as updates:
+                                      lenient=bool(lenient_on),
+                                      compare=bool(compare_on))) as updates:
             async for update in updates:  # closed with this: Gradio closes only the outer
                 yield update
 
@@ -377,8 +386,8 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
         return await stop_click(flights.get(request.session_hash, mode))
 
     results = [*constrained, *free, metrics]
-    run_event = run.click(on_run, [mode_state, editor, prompt, *controls, inspect, lenient,
-                                   parts.runs, parts.session],
+    run_event = run.click(on_run, [mode_state, editor, prompt, *controls, inspect, compare,
+                                   lenient, parts.runs, parts.session],
                           [check, *results, parts.runs, parts.table], api_name=False,
                           concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
                           show_progress=PROGRESS, validator=validate_click())

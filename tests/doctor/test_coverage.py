@@ -150,6 +150,34 @@ def test_a_schema_no_backend_can_take_says_so():
     assert "credit-card" in table.rows[1].messages["guidance"]
 
 
+# Schemas of the official suite on which the doctor once raised instead of answering:
+# patterns neither RE2 nor Python's re reads, a `not` inside a `not` beside
+# unevaluatedProperties (the builder's location was not in its document), a remote $ref.
+UNREADABLE = [
+    ({"type": "string", "pattern": "^\\cC$"}, "pattern", "cannot read a pattern"),
+    ({"type": "string", "pattern": "^\\p{Letter}+$"}, "type", "cannot read a pattern"),
+    ({"type": "object", "patternProperties": {"^\\p{Letter}+$": {"type": "number"}}},
+     "patternProperties", None),
+    ({"properties": {"foo": {"type": "string"}},
+      "not": {"not": {"properties": {"bar": {"const": "bar"}}, "required": ["bar"]}},
+      "unevaluatedProperties": False}, "unevaluatedProperties", None),
+    ({"$id": "http://localhost:1234/draft2020-12/",
+      "items": {"$id": "baseUriChange/", "items": {"$ref": "folderInteger.json"}}}, "items",
+     "cannot resolve a $ref"),
+]
+
+
+@pytest.mark.parametrize(("schema", "keyword", "why"), UNREADABLE)
+def test_a_schema_the_validator_cannot_fully_read_gets_a_table(schema, keyword, why):
+    table = coverage(schema, ["xgrammar"], time_limit_s=20)
+    rows = [row for row in table.rows if row.keyword == keyword]
+    assert rows, [row.keyword for row in table.rows]
+    assert all(row.backends["xgrammar"] and row.messages.get("xgrammar", "x")
+               for row in table.rows)
+    if why is not None:
+        assert any(why in message for row in rows for message in row.messages.values())
+
+
 def test_time_limit_leaves_rows_untested():
     table = coverage(_obj(a={"type": "integer"}), ["xgrammar"], time_limit_s=0)
     assert {row.backends["xgrammar"] for row in table.rows} == {"untested"}

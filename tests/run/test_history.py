@@ -68,7 +68,7 @@ SUMMARY = {"tokens": 1, "forced": 0, "narrowed": 1, "free": 0, "overrides": 1,
            "mean_logprob": -1.6, "mean_logprob_constrained": -1.6,
            "mean_logprob_unconstrained": -0.5, "backend": "xgrammar"}
 INSPECTED = {**DONE, "tokens": STRIP, "inspect_summary": SUMMARY, "left_format_at": None,
-             "inspect_s": 0.02, "inspect_error": None}
+             "inspect_s": 0.02, "inspect_error": None, "mask_diff": None}
 
 
 @pytest.mark.parametrize("side", [DONE, INSPECTED, {**FREE, "verdict": "stopped",

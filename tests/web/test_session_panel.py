@@ -161,3 +161,19 @@ def test_a_bad_upload_is_a_message(tmp_path):
     runs = _runs(1)
     kept, _, message, _, _ = asyncio.run(session_panel.load(runs, "", None, str(bad)))
     assert kept == runs and plain("history file: runs: ") in message
+
+
+def test_compare_backends_draws_its_table_under_the_constrained_strip(fake_engine):
+    """The checkbox turns the inspector on too; the unconstrained side gets no table."""
+    fake_engine.enqueue('"ab"', "free")
+
+    async def collect():
+        return [u async for u in page.run_click(fake_engine, "json", '{"minLength": 3}', "p",
+                                              *CONTROLS, compare=True)]
+
+    final = [update for update in asyncio.run(collect()) if update[2] != SKIP][-1]
+    constrained_verdict, free_verdict = final[2], final[4]
+    assert 'class="tokstrip"' in constrained_verdict  # the inspector ran
+    assert "Compare backends: the masks differ at" in constrained_verdict
+    assert "guidance refuses this token" in constrained_verdict
+    assert "Compare backends" not in free_verdict
