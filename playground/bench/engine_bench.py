@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from playground.bench import llama_cpp_reference
 from playground.core.constraints import Constraint
 from playground.core.presets import load_presets
 from playground.core.settings import SamplingSettings
@@ -37,7 +38,7 @@ GOALS = {"latency_ratio": ("<=", 1.03), "throughput_ratio@32": (">=", 0.97),
          "throughput_ratio@128": (">=", 0.97), "json_constrained_free_ratio@32": (">=", 0.9),
          "page_served_s": ("<=", 5.0), "cpu_tokens_per_s": (">=", 30.0),
          "cpu_ttft_s": ("<", 1.0), "cpu_second_start_s": ("<", 5.0),
-         "inspect_overhead": ("<=", 0.15)}
+         "inspect_overhead": ("<=", 0.15), "cpu_vs_llama_cpp": (">=", 0.8)}
 # Prompts for throughput runs: different, so no prefix cache makes one request free.
 TOPICS = ["a car", "a city", "a book", "a song", "a planet", "a dog", "a river", "a game"]
 THROUGHPUT_SCHEMA = ('{"type": "object", "properties": {"name": {"type": "string"}, '
@@ -274,7 +275,7 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {}
-    for package in ("torch", "transformers", "xgrammar", "vllm", "gradio"):
+    for package in ("torch", "transformers", "xgrammar", "vllm", "gradio", "llama_cpp_python"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -336,9 +337,9 @@ def goals(report: dict[str, Any]) -> dict[str, Any]:
     }
     if report["engine"] == "cpu":
         values["cpu_tokens_per_s"] = report["single"]["json"]["playground"]["tokens_per_s"]
-        values["cpu_ttft_s"] = max(row["playground"]["ttft_s"]
-                                   for row in report["single"].values())
+        values["cpu_ttft_s"] = max(row["playground"]["ttft_s"] for row in report["single"].values())
         values["cpu_second_start_s"] = report.get("second_start_s")
+        values["cpu_vs_llama_cpp"] = (report.get("llama_cpp") or {}).get("ratio")
     if report["engine"] == "vllm" and report.get("inspect"):  # the target is the H100's
         values["inspect_overhead"] = report["inspect"]["overhead"]
     result = {}
@@ -370,12 +371,10 @@ async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[
     inspect = None
     if engine.inspects:
         log(f"token inspector, JSON schema, max {max_tokens} tokens, one click off and on:")
-        inspect = await inspect_cost(engine, reps if engine_kind != "cpu" else 3, max_tokens,
-                                     log)
+        inspect = await inspect_cost(engine, reps if engine_kind != "cpu" else 3, max_tokens, log)
     ratios = [row["latency_ratio"] for row in single.values()]
     return {
-        "engine": engine_kind,
-        "model": engine.info.model,
+        "engine": engine_kind, "model": engine.info.model,
         "engine_options": engine.info.options,
         "quick": quick,
         "latency_ratio": statistics.median(ratios),
@@ -389,6 +388,7 @@ async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[
         "inspect": inspect,
         "single": single,
         "throughput": table,
+        "llama_cpp": await llama_cpp_reference.section(engine, engine_kind, single, reps, log),
     }
 
 
@@ -421,6 +421,7 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"token inspector: click {row['click_s']:.3f} s ({row['constrained_tokens']} "
               f"constrained tokens), +{row['extra_s']:.3f} s with it on "
               f"({row['overhead']:.1%}), inspect_s {row['inspect_s']:.3f} s")
+    llama_cpp_reference.print_section(report)
     print("\ngoals:")
     for name, goal in report["goals"].items():
         print(f"  {name:32} {goal['value']:9.3f}  target {goal['target']:8}  "

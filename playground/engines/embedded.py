@@ -28,6 +28,7 @@ from playground.engines.base import (
     TokenDist,
     encode_prompt,
 )
+from playground.engines.cpu_batch import BatchDecoder, Sequence
 from playground.engines.cpu_models import (
     DEFAULT_CPU_MODEL,
     TransformersLM,
@@ -42,27 +43,41 @@ DTYPES = ("int8", "bf16", "fp32")
 _COMPILES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="xgrammar-compile")
 
 
+DEFAULT_MAX_BATCH = 4  # sequences per step: both sides of two clicks
+
+
 class EmbeddedEngine(Engine):
-    concurrent = False
     inspects = True  # records each step's distribution before the mask while decoding
 
     def __init__(self, dtype: str = "int8", threads: int | None = None,
-                 disable_any_whitespace: bool = False, model: str | None = None) -> None:
+                 disable_any_whitespace: bool = False, model: str | None = None,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         self.dtype = dtype
+        self.max_batch = max_batch
+        self.decoder: BatchDecoder | None = None
         self.threads = threads
         self.any_whitespace = not disable_any_whitespace
         self.model_spec = model or DEFAULT_CPU_MODEL
         self.info = EngineInfo("embedded (torch + xgrammar)", self.model_spec, "cpu",
-                               {"dtype": dtype, "disable_any_whitespace": disable_any_whitespace})
+                               {"dtype": dtype, "disable_any_whitespace": disable_any_whitespace,
+                                "max_batch": max_batch})
         # Every torch call runs on this one thread: a second thread's OpenMP team competes
         # with the first one's spinning workers and halves the speed on a small machine
         # (measured on 2 cores: 32 tok/s on one thread, 16 when generation moved threads).
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu-model")
         self._closed = threading.Event()  # set by shutdown: a run in progress ends now
         self._reference: Any = None  # transformers' model, loaded by the first raw request
+
+    @property
+    def concurrent(self) -> bool:  # type: ignore[override]
+        """Both sides of a click, and other sessions, decode together: in one batch where
+        the model steps several sequences at once (llama.py), else one after another."""
+        return self.max_batch > 1 and (self.decoder is None or self.decoder.batched)
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -96,9 +111,14 @@ class EmbeddedEngine(Engine):
         length = (config.get("max_position_embeddings") if isinstance(config, dict)
                   else getattr(config, "max_position_embeddings", None))
         self.context_length = int(length) if length else None
+        self.decoder = BatchDecoder(loaded.model, torch, self.stop_ids, self._decode,
+                                    self.worker, self.max_batch, self._closed)
+        if not self.decoder.batched:
+            self.info.options["max_batch"] = 1  # transformers' models step one at a time
         progress(0.95, "warming up")
-        self._generate_ids(self._encode("Hi", SamplingSettings()), None,
-                           SamplingSettings(max_tokens=2), lambda ids: None, threading.Event())
+        with torch.inference_mode():  # on this thread: the decoder's loop would wait for it
+            logits, cache = loaded.model(torch.tensor([self._encode("Hi", SamplingSettings())]))
+            self.decoder.forward_rows([int(logits[0].argmax())], [cache])
 
     def prepare(self, model: Any, progress: Progress = lambda fraction, message: None) -> Any:
         """The model in this engine's dtype (also used by the benchmark's raw path)."""
@@ -110,8 +130,11 @@ class EmbeddedEngine(Engine):
             progress(0.5, "quantizing Linear layers to int8")
             with warnings.catch_warnings():  # deprecated for torchao, still the fastest here
                 warnings.simplefilter("ignore", DeprecationWarning)
+                # Per output channel: llama.py stacks q/k/v (and gate/up) into one layer,
+                # whose parts would otherwise share one weight scale.
                 return torch.ao.quantization.quantize_dynamic(
-                    model, {torch.nn.Linear}, dtype=torch.qint8)
+                    model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+                    dtype=torch.qint8)
         return model
 
     # ---- checking --------------------------------------------------------------------
@@ -144,49 +167,6 @@ class EmbeddedEngine(Engine):
             settings = settings.model_copy(update={"chat_template": False})
         return encode_prompt(self.tokenizer, prompt, settings)
 
-    def _generate_ids(self, prompt_ids: list[int], compiled: Any, settings: SamplingSettings,
-                      on_token, cancelled: threading.Event,
-                      dists: list[TokenDist] | None = None) -> tuple[list[int], str]:
-        """Greedy or sampled decoding with xgrammar's logits processor; (ids, reason).
-
-        With `dists`, each step's distribution before the constraint's mask is added to it.
-        """
-        import xgrammar as xgr
-
-        torch = self.torch
-        processor = xgr.contrib.hf.LogitsProcessor(compiled) if compiled is not None else None
-        generator = None
-        if settings.seed is not None:
-            generator = torch.Generator().manual_seed(settings.seed)
-        ids = list(prompt_ids)
-        out: list[int] = []
-        text = ""
-        with torch.inference_mode():
-            logits, cache = self.model(torch.tensor([prompt_ids]))
-            while not (cancelled.is_set() or self._closed.is_set()):
-                if dists is not None:  # before the processor masks the logits in place
-                    logprobs = torch.log_softmax(logits[0].float(), dim=-1)
-                if processor is not None:
-                    logits = processor(torch.tensor([ids]), logits)
-                token = _pick(torch, logits[0], settings, generator)
-                if dists is not None:
-                    dists.append(_distribution(logprobs, token))
-                ids.append(token)
-                out.append(token)
-                on_token(token)
-                if token in self.stop_ids:
-                    return out, "stop"
-                if settings.stop:
-                    before, text = len(text), self._decode(out)
-                    # A new occurrence must end inside the text this token added.
-                    if any(stop in text[max(0, before - len(stop) + 1):]
-                           for stop in settings.stop):
-                        return out, "stop"
-                if len(out) >= settings.max_tokens:
-                    return out, "length"
-                logits, cache = self.model(torch.tensor([[token]]), cache)
-        return out, "cancelled"
-
     # Long on purpose (~70 lines): the handoff between the decode thread and the event loop
     # (queue, cancellation, the final chunk) reads as one sequence; split, its order hides.
     async def stream(self, prompt: str, constraint: Constraint | None,
@@ -213,25 +193,32 @@ class EmbeddedEngine(Engine):
             pending.append(token)
             notify()
 
-        def work() -> None:
+        try:  # a refused or slow constraint ends the run as an engine error, in one line
+            compiled, compile_s = (None, None)
+            if constraint is not None:
+                compiled, compile_s = await asyncio.to_thread(self.compile, constraint)
+            prompt_ids = await asyncio.to_thread(self._encode, prompt, settings)
+        except Exception as exc:
+            yield Chunk(done=True, finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+            return
+        dists: list[TokenDist] | None = [] if inspect else None
+
+        def finished(future: concurrent.futures.Future) -> None:
             try:
-                compiled, compile_s = (None, None)
-                if constraint is not None:
-                    compiled, compile_s = self.compile(constraint)
-                prompt_ids = self._encode(prompt, settings)
-                dists: list[TokenDist] | None = [] if inspect else None
-                ids, reason = self._generate_ids(prompt_ids, compiled, settings, on_token,
-                                                 cancelled, dists)
-                final.append(Chunk(done=True, output_tokens=len(ids), finish_reason=reason,
+                out, reason = future.result()
+                final.append(Chunk(done=True, output_tokens=len(out), finish_reason=reason,
                                    prompt_tokens=len(prompt_ids), compile_s=compile_s,
                                    distributions=dists))
             except Exception as exc:  # the user sees one line; the log has the traceback
-                logging.getLogger(__name__).exception("generation failed")
+                logging.getLogger(__name__).error("generation failed: %s", exc)
                 final.append(Chunk(done=True, finish_reason="error",
                                    error=f"{type(exc).__name__}: {exc}"))
             notify()
 
-        worker = loop.run_in_executor(self.worker, work)
+        assert self.decoder is not None  # loaded: wait_ready above
+        done = self.decoder.submit(Sequence(prompt_ids, compiled, settings, on_token,
+                                            cancelled, dists))
+        done.add_done_callback(finished)
         ids: list[int] = []
         text = ""
         sent = 0  # ids already in a chunk
@@ -258,8 +245,8 @@ class EmbeddedEngine(Engine):
                 if final:
                     wake.set()
         finally:
-            cancelled.set()
-            await worker
+            cancelled.set()  # it leaves the batch at the next step
+            await asyncio.wrap_future(done)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -269,6 +256,8 @@ class EmbeddedEngine(Engine):
         # thread holds the process's exit until it ends (SIGTERM with a 400-token run in
         # flight: 10 s).
         self._closed.set()
+        if self.decoder is not None:
+            self.decoder.close()
         self.worker.shutdown(wait=False, cancel_futures=True)
 
     # ---- the bench's baseline --------------------------------------------------------
@@ -302,35 +291,3 @@ class EmbeddedEngine(Engine):
             model = transformers.AutoModelForCausalLM.from_pretrained(self.folder,
                                                                       dtype=torch.float32)
         return self.prepare(model.eval())
-
-
-def _distribution(logprobs: Any, token: int, k: int = 5) -> TokenDist:
-    """The top `k` of a step's log-probabilities, and the chosen token's value and rank."""
-    values, order = logprobs.topk(k)
-    chosen = logprobs[token]
-    return TokenDist(list(zip(order.tolist(), values.tolist(), strict=True)), float(chosen),
-                     int((logprobs > chosen).sum()) + 1)
-
-
-def _pick(torch: Any, logits: Any, settings: SamplingSettings, generator: Any) -> int:
-    """The next token: argmax at temperature 0, else nucleus (top-p) sampling."""
-    if settings.temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits / settings.temperature, dim=-1)
-    if settings.top_p < 1:
-        probs = _nucleus(probs, settings.top_p)
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-def _nucleus(probs: Any, top_p: float) -> Any:
-    """`probs` with all but the smallest set of most probable tokens whose mass reaches
-    `top_p` set to 0 (the most probable token always stays).
-
-    Not transformers' TopPLogitsWarper: the same rule, but it sums in ascending order and
-    breaks ties the other way, so a seed would no longer give the same output. On 1,200
-    bf16-rounded random logits (bf16 logits tie often) its mask differed from this one
-    691 times and the seeded draw 2 times; on 2,400 fp32 ones, 31 masks, no draw.
-    """
-    sorted_probs, order = probs.sort(descending=True)
-    drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
-    return probs.scatter(0, order[drop], 0.0)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.ao.nn.quantized.dynamic import Linear as _DYNAMIC_LINEAR
 
 from playground.errors import UnsupportedLlama
 
@@ -36,34 +37,62 @@ class Attention(nn.Module):
     def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
-        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=False)
-        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
+        # q, k and v in one layer (their weights stacked by `fuse_weights`): one int8 call
+        # a layer instead of three, where each call's fixed cost outweighs its arithmetic.
+        self.qkv_proj = nn.Linear(hidden, (heads + 2 * kv_heads) * head_dim, bias=False)
         self.o_proj = nn.Linear(heads * head_dim, hidden, bias=False)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor,
                 past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         batch, length, _ = x.shape
-        q = self.q_proj(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        q, k, v = self._qkv(x, cos, sin)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and length > 1,
                                              enable_gqa=True)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1)), (k, v)
+        return project(self.o_proj, out.transpose(1, 2).reshape(batch, length, -1)), (k, v)
+
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, pasts: list[tuple[Tensor, Tensor]]
+             ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """One new token for each of several sequences (x: [rows, 1, hidden]), each with
+        its own cache: the projections read the weights once for all rows; attention runs
+        per row over that row's own keys, so no row is padded to another's length."""
+        q, k, v = self._qkv(x, cos, sin)
+        group = self.heads // self.kv_heads
+        scale = self.head_dim ** -0.5
+        outs, caches = [], []
+        for row, past in enumerate(pasts):
+            keys = torch.cat([past[0], k[row:row + 1]], dim=2)
+            values = torch.cat([past[1], v[row:row + 1]], dim=2)
+            # One query against its own keys, by hand: scaled_dot_product_attention's CPU
+            # kernel cost ~85 us a call at this size, three times the arithmetic. Query
+            # heads are grouped onto their key/value head as enable_gqa does.
+            query = q[row].view(self.kv_heads, group, self.head_dim)
+            weights = torch.softmax(query @ keys[0].transpose(-1, -2) * scale, dim=-1)
+            outs.append((weights @ values[0]).reshape(1, -1))
+            caches.append((keys, values))
+        return project(self.o_proj, torch.cat(outs)[:, None, :]), caches
+
+    def _qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        batch, length, _ = x.shape
+        sizes = [self.heads * self.head_dim, self.kv_heads * self.head_dim,
+                 self.kv_heads * self.head_dim]
+        q, k, v = project(self.qkv_proj, x).split(sizes, dim=-1)
+        q = q.reshape(batch, length, self.heads, self.head_dim).transpose(1, 2)
+        k = k.reshape(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.reshape(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        return _rotate(q, cos, sin), _rotate(k, cos, sin), v
 
 
 class MLP(nn.Module):
     def __init__(self, hidden: int, intermediate: int) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)  # as qkv_proj
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = project(self.gate_up_proj, x).chunk(2, dim=-1)
+        return project(self.down_proj, F.silu(gate) * up)
 
 
 class Layer(nn.Module):
@@ -81,6 +110,12 @@ class Layer(nn.Module):
         attended, cache = self.self_attn(self.input_layernorm(x), cos, sin, past)
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), cache
+
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, pasts: list[tuple[Tensor, Tensor]]
+             ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        attended, caches = self.self_attn.step(self.input_layernorm(x), cos, sin, pasts)
+        x = x + attended
+        return x + self.mlp(self.post_attention_layernorm(x)), caches
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -119,8 +154,8 @@ class Llama(nn.Module):
         files = sorted(folder.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no .safetensors weights in {folder}")
-        weights = {name.removeprefix("model."): tensor
-                   for file in files for name, tensor in load_file(file).items()}
+        weights = fuse_weights({name.removeprefix("model."): tensor
+                                for file in files for name, tensor in load_file(file).items()})
         tied = bool(config.get("tie_word_embeddings"))
         if tied:
             weights.pop("lm_head.weight", None)
@@ -146,7 +181,66 @@ class Llama(nn.Module):
         for index, layer in enumerate(self.layers):
             x, kv = layer(x, cos, sin, cache[index] if cache else None)
             new_cache.append(kv)
-        return self.lm_head(self.norm(x[:, -1:, :]))[:, -1, :].float(), new_cache
+        return project(self.lm_head, self.norm(x[:, -1:, :]))[:, -1, :].float(), new_cache
+
+    def step(self, tokens: list[int], caches: list[Cache]) -> tuple[Tensor, list[Cache]]:
+        """One decode step for several sequences at once: each row's next token and its
+        own cache (of any length) in; the rows' logits ([rows, vocab]) and grown caches out.
+        Each row's logits are those `forward` gives it alone (tests/engines/test_llama.py):
+        the linear layers see a row as they would see it by itself (`project`)."""
+        positions = torch.tensor([cache[0][0].shape[2] for cache in caches],
+                                 dtype=torch.float32)
+        angles = positions[:, None] * self.inv_freq[None, :]
+        angles = torch.cat([angles, angles], dim=-1)[:, None, None, :]  # [rows,1,1,head_dim]
+        cos, sin = angles.cos(), angles.sin()
+        x = self.embed_tokens(torch.tensor(tokens)[:, None])
+        grown: list[Cache] = [[] for _ in caches]
+        for index, layer in enumerate(self.layers):
+            x, kvs = layer.step(x, cos, sin, [cache[index] for cache in caches])
+            for row, kv in enumerate(kvs):
+                grown[row].append(kv)
+        return project(self.lm_head, self.norm(x))[:, -1, :].float(), grown
+
+
+def fuse_weights(weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A checkpoint's q/k/v and gate/up weights stacked into qkv_proj and gate_up_proj."""
+    fused = dict(weights)
+    for name in [n for n in weights if n.endswith("self_attn.q_proj.weight")]:
+        base = name.removesuffix("q_proj.weight")
+        fused[f"{base}qkv_proj.weight"] = torch.cat(
+            [fused.pop(f"{base}{part}_proj.weight") for part in "qkv"])
+    for name in [n for n in weights if n.endswith("mlp.gate_proj.weight")]:
+        base = name.removesuffix("gate_proj.weight")
+        fused[f"{base}gate_up_proj.weight"] = torch.cat(
+            [fused.pop(f"{base}{part}_proj.weight") for part in ("gate", "up")])
+    return fused
+
+
+def project(linear: nn.Module, x: Tensor) -> Tensor:
+    """`linear(x)`, where a dynamically quantized layer quantizes each row on its own.
+
+    PyTorch's dynamic int8 Linear quantizes its whole input with one scale, from the
+    input's minimum and maximum: in a batch, one sequence's activations would change how
+    another's are rounded, so its output would depend on who else is decoding (measured:
+    up to 0.3 apart on a 576-wide layer). Each row is mapped onto [0, 1] first (its own
+    minimum and range), so every batch has the same scale, and mapped back after:
+    W·x = range·W·x' + minimum·W·1. The int8 kernel accumulates in integers, so a row's
+    result is then exactly what it is alone."""
+    if not isinstance(linear, _DYNAMIC_LINEAR):
+        return linear(x)
+    low = x.amin(-1, keepdim=True)
+    span = x.amax(-1, keepdim=True) - low
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    return linear((x - low) / span) * span + low * _row_sums(linear)
+
+
+def _row_sums(linear: nn.Module) -> Tensor:
+    """W·1 of a quantized layer's int8 weights, as its kernel sees them (kept on it)."""
+    sums = getattr(linear, "_playground_row_sums", None)
+    if sums is None:
+        sums = linear.weight().dequantize().sum(1)
+        linear._playground_row_sums = sums
+    return sums
 
 
 def _head_dim(config: dict[str, Any]) -> int:

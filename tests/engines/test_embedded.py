@@ -69,7 +69,7 @@ def test_pick_greedy_and_nucleus(temperature, top_p, allowed):
     import torch
 
     from playground.engines.base import SamplingSettings
-    from playground.engines.embedded import _pick
+    from playground.engines.cpu_batch import pick as _pick
 
     logits = torch.log(torch.tensor([0.01, 0.29, 0.7]))
     settings = SamplingSettings(temperature=temperature, top_p=top_p)
@@ -86,7 +86,7 @@ def test_nucleus_keeps_the_smallest_most_probable_set_reaching_top_p(dtype, top_
     not; the kept probabilities are the softmax's own, unchanged (a seed's draw stays)."""
     import torch
 
-    from playground.engines.embedded import _nucleus
+    from playground.engines.cpu_batch import nucleus as _nucleus
 
     generator = torch.Generator().manual_seed(0)
     for vocab in (50, 49152):
