@@ -130,11 +130,8 @@ class EmbeddedEngine(Engine):
             progress(0.5, "quantizing Linear layers to int8")
             with warnings.catch_warnings():  # deprecated for torchao, still the fastest here
                 warnings.simplefilter("ignore", DeprecationWarning)
-                # Per output channel: llama.py stacks q/k/v (and gate/up) into one layer,
-                # whose parts would otherwise share one weight scale.
                 return torch.ao.quantization.quantize_dynamic(
-                    model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
-                    dtype=torch.qint8)
+                    model, {torch.nn.Linear}, dtype=torch.qint8)
         return model
 
     # ---- checking --------------------------------------------------------------------

@@ -37,9 +37,9 @@ class Attention(nn.Module):
     def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
-        # q, k and v in one layer (their weights stacked by `fuse_weights`): one int8 call
-        # a layer instead of three, where each call's fixed cost outweighs its arithmetic.
-        self.qkv_proj = nn.Linear(hidden, (heads + 2 * kv_heads) * head_dim, bias=False)
+        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
         self.o_proj = nn.Linear(heads * head_dim, hidden, bias=False)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor,
@@ -58,41 +58,35 @@ class Attention(nn.Module):
         its own cache: the projections read the weights once for all rows; attention runs
         per row over that row's own keys, so no row is padded to another's length."""
         q, k, v = self._qkv(x, cos, sin)
-        group = self.heads // self.kv_heads
-        scale = self.head_dim ** -0.5
         outs, caches = [], []
         for row, past in enumerate(pasts):
             keys = torch.cat([past[0], k[row:row + 1]], dim=2)
             values = torch.cat([past[1], v[row:row + 1]], dim=2)
-            # One query against its own keys, by hand: scaled_dot_product_attention's CPU
-            # kernel cost ~85 us a call at this size, three times the arithmetic. Query
-            # heads are grouped onto their key/value head as enable_gqa does.
-            query = q[row].view(self.kv_heads, group, self.head_dim)
-            weights = torch.softmax(query @ keys[0].transpose(-1, -2) * scale, dim=-1)
-            outs.append((weights @ values[0]).reshape(1, -1))
+            outs.append(F.scaled_dot_product_attention(q[row:row + 1], keys, values,
+                                                       enable_gqa=True))
             caches.append((keys, values))
-        return project(self.o_proj, torch.cat(outs)[:, None, :]), caches
+        out = torch.cat(outs).transpose(1, 2).reshape(x.shape[0], 1, -1)
+        return project(self.o_proj, out), caches
 
     def _qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         batch, length, _ = x.shape
-        sizes = [self.heads * self.head_dim, self.kv_heads * self.head_dim,
-                 self.kv_heads * self.head_dim]
-        q, k, v = project(self.qkv_proj, x).split(sizes, dim=-1)
-        q = q.reshape(batch, length, self.heads, self.head_dim).transpose(1, 2)
-        k = k.reshape(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.reshape(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = project(self.q_proj, x).view(batch, length, self.heads, self.head_dim)
+        k = project(self.k_proj, x).view(batch, length, self.kv_heads, self.head_dim)
+        v = project(self.v_proj, x).view(batch, length, self.kv_heads, self.head_dim)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         return _rotate(q, cos, sin), _rotate(k, cos, sin), v
 
 
 class MLP(nn.Module):
     def __init__(self, hidden: int, intermediate: int) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)  # as qkv_proj
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = project(self.gate_up_proj, x).chunk(2, dim=-1)
-        return project(self.down_proj, F.silu(gate) * up)
+        return project(self.down_proj,
+                       F.silu(project(self.gate_proj, x)) * project(self.up_proj, x))
 
 
 class Layer(nn.Module):
@@ -154,8 +148,8 @@ class Llama(nn.Module):
         files = sorted(folder.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no .safetensors weights in {folder}")
-        weights = fuse_weights({name.removeprefix("model."): tensor
-                                for file in files for name, tensor in load_file(file).items()})
+        weights = {name.removeprefix("model."): tensor
+                   for file in files for name, tensor in load_file(file).items()}
         tied = bool(config.get("tie_word_embeddings"))
         if tied:
             weights.pop("lm_head.weight", None)
@@ -200,20 +194,6 @@ class Llama(nn.Module):
             for row, kv in enumerate(kvs):
                 grown[row].append(kv)
         return project(self.lm_head, self.norm(x))[:, -1, :].float(), grown
-
-
-def fuse_weights(weights: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A checkpoint's q/k/v and gate/up weights stacked into qkv_proj and gate_up_proj."""
-    fused = dict(weights)
-    for name in [n for n in weights if n.endswith("self_attn.q_proj.weight")]:
-        base = name.removesuffix("q_proj.weight")
-        fused[f"{base}qkv_proj.weight"] = torch.cat(
-            [fused.pop(f"{base}{part}_proj.weight") for part in "qkv"])
-    for name in [n for n in weights if n.endswith("mlp.gate_proj.weight")]:
-        base = name.removesuffix("gate_proj.weight")
-        fused[f"{base}gate_up_proj.weight"] = torch.cat(
-            [fused.pop(f"{base}{part}_proj.weight") for part in ("gate", "up")])
-    return fused
 
 
 def project(linear: nn.Module, x: Tensor) -> Tensor:
