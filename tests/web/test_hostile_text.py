@@ -184,7 +184,7 @@ def test_the_pages_private_run_event_applies_the_same_checks(app, prompt, stop, 
     demo, _, _, port = app
     controls = [16, 0.0, 1.0, 0, stop, True, ""]
     status, body = _join(port, _page_run_index(demo),
-                         ["choice", "yes\nno", prompt, *controls, False, False, [], ""])
+                         ["choice", "yes\nno", prompt, *controls, False, False, False, [], ""])
     assert status == 422, body
     assert words in _message(body) and "Traceback" not in body
 
