@@ -59,7 +59,7 @@ class BatchDecoder:
         self.waiting: deque[Sequence] = deque()
         self.lock = threading.Lock()
         self.running = False
-        self.largest_step = 0  # the most sequences one step carried (the bench reads it)
+        self.largest_step = 0  # the most sequences one step carried (tests read it)
 
     def submit(self, sequence: Sequence) -> Future:
         with self.lock:
@@ -118,7 +118,8 @@ class BatchDecoder:
                 logits, sequence.cache = self.model(torch.tensor([sequence.prompt_ids]))
             sequence.logits = logits[0]
             return True
-        except Exception as exc:
+        except Exception as exc:  # this sequence fails alone; the batch goes on
+            log.exception("a CPU sequence could not start")
             sequence.done.set_exception(exc)
             return False
 

@@ -166,16 +166,20 @@ class Llama(nn.Module):
 
     def forward(self, ids: Tensor, cache: Cache | None = None) -> tuple[Tensor, Cache]:
         start = cache[0][0].shape[2] if cache else 0
-        positions = torch.arange(start, start + ids.shape[1], dtype=torch.float32)
-        angles = torch.outer(positions, self.inv_freq)
-        angles = torch.cat([angles, angles], dim=-1)
-        cos, sin = angles.cos(), angles.sin()
+        cos, sin = self._rotary(torch.arange(start, start + ids.shape[1],
+                                             dtype=torch.float32))
         x = self.embed_tokens(ids)
         new_cache: Cache = []
         for index, layer in enumerate(self.layers):
             x, kv = layer(x, cos, sin, cache[index] if cache else None)
             new_cache.append(kv)
         return project(self.lm_head, self.norm(x[:, -1:, :]))[:, -1, :].float(), new_cache
+
+    def _rotary(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """cos and sin of the rotary angles at `positions`: [positions, head_dim]."""
+        angles = torch.outer(positions, self.inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos(), angles.sin()
 
     def step(self, tokens: list[int], caches: list[Cache]) -> tuple[Tensor, list[Cache]]:
         """One decode step for several sequences at once: each row's next token and its
@@ -184,9 +188,7 @@ class Llama(nn.Module):
         the linear layers see a row as they would see it by itself (`project`)."""
         positions = torch.tensor([cache[0][0].shape[2] for cache in caches],
                                  dtype=torch.float32)
-        angles = positions[:, None] * self.inv_freq[None, :]
-        angles = torch.cat([angles, angles], dim=-1)[:, None, None, :]  # [rows,1,1,head_dim]
-        cos, sin = angles.cos(), angles.sin()
+        cos, sin = (part[:, None, None, :] for part in self._rotary(positions))  # per row
         x = self.embed_tokens(torch.tensor(tokens)[:, None])
         grown: list[Cache] = [[] for _ in caches]
         for index, layer in enumerate(self.layers):
