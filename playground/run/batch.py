@@ -18,7 +18,7 @@ from playground.engines.base import Engine
 from playground.errors import InputError
 from playground.run import watchdog
 from playground.run.result import RunResult, RunStatus
-from playground.run.service import prepare, stream_run
+from playground.run.service import check_before_queue, parse_settings, prepare, stream_run
 
 COLUMNS = ["index", "prompt", "text", "verdict", "constraint_escaped", "errors",
            "prompt_tokens", "output_tokens", "latency_s", "ttft_s", "tokens_per_s",
@@ -38,6 +38,8 @@ def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
         raise InputError("batch: give the prompts as text, one per line")
     prompts: list[str] = []
     if not file:
+        # Its size in UTF-8 bytes: a lone surrogate has none, so it is named first.
+        check_text("the prompts box", text or "", nul=True)
         limit.require("max_batch_file_bytes", len((text or "").encode()), "the prompts box")
         prompts = [line for line in (text or "").splitlines() if line.strip()]
     else:
@@ -84,6 +86,15 @@ def check_work(prompts: list[str], max_tokens: int) -> None:
     work = sum(len(prompt) // 4 + max_tokens for prompt in prompts)
     limits.active().require("max_batch_tokens", work, "the batch (prompts plus max tokens "
                             "each, about 4 characters a token)")
+
+
+def check_batch_before_queue(mode: Any, constraint_text: Any, prompts_text: Any,
+                             file: str | Path | None, options: Any) -> None:
+    """Everything that refuses a batch without the model (as `check_before_queue` for one
+    request): its prompts, their number and work, its settings and its constraint."""
+    prompts = parse_prompts(prompts_text, file)
+    check_before_queue(mode, constraint_text, prompts[0], options)
+    check_work(prompts, parse_settings(options).max_tokens)
 
 
 @dataclass

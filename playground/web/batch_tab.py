@@ -21,6 +21,7 @@ from playground.web.controls import (
     ENGINE_QUEUE,
     PROGRESS,
     options_from_controls,
+    refusal,
     sampling_controls,
 )
 from playground.web.inflight import Flight, InFlight
@@ -115,6 +116,26 @@ def _export(result: batch.BatchResult) -> list[str]:
     return downloads.save({"batch.jsonl": batch.to_jsonl(result),
                            "batch.csv": batch.to_csv(result)})
 
+def validate_batch(mode: Any, constraint: Any, prompts_text: Any, file: Any,
+                   *controls: Any) -> list[Any]:
+    """The Run batch validator (inputs mode, constraint, prompts, file, *controls): a
+    batch that will be refused is refused when it joins the queue, not after waiting."""
+    def check() -> None:
+        batch.check_batch_before_queue(mode, constraint, prompts_text, file,
+                                       options_from_controls(*controls))
+
+    def where(message: str) -> int:
+        if message.startswith(("prompt", "batch", "the prompts box")):
+            return 2
+        if file and message.startswith(Path(str(file)).name):
+            return 3
+        if message.startswith(("options", "sampling", "stop", "the batch")):
+            return 4
+        return 0 if message.startswith("mode") else 1
+
+    return refusal(check, 4 + len(controls), where)
+
+
 def prompts_box(file: str | None) -> Any:
     """The prompts box while a file is chosen: greyed out and saying the file replaces it
     (a file's prompts run alone, see batch.parse_prompts)."""
@@ -182,6 +203,7 @@ def _batch_tab(engine: Engine, presets: dict[str, Preset], limit: int,
     run_event = run.click(on_run, [mode, editor, prompts, upload, *controls],
                           [status, table, totals, files], api_name=False,
                           concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
-                          show_progress=PROGRESS, show_progress_on=status)
+                          show_progress=PROGRESS, show_progress_on=status,
+                          validator=validate_batch)
     stop.click(on_stop, None, [status, table, totals, files], cancels=[run_event],
                api_name=False, queue=False)

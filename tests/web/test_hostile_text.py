@@ -172,7 +172,38 @@ def _join(port: int, fn_index: int, data: list) -> tuple[int, str]:
 def _page_run_index(demo) -> int:
     """The choice tab's Run: the first Run event (the tabs' are in mode order)."""
     return next(index for index, fn in demo.fns.items()
-                if fn.name == "on_run" and fn.validator is not None)
+                if fn.name == "on_run" and fn.validator is not None
+                and fn.validator.__name__ != "validate_batch")
+
+
+def _batch_run_index(demo) -> int:
+    return next(index for index, fn in demo.fns.items()
+                if fn.validator is not None and fn.validator.__name__ == "validate_batch")
+
+
+@pytest.mark.parametrize(("prompts", "max_tokens", "words"), [
+    ("fine\nhi " + SURROGATE, 16, "the prompts box: character 9 is a lone surrogate"),
+    ("a\u0000", 16, "NUL"),
+    ("\n".join(["x"] * 1_001), 16, "--max-batch-prompts"),
+    ("\n".join(["y" * 40_000] * 30), 16, "--max-batch-tokens"),
+])
+def test_the_batch_run_is_refused_at_once_while_the_model_is_busy(app, prompts, max_tokens,
+                                                                  words):
+    """Run batch through queue/join: refused when it joins (the model is held meanwhile)."""
+    demo, engine, _, port = app
+    waiter = _hold_the_model(app, until_released=True)
+    try:
+        started = time.monotonic()
+        status, body = _join(port, _batch_run_index(demo),
+                             ["choice", "yes\nno", prompts, None,
+                              max_tokens, 0.0, 1.0, 0, "", True, ""])
+        assert time.monotonic() - started < 5
+        assert status == 422, body
+        assert words in _message(body) and "Traceback" not in body
+        assert engine.active == 1 and waiter.is_alive()
+    finally:
+        engine.hold = False
+    waiter.join(timeout=30)
 
 
 @pytest.mark.parametrize(("prompt", "stop", "words"), [
