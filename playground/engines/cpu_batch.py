@@ -60,6 +60,10 @@ class BatchDecoder:
         self.lock = threading.Lock()
         self.running = False
         self.largest_step = 0  # the most sequences one step carried (tests read it)
+        # The last prompt prefilled, its logits and a copy of its cache: both sides of a
+        # click send the same prompt, a moment apart, so the second is not prefilled again.
+        self.last_prefill: tuple[list[int], Any, Any] | None = None
+        self.prefills = 0  # prompts prefilled, shared ones not counted (tests read it)
 
     def submit(self, sequence: Sequence) -> Future:
         with self.lock:
@@ -89,6 +93,7 @@ class BatchDecoder:
                                for _ in range(max(0, min(room, len(self.waiting))))]
                     if not active and not joining:
                         self.running = False
+                        self.last_prefill = None  # up to a whole context's cache
                         return
                 for sequence in joining:
                     if self._start(sequence):
@@ -114,14 +119,24 @@ class BatchDecoder:
                 sequence.matcher = xgr.GrammarMatcher(sequence.compiled)
             if sequence.settings.seed is not None:
                 sequence.generator = torch.Generator().manual_seed(sequence.settings.seed)
-            with torch.inference_mode():
-                logits, sequence.cache = self.model(torch.tensor([sequence.prompt_ids]))
-            sequence.logits = logits[0]
+            sequence.logits, sequence.cache = self._prefill(sequence.prompt_ids)
             return True
         except Exception as exc:  # this sequence fails alone; the batch goes on
             log.exception("a CPU sequence could not start")
             sequence.done.set_exception(exc)
             return False
+
+    def _prefill(self, ids: list[int]) -> tuple[Any, Any]:
+        """The prompt's last logits and a cache of its own."""
+        last = self.last_prefill
+        if self.batched and last is not None and last[0] == ids:
+            return last[1], [kv.copy() for kv in last[2]]
+        with self.torch.inference_mode():
+            logits, cache = self.model(self.torch.tensor([ids]))
+        self.prefills += 1
+        if self.batched:  # llama.py's cache copies; transformers' has no such copy
+            self.last_prefill = (ids, logits[0], [kv.copy() for kv in cache])
+        return logits[0], cache
 
     def _step(self, active: list[Sequence]) -> list[Sequence]:
         """Pick each sequence's next token under its own mask; the ones still going decode

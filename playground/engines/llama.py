@@ -21,7 +21,6 @@ from torch.ao.nn.quantized.dynamic import Linear as _DYNAMIC_LINEAR
 from playground.errors import UnsupportedLlama
 
 
-
 class KV:
     """One layer's keys and values for one sequence ([1, kv_heads, length, head_dim]), in
     buffers with room to grow. A new token is written in place: `torch.cat` of the whole
@@ -50,6 +49,10 @@ class KV:
         self.values[:, :, self.length:end] = values
         self.length = end
         return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def copy(self) -> KV:
+        """A cache of its own with the same positions (a step grows a cache in place)."""
+        return KV(self.keys[:, :, :self.length], self.values[:, :, :self.length])
 
 
 Cache = list[KV]  # one per layer; a step grows it in place

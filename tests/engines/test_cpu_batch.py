@@ -132,3 +132,21 @@ def test_inspected_distributions_are_the_same_in_a_batch(embedded_engine):
     with batch_of(embedded_engine, 3):
         together = asyncio.run(both())
     assert together == alone
+
+
+@pytest.mark.parametrize("settings", [SamplingSettings(max_tokens=16, temperature=0),
+                                      SamplingSettings(max_tokens=16, temperature=0.9,
+                                                       seed=3)], ids=["greedy", "seeded"])
+def test_both_sides_of_a_click_share_one_prefill_and_decode_as_alone(embedded_engine,
+                                                                    settings):
+    """A click's two runs send one prompt: prefilled once, each side gets a cache of its
+    own (a step grows it in place), and each decodes what it decodes alone."""
+    prompt = "Describe a red car."
+    sides = [("json", REQUESTS[2][1], prompt), (None, None, prompt)]
+    alone = _alone(embedded_engine, sides, settings)
+    before = embedded_engine.decoder.prefills
+    with batch_of(embedded_engine, 2):
+        together = _all(embedded_engine, sides, settings)
+    assert embedded_engine.decoder.prefills - before == 1
+    assert together == alone
+    assert together[0] != together[1]  # the constrained side took its own way
