@@ -62,6 +62,10 @@ def test_unusable_constraint_exits_2_with_one_line(args, message):
         (["run", "--preset", "Sentiment", "--engine", "openai"], "needs --base-url"),
         (["suite", "tests/data/jsonschemabench", "--limit", "1", "--engine", "openai"],
          "needs --base-url"),  # at once, not after the suite
+        (["run", "--preset", "Sentiment", "--engine", "cpu", "--cpu-batch", "0"],
+         "--cpu-batch must be between 1 and 16, not 0"),
+        (["run", "--preset", "Sentiment", "--engine", "cpu", "--cpu-batch", "99"],
+         "--cpu-batch must be between 1 and 16, not 99"),
     ],
 )
 def test_flag_mistakes_exit_2_in_one_line(args, message):

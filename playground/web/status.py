@@ -43,9 +43,13 @@ def engine_markdown(engine: Engine, queue: dict[str, int] | None = None) -> str:
             f"<small>Options: {plain(options)}</small>")
 
 def engine_concurrency(engine: Engine) -> int:
-    """Default number of model events at once: one for the CPU model (it runs one request
-    at a time, so more would only share its cores), many for vLLM (it batches them)."""
-    return 64 if engine.concurrent else 1
+    """Default number of model events at once: as many clicks as the CPU model's batch
+    holds (two sequences each; more would wait inside the engine, where the page shows no
+    place in the queue), one where it runs one sequence at a time, many for vLLM."""
+    if not engine.concurrent:
+        return 1
+    batch = getattr(engine, "max_batch", None)  # the CPU engine's --cpu-batch
+    return max(1, batch // 2) if batch else 64
 
 def queue_load(demo: gr.Blocks) -> dict[str, int] | None:
     """Running and waiting model events, from Gradio's queue (None where it has none)."""

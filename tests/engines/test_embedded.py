@@ -101,3 +101,15 @@ def test_nucleus_keeps_the_smallest_most_probable_set_reaching_top_p(dtype, top_
             assert mass >= top_p - 1e-5
             assert mass - float(probs[kept].min()) < top_p + 1e-5
             assert torch.equal(_nucleus(probs, top_p)[kept], probs[kept])
+
+
+@pytest.mark.parametrize(("argv", "batch", "events"), [
+    ([], 4, 2), (["--cpu-batch", "1"], 1, 1), (["--cpu-batch", "16"], 16, 8)])
+def test_cpu_batch_sets_the_batch_and_the_clicks_the_page_runs_at_once(argv, batch, events):
+    """Each page event runs a click's two sequences: as many run at once as the batch
+    holds; the others wait in Gradio's queue, where the page shows their place."""
+    from playground.engines.registry import create_engine, defaults
+    from playground.web.status import engine_concurrency
+
+    engine = create_engine(defaults(["--engine", "cpu", *argv]))
+    assert engine.max_batch == batch and engine_concurrency(engine) == events
