@@ -105,3 +105,37 @@ def test_second_start_loads_the_cpu_engine_in_a_fresh_process():
 def test_a_fresh_process_that_fails_says_why():
     with pytest.raises(RuntimeError, match="did not load in a fresh process: .*error"):
         bench.second_start_s(["--engine", "nonsense"], lambda line: None, runs=1)
+
+
+def test_batching_goals_come_from_the_median_of_back_to_back_rounds():
+    report = {"engine": "cpu", "latency_ratio": 1.0,
+              "single": {"json": {"playground": {"tokens_per_s": 40.0, "ttft_s": 0.1}}},
+              "batching": {"click": {"ratio": 0.58}, "sessions": {"ratio": 2.4}}}
+    goals = bench.goals(report)
+    assert goals["cpu_click_batched_serial"]["met"] is True
+    assert goals["cpu_sessions_aggregate"]["met"] is False
+
+
+def test_the_batching_section_is_left_out_where_the_engine_does_not_batch(fake_engine):
+    from playground.bench import cpu_batching
+
+    assert asyncio.run(cpu_batching.section(fake_engine, "cpu", True, print)) is None
+
+
+@pytest.mark.slow
+def test_the_batching_section_restores_the_engines_batch(embedded_engine, monkeypatch):
+    from playground.bench import cpu_batching
+
+    monkeypatch.setattr(cpu_batching, "CLICK_TOKENS", 4)
+    seen = []
+    original = cpu_batching._click
+
+    async def click(engine, settings):
+        seen.append(engine.decoder.max_batch)
+        return await original(engine, settings)
+
+    monkeypatch.setattr(cpu_batching, "_click", click)
+    row = asyncio.run(cpu_batching.click(embedded_engine, 2, lambda message: None))
+    assert seen == [4, 1, 4, 1, 4]  # warm-up, then one at a time and batched, alternating
+    assert embedded_engine.decoder.max_batch == embedded_engine.max_batch == 4
+    assert len(row["ratio_per_round"]) == 2 and row["tokens"] == [4, 4]
