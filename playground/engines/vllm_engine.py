@@ -303,6 +303,10 @@ def run_engine_core(server_pid: int, *args: Any, **kwargs: Any) -> None:
     end_with_parent(server_pid, kernel=False)
     from vllm.v1.engine.core import EngineCoreProc
 
+    from playground.engines import vllm_masks
+
+    vllm_masks.install()
+
     # Spawned, this is a fresh interpreter: vLLM's own function. Forked, it is the saved one.
     (_original_engine_core or EngineCoreProc.run_engine_core)(*args, **kwargs)
 
