@@ -50,41 +50,70 @@ def install() -> bool:
     return True
 
 
+# Below this many requests vLLM's own loop is faster: on the H200 at 32 JSON requests
+# xgrammar's batched fill took 2.58 ms a step against 1.56 one by one; at 128, 1.71
+# against 3.95 (tools/gpu/mask_profile.py, docs/benchmarks.md).
+BATCH_FROM = 64
+
+
 def _grammar_bitmask(manager: Any, requests: dict[str, Any], request_ids: list[str],
                      spec_tokens: dict[str, list[int]]) -> Any:
     grammars = [requests[request_id].structured_output_request.grammar
                 for request_id in request_ids]
-    if (not request_ids or manager.vllm_config.num_speculative_tokens
-            or manager.reasoner_cls is not None
-            or not all(hasattr(grammar, "matcher") for grammar in grammars)):
+    if (len(request_ids) < BATCH_FROM or manager.vllm_config.num_speculative_tokens
+            or manager.reasoner_cls is not None or _library(grammars) is None):
         assert _original is not None
         return _original(manager, requests, request_ids, spec_tokens)
     return batch_bitmask(manager, [requests[i] for i in request_ids], grammars)
 
 
-_batch_matcher: Any = None
+def _library(grammars: list[Any]) -> str | None:
+    """Whose matchers these are, if all are one library's: vLLM's XgrammarGrammar holds an
+    xgrammar `matcher`, its GuidanceGrammar an llguidance `ll_matcher`."""
+    for attribute, library in (("matcher", "xgrammar"), ("ll_matcher", "guidance")):
+        if all(hasattr(grammar, attribute) for grammar in grammars):
+            return library
+    return None
+
+
+_fillers: dict[str, Any] = {}
 
 
 def batch_bitmask(manager: Any, requests: list[Any], grammars: list[Any]) -> Any:
     """The batch's masks, row i for requests[i], as vLLM's own method gives them without
     speculative decoding: the grammar's mask where the request is constrained and its
-    grammar not ended, every token allowed otherwise."""
-    global _batch_matcher
-    import xgrammar as xgr
-
-    if _batch_matcher is None:
-        _batch_matcher = xgr.BatchGrammarMatcher()
+    grammar not ended, every token allowed otherwise; filled by the matchers' library
+    in one call, on its own threads."""
     if manager._grammar_bitmask is None:
         manager._grammar_bitmask = manager.backend.allocate_token_bitmask(
             manager.vllm_config.scheduler_config.max_num_seqs)
     bitmask = manager._grammar_bitmask
-    matchers, rows = [], []
+    filled, rows = [], []
     for row, (request, grammar) in enumerate(zip(requests, grammars, strict=True)):
         if manager.should_fill_bitmask(request) and not grammar.is_terminated():
-            matchers.append(grammar.matcher)
+            filled.append(grammar)
             rows.append(row)
         else:
             bitmask[row].fill_(manager._full_mask)
-    if matchers:
-        _batch_matcher.batch_fill_next_token_bitmask(matchers, bitmask, rows)
+    if filled:
+        library = _library(filled)
+        if library == "xgrammar":
+            if "xgrammar" not in _fillers:
+                import xgrammar as xgr
+
+                _fillers["xgrammar"] = xgr.BatchGrammarMatcher()
+            _fillers["xgrammar"].batch_fill_next_token_bitmask(
+                [grammar.matcher for grammar in filled], bitmask, rows)
+        else:
+            import llguidance
+            import llguidance.torch
+
+            if "guidance" not in _fillers:
+                _fillers["guidance"] = llguidance.LLExecutor()
+            llguidance.torch.fill_next_token_bitmask_par(
+                _fillers["guidance"],
+                [(grammar.ll_matcher, row) for grammar, row in zip(filled, rows, strict=True)],
+                bitmask)
+            for grammar in filled:
+                grammar.check_error()  # as vLLM's fill does: a matcher's error is logged
     return bitmask[:len(requests)].numpy()

@@ -72,3 +72,56 @@ def test_it_can_be_turned_off(monkeypatch):
 
     monkeypatch.setenv(vllm_masks.ENV, "0")
     assert vllm_masks.install() is False
+
+
+class GuidanceGrammar:
+    """What vLLM's GuidanceGrammar offers the fill."""
+
+    def __init__(self, matcher) -> None:
+        self.ll_matcher = matcher
+        self.errors_checked = 0
+
+    def is_terminated(self) -> bool:
+        return self.ll_matcher.is_stopped()
+
+    def check_error(self) -> None:
+        self.errors_checked += 1
+
+
+def test_batched_guidance_masks_equal_each_matchers_own(embedded_engine):
+    import llguidance
+    import llguidance.hf
+    import llguidance.torch
+    import xgrammar as xgr
+
+    from playground.backends.guidance import guidance_grammar
+    from playground.core.constraints import from_text
+    from playground.engines import vllm_masks
+
+    tokenizer = embedded_engine.tokenizer
+    vocab = len(tokenizer)
+    ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer, vocab)
+    grammar = guidance_grammar(from_text("json", SCHEMA))
+    grammars = [GuidanceGrammar(llguidance.LLMatcher(ll_tokenizer, grammar, log_level=0))
+                for _ in range(3)]
+    for item, text in zip(grammars, ['{"name": "', "", '{"name": "Al", "n": '], strict=True):
+        item.ll_matcher.consume_tokens(tokenizer.encode(text, add_special_tokens=False))
+    manager = _manager(xgr, vocab, {0, 1, 2})
+    got = vllm_masks.batch_bitmask(manager, [0, 1, 2], grammars)
+    for row, item in enumerate(grammars):
+        expected = llguidance.torch.allocate_token_bitmask(1, vocab)
+        llguidance.torch.fill_next_token_bitmask(item.ll_matcher, expected, 0)
+        assert (got[row] == expected[0].numpy()).all(), row
+        assert item.errors_checked == 1
+    assert not (got[0] == -1).all()
+
+
+def test_grammars_of_another_library_or_mixed_go_to_vllms_own_loop():
+    from playground.engines import vllm_masks
+
+    class Plain:  # a grammar of neither library (outlines, say)
+        pass
+
+    assert vllm_masks._library([Plain()]) is None
+    assert vllm_masks._library([GuidanceGrammar(None)]) == "guidance"
+    assert vllm_masks._library([GuidanceGrammar(None), Grammar(None)]) is None

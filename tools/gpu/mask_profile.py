@@ -26,7 +26,7 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string"},
                                            "tags": {"type": "array", "items": {"type": "string"}}},
           "required": ["name", "year", "tags"]}
 TOPICS = ["a car", "a city", "a book", "a song", "a planet", "a dog", "a river", "a game"]
-CONFIGS = [("xgrammar", False), ("xgrammar", True), ("guidance", False)]
+CONFIGS = [("xgrammar", False), ("xgrammar", True), ("guidance", False), ("guidance", True)]
 TIMED = {"vllm.v1.structured_output": ["StructuredOutputManager.grammar_bitmask"],
          "vllm.v1.core.sched.scheduler": ["Scheduler.update_from_output", "Scheduler.schedule"],
          "vllm.v1.core.sched.async_scheduler": ["AsyncScheduler.update_from_output",
@@ -118,13 +118,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--levels", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--one", nargs=2, metavar=("BACKEND", "BATCH_MASKS"))
+    parser.add_argument("--configs", nargs="+", metavar="BACKEND:BATCH_MASKS",
+                        help="e.g. xgrammar:1 guidance:0 (default: all four)")
     args = parser.parse_args()
     if args.one:
         report = one(args.one[0], args.one[1] == "1", args.levels)
         print("PROFILE " + json.dumps(report), flush=True)
         return
     reports = []
-    for backend, batch_masks in CONFIGS:
+    configs = ([(item.split(":")[0], item.split(":")[1] == "1") for item in args.configs]
+               if args.configs else CONFIGS)
+    for backend, batch_masks in configs:
         done = subprocess.run([sys.executable, __file__, "--one", backend,
                                "1" if batch_masks else "0", "--levels",
                                *map(str, args.levels)], capture_output=True, text=True,
