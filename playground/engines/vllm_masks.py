@@ -25,14 +25,15 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# Set by the engine, read in the engine core process (which inherits the environment):
-# "0" leaves vLLM's own mask filling alone.
+# Read in the engine core process (which inherits the environment): "1" turns the batched
+# fill on. Off by default: through the app's engine on the H200 it measured no better than
+# vLLM's own loop (docs/benchmarks.md).
 ENV = "PLAYGROUND_BATCH_MASKS"
 _original: Callable[..., Any] | None = None
 
 
 def enabled() -> bool:
-    return os.environ.get(ENV, "1") != "0"
+    return os.environ.get(ENV, "0") == "1"
 
 
 def install() -> bool:

@@ -67,9 +67,11 @@ def test_batched_masks_equal_each_matchers_own(embedded_engine):
     assert not (got[1] == -1).all()  # a real mask, not every token
 
 
-def test_it_can_be_turned_off(monkeypatch):
+def test_it_is_off_unless_asked_for(monkeypatch):
     from playground.engines import vllm_masks
 
+    monkeypatch.delenv(vllm_masks.ENV, raising=False)
+    assert vllm_masks.install() is False
     monkeypatch.setenv(vllm_masks.ENV, "0")
     assert vllm_masks.install() is False
 

@@ -11,6 +11,8 @@
 #   doctor     lenient runs on vLLM, both backends
 #   bench      the in-process bench alone (ratios, inspector overhead)
 #   batching   the batching asserts, each alone on the GPU (they need it whole)
+#   masks      where a constrained step's time goes (tools/gpu/mask_profile.py), batched masks
+#              per library at 32/64/128, and what is imported before the page is served
 #   shutdown   SIGTERM while loading and once ready, SIGKILL: no engine core or GPU memory left
 #              (alone: each start takes 0.6 of the GPU, so a leak fails the next start)
 set -u
@@ -51,6 +53,13 @@ print(json.dumps({k: v for k, v in d.items() if k != 'backends'})[:1500]); \
 doctor)
   GPU_MEMORY_UTILIZATION=0.45 timeout 560 $PYTEST tests/doctor/test_gpu_doctor.py > "$out/doctor.log" 2>&1
   summary doctor.log ;;
+masks)
+  timeout 400 python3 tools/gpu/mask_profile.py --levels 32 64 128 --configs xgrammar:1 guidance:1 \
+    > "$out/mask_profile.json" 2> "$out/mask_profile.log"
+  grep -E '^(xgrammar|guidance) ' "$out/mask_profile.log" | cut -c1-300
+  python3 -X importtime -c "import playground.web.app" 2> "$out/importtime.txt"
+  sort -t'|' -k2 -n "$out/importtime.txt" | tail -12
+  python3 -c "import sys, time; t = time.time(); import gradio; print(len(sys.path), 'path entries; gradio', round(time.time() - t, 2), 's')" ;;
 bench)
   timeout 580 python3 -m playground bench --engine vllm --model "$GPU_MODEL" --load-format dummy \
     --disable-any-whitespace --quick --json "$out/bench_gpu.json" --plot "$out/bench_gpu.png" \
