@@ -7,9 +7,10 @@ when they end. Each keeps its own constraint (an xgrammar matcher; the batch's m
 filled into one bitmask and applied at once), sampling settings, seed, stop strings and
 cancellation. `max_batch` caps the sequences in a step; the others wait their turn.
 
-Memory: each sequence holds its own key/value cache, grown one token a step, so the
-caches of a step are at most `max_batch` × (prompt + max tokens) positions. Nothing is
-padded. All of it runs on the engine's one model thread.
+Memory: each sequence holds its own key/value cache, grown in place (llama.KV, 128
+positions of room at a time), so the caches of a step are at most `max_batch` × (prompt +
+max tokens + 128) positions, plus one copy of the last prompt's cache while the decoder
+runs. Nothing is padded. All of it runs on the engine's one model thread.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class BatchDecoder:
                 stranded = active + list(self.waiting)
                 self.waiting.clear()
                 self.running = False
+                self.last_prefill = None
             for sequence in stranded:
                 if not sequence.done.done():
                     sequence.done.set_exception(exc)

@@ -1,17 +1,19 @@
 """vLLM's grammar masks filled for the whole batch in one call (xgrammar's
-BatchGrammarMatcher), inside vLLM's engine core.
+BatchGrammarMatcher, llguidance's parallel fill), inside vLLM's engine core. Off unless
+PLAYGROUND_BATCH_MASKS=1: measured through the app's engine it did not beat vLLM's loop.
 
 vLLM 0.26 fills the batch's token masks one request after another
 (`StructuredOutputManager.grammar_bitmask`), in Python, while the GPU runs the forward
-pass; it goes to threads only past 128 requests. Where the masks take longer than the
-forward pass, the step waits for them: at 128 JSON-constrained requests on an H200 a
-constrained request got less than half the free one's throughput. xgrammar's
-BatchGrammarMatcher fills every mask in one call, on C++ threads without the GIL (vLLM
-PR #51331, open, does the same).
+pass; it goes to threads of 16 requests only past 128 requests (and only where
+max_num_seqs is above 128). Where the masks take longer than the forward pass, the step
+waits for them. The libraries fill every mask in one call, on C++ threads without the GIL
+(vLLM PR #51331, open, does the same with xgrammar).
 
 vLLM has no registry of structured-output backends to add one to, so `install` replaces
 that one method of the class in the engine core process (the playground's engine-core
-entry, `vllm_engine.run_engine_core`, calls it before vLLM starts). Every case this does
+entry, `vllm_engine.run_engine_core`, calls it before vLLM starts; an engine core run in
+the app's own process, VLLM_ENABLE_V1_MULTIPROCESSING=0, must call it itself, as
+tools/gpu/mask_profile.py does). Every case this does
 not cover (another backend, speculative decoding, a reasoning parser) goes to vLLM's own
 method, unchanged. Nothing of vLLM's source is copied or edited.
 """
@@ -46,8 +48,8 @@ def install() -> bool:
     if _original is None:
         _original = StructuredOutputManager.grammar_bitmask
         StructuredOutputManager.grammar_bitmask = _grammar_bitmask  # type: ignore[method-assign]
-        log.info("grammar masks: filled for the whole batch in one call "
-                 "(xgrammar BatchGrammarMatcher)")
+        log.info("grammar masks: filled for the whole batch in one call from %d requests "
+                 "(xgrammar BatchGrammarMatcher, llguidance's parallel fill)", BATCH_FROM)
     return True
 
 

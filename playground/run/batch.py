@@ -92,7 +92,10 @@ def check_batch_before_queue(mode: Any, constraint_text: Any, prompts_text: Any,
                              file: str | Path | None, options: Any) -> None:
     """Everything that refuses a batch without the model (as `check_before_queue` for one
     request): its prompts, their number and work, its settings and its constraint."""
-    prompts = parse_prompts(prompts_text, file)
+    try:
+        prompts = parse_prompts(prompts_text, file)
+    except OSError as exc:  # the upload went away: one line, as the run itself says it
+        raise InputError(f"{Path(str(file)).name}: {exc.strerror or exc}") from None
     check_before_queue(mode, constraint_text, prompts[0], options)
     check_work(prompts, parse_settings(options).max_tokens)
 

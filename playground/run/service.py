@@ -292,8 +292,9 @@ async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,
                       ) -> AsyncIterator[tuple[RunResult, RunResult]]:
     """Constrained and unconstrained runs of one click, same prompt and settings.
 
-    Both go to the engine together where it batches (vLLM); one after the other where
-    it runs one request at a time (the CPU model), so each is timed on its own.
+    Both go to the engine together where it batches (vLLM, the CPU model with
+    --cpu-batch 2 or more); one after the other where it runs one sequence at a time, so
+    each is timed on its own.
     `live`, if given, always holds the two results, labelled "stopped" after a Stop.
     `judge_by`: the constraint verdicts use, where the engine is sent another (lenient).
     """

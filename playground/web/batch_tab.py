@@ -125,10 +125,10 @@ def validate_batch(mode: Any, constraint: Any, prompts_text: Any, file: Any,
                                        options_from_controls(*controls))
 
     def where(message: str) -> int:
-        if message.startswith(("prompt", "batch", "the prompts box")):
-            return 2
-        if file and message.startswith(Path(str(file)).name):
+        if file and message.startswith(Path(str(file)).name):  # before "prompt": prompts.txt
             return 3
+        if message.startswith(("prompt", "batch", "the prompts box", "the batch has")):
+            return 3 if file else 2
         if message.startswith(("options", "sampling", "stop", "the batch")):
             return 4
         return 0 if message.startswith("mode") else 1

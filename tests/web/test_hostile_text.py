@@ -369,3 +369,26 @@ def test_the_check_line_says_what_this_engine_will_not_enforce():
     assert "Constraint OK" not in line
     assert "will not enforce" in line and "uniqueItems" in line
     assert "Constraint OK" in check_message("json", '{"type": "integer"}', engine)
+
+
+@pytest.mark.parametrize(("name", "content", "box", "where", "words"), [
+    ("prompts.jsonl", "{not json\n", "", 3, "prompts.jsonl: line 1: not JSON"),
+    (None, None, "\n".join(["x"] * 1_001), 2, "--max-batch-prompts"),
+    ("many.txt", "\n".join(["x"] * 1_001), "", 3, "--max-batch-prompts"),
+    ("gone.txt", None, "", 3, "gone.txt: No such file"),
+])
+def test_a_batch_refusal_is_shown_on_the_input_it_is_about(tmp_path, name, content, box,
+                                                          where, words):
+    """Run batch's validator: inputs (mode, constraint, prompts, file, *controls)."""
+    from playground.web.batch_tab import validate_batch
+
+    file = None
+    if name:
+        file = tmp_path / name
+        if content is not None:
+            file.write_text(content)
+        file = str(file)
+    answers = validate_batch("choice", "yes\nno", box, file, 16, 0.0, 1.0, 0, "", True, "")
+    refused = [index for index, answer in enumerate(answers) if not answer["is_valid"]]
+    assert refused == [where], answers
+    assert words in answers[where]["message"]

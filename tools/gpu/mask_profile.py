@@ -129,10 +129,15 @@ def main() -> None:
     configs = ([(item.split(":")[0], item.split(":")[1] == "1") for item in args.configs]
                if args.configs else CONFIGS)
     for backend, batch_masks in configs:
-        done = subprocess.run([sys.executable, __file__, "--one", backend,
-                               "1" if batch_masks else "0", "--levels",
-                               *map(str, args.levels)], capture_output=True, text=True,
-                              timeout=190)
+        try:
+            done = subprocess.run([sys.executable, __file__, "--one", backend,
+                                   "1" if batch_masks else "0", "--levels",
+                                   *map(str, args.levels)], capture_output=True, text=True,
+                                  timeout=190)
+        except subprocess.TimeoutExpired:
+            reports.append({"backend": backend, "batch_masks": batch_masks,
+                            "error": "timed out"})
+            continue
         lines = [line for line in done.stdout.splitlines() if line.startswith("PROFILE ")]
         if not lines:
             reports.append({"backend": backend, "batch_masks": batch_masks,
