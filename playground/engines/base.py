@@ -169,6 +169,10 @@ class Engine(ABC):
     def dead_message(self) -> str:
         return f"engine died: {self.failure}; restart the app"
 
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Block until loading has ended (loaded or failed); False if `timeout` ran out."""
+        return self._ready.wait(timeout)
+
     async def wait_ready(self) -> None:
         while not self._ready.is_set():
             await asyncio.sleep(0.1)

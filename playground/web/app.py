@@ -20,7 +20,7 @@ from playground.engines.registry import create_engine
 from playground.judging import judge
 from playground.run import lifecycle
 from playground.web.page import CSS, build_ui
-from playground.web.status import queue_load
+from playground.web.status import follow_engine_concurrency, queue_load
 
 log = logging.getLogger(__name__)
 # How long a stopping server waits for the runs its engine's shutdown ended to send their
@@ -73,6 +73,8 @@ def serve(args: argparse.Namespace) -> int:
         # Loading starts once the page is served: its imports would otherwise hold the GIL
         # against gradio's and delay the page (measured: 8.6 s to the page with vLLM).
         engine.start_background_load()
+        if getattr(args, "concurrency", None) is None:  # the default follows the model
+            follow_engine_concurrency(demo, engine)
         # Validation's worker processes start now, not on the first request
         # (playground.judging.workers).
         threading.Thread(target=judge.warm_up, name="validation-warm-up", daemon=True).start()

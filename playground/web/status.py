@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import gradio as gr
@@ -50,6 +51,29 @@ def engine_concurrency(engine: Engine) -> int:
         return 1
     batch = getattr(engine, "max_batch", None)  # the CPU engine's --cpu-batch
     return max(1, batch // 2) if batch else 64
+
+def follow_engine_concurrency(demo: gr.Blocks, engine: Engine) -> threading.Thread:
+    """Once the model has loaded, hold the model's queue group to what it runs at once.
+    The page is built before the model loads, when a CPU model of another architecture
+    than Llama cannot yet be told from one that batches: it steps one sequence at a time,
+    so a second click would wait inside the engine with no place in the queue shown."""
+    def follow() -> None:
+        engine.wait_loaded()
+        if not engine.ready:
+            return
+        limit = engine_concurrency(engine)
+        for fn in demo.fns.values():  # Gradio takes a lower limit from the next request
+            if fn.concurrency_id == ENGINE_QUEUE and isinstance(fn.concurrency_limit, int):
+                fn.concurrency_limit = min(fn.concurrency_limit, limit)
+        group = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id",
+                        {}).get(ENGINE_QUEUE)
+        if group is not None and group.concurrency_limit is not None:
+            group.concurrency_limit = min(group.concurrency_limit, limit)
+
+    thread = threading.Thread(target=follow, name="queue-follows-engine", daemon=True)
+    thread.start()
+    return thread
+
 
 def queue_load(demo: gr.Blocks) -> dict[str, int] | None:
     """Running and waiting model events, from Gradio's queue (None where it has none)."""

@@ -60,3 +60,4 @@ def test_no_session_no_entry() -> None:
     table = InFlight(1)
     assert isinstance(table.start(None, "json"), Flight)
     assert table.get(None, "json") is None
+
