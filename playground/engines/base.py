@@ -169,6 +169,15 @@ class Engine(ABC):
     def dead_message(self) -> str:
         return f"engine died: {self.failure}; restart the app"
 
+    # The tokenizer's special ids (end of sequence, ...): left out of an output's ids where
+    # they are compared with the tokenizer's own encoding of its text (run.tokenization).
+    special_token_ids: frozenset[int] = frozenset()
+
+    def text_token_ids(self, text: str) -> list[int] | None:
+        """The tokenizer's own ids for `text`, no special tokens added; None where this
+        engine has no tokenizer of its own (a server)."""
+        return None
+
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Block until loading has ended (loaded or failed); False if `timeout` ran out."""
         return self._ready.wait(timeout)

@@ -106,6 +106,8 @@ class EmbeddedEngine(Engine):
             tokenizer_info, cache_enabled=True,
             cache_limit_bytes=limits.active().compile_cache_bytes)
         self.model, self.tokenizer, self.torch = loaded.model, tokenizer, torch
+        self.special_token_ids = frozenset(
+            self.stop_ids | set(getattr(tokenizer, "all_special_ids", [])))
         # Prompt plus max tokens must fit (playground.run.inputs.check_context): SmolLM2's 8,192.
         config = getattr(loaded.model, "config", None)
         length = (config.get("max_position_embeddings") if isinstance(config, dict)
@@ -244,6 +246,9 @@ class EmbeddedEngine(Engine):
         finally:
             cancelled.set()  # it leaves the batch at the next step
             await asyncio.wrap_future(done)
+
+    def text_token_ids(self, text: str) -> list[int] | None:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

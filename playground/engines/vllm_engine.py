@@ -138,6 +138,7 @@ class VllmEngine(Engine):
                                 f"{problem}; start with --structured-outputs-backend xgrammar")
                 logging.getLogger(__name__).warning(self.warning)
         self.context_length = self.engine_options.get("max_model_len")
+        self.special_token_ids = frozenset(getattr(self.tokenizer, "all_special_ids", []))
 
     def encode(self, prompt: str, settings: SamplingSettings) -> list[int]:
         """The prompt's ids with the playground's own tokenizer, one caller at a time: a
@@ -146,6 +147,10 @@ class VllmEngine(Engine):
         thread, or on the loop only by the bench's raw path."""
         with self._encode_lock:
             return encode_prompt(self.tokenizer, prompt, settings)
+
+    def text_token_ids(self, text: str) -> list[int] | None:
+        with self._encode_lock:  # as `encode`: one caller at a time
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def count_prompt_tokens(self, prompt: str, settings: SamplingSettings) -> int | None:
         return len(self.encode(prompt, settings))

@@ -126,6 +126,9 @@ class BatchResult:
         self.totals = {
             "prompts": len(self.prompts), "finished": len(finished), **counts,
             "constraint_escaped": sum(r.constraint_escaped for r in finished),
+            # Outputs the constraint made the model spell oddly (run.tokenization).
+            "odd_tokenization": sum(r.tokenization is not None and not r.tokenization.canonical
+                                    for r in finished),
             "validity_rate": counts["valid"] / len(finished) if finished else None,
             "output_tokens": tokens, "wall_s": self.wall_s,
             "tokens_per_s": tokens / self.wall_s if self.wall_s else None,

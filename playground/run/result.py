@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from playground.backends.names import Backend
 from playground.judging.validation import Status
+from playground.run.tokenization import Tokenization
 
 if TYPE_CHECKING:
     from playground.engines.base import TokenDist
@@ -131,6 +132,9 @@ class RunResult(BaseModel):
     engine_timings: dict[str, float] = Field(default_factory=dict)
     # The constraint was on, yet the output does not fit it: the engine did not enforce it.
     constraint_escaped: bool = False
+    # A constrained output's ids against the tokenizer's own for its text (None where the
+    # run was free, failed, or the engine has no tokenizer here): run.tokenization.
+    tokenization: Tokenization | None = None
     # The token inspector: the strip, its counts, the first token the constraint's matcher
     # rejected, the seconds the inspection took after the run, or why it has nothing.
     tokens: list[InspectedToken] | None = None

@@ -30,7 +30,7 @@ from playground.errors import (
     RequestTimeout,
 )
 from playground.judging.judge import build_constraint, judge
-from playground.run import inspection, watchdog
+from playground.run import inspection, tokenization, watchdog
 from playground.run.inputs import check_context, check_options, check_request
 from playground.run.result import STOPPED, RunResult
 from playground.run.streaming import coalesce
@@ -88,7 +88,7 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     """
     result = RunResult()
     extra: dict[str, Any] = {}
-    token_ids: list[int] = []
+    token_ids: list[int] = []  # also for the tokenization check of a constrained run
     if inspect:  # the same list the loop extends: no attribute lookup per chunk
         result._token_ids, extra = token_ids, {"inspect": True}
     start = time.perf_counter()
@@ -105,8 +105,7 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
                     first_tokens = chunk.output_tokens
                     result.ttft_s = now - start
                 result.text += chunk.text
-                if inspect:
-                    token_ids.extend(chunk.token_ids)
+                token_ids.extend(chunk.token_ids)
                 if chunk.output_tokens > result.output_tokens:
                     result.output_tokens, last_token_at = chunk.output_tokens, now
                 if chunk.done:
@@ -145,6 +144,11 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     # means the engine did not enforce it: said loudly, never passed off as "truncated".
     result.constraint_escaped = await _escaped(engine, constraint, judge_by, settings,
                                                result, verdict)
+    if constraint is not None and token_ids and result.finish_reason in ("stop", "length"):
+        canonical = await asyncio.to_thread(engine.text_token_ids, result.text)
+        if canonical is not None:
+            result.tokenization = tokenization.compare(token_ids, canonical,
+                                                       engine.special_token_ids)
     yield result
 
 

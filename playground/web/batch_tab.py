@@ -108,6 +108,9 @@ def totals_markdown(totals: dict[str, Any]) -> str:
             f"**Wall time:** {totals['wall_s']:.2f} s"
             + (f" · **Constraint not enforced by the engine: {totals['constraint_escaped']} "
                "outputs**" if totals.get("constraint_escaped") else "")
+            + (f" · **Odd tokenization:** {totals['odd_tokenization']} outputs spelled in "
+               "tokens the tokenizer would not write (see a run's verdict)"
+               if totals.get("odd_tokenization") else "")
             + (f" · {plain(totals['note'])}" if totals.get("note") else "")
             + " · <small>*valid* fits the format: it is not a check that an answer is true"
             "</small>")

@@ -25,6 +25,8 @@ from playground.run.service import parse_constraint, stream_request
 from playground.run.streaming import Changes
 from playground.run.token_inspector import CSS as INSPECT_CSS
 from playground.run.token_inspector import mask_diff_html, strip_html
+from playground.run.tokenization import Tokenization
+from playground.run.tokenization import warning as tokenization_warning
 from playground.web import doctor_panel, session_panel
 from playground.web.batch_tab import _batch_tab
 from playground.web.controls import (
@@ -131,7 +133,17 @@ def verdict_html(result: dict[str, Any]) -> str:
     status, label = html.escape(str(status)), html.escape(str(label))
     return (f'{escaped}<span class="badge {status}" title="{note}">{label}</span>'
             + (f' <small class="verdict-note">{note}</small>' if note else "")
-            + (f"<ul>{items}</ul>" if items else ""))
+            + (f"<ul>{items}</ul>" if items else "") + tokenization_html(result))
+
+
+def tokenization_html(result: dict[str, Any]) -> str:
+    """The odd-tokenization line under a constrained verdict (run.tokenization), if any."""
+    try:
+        found = Tokenization.model_validate(result.get("tokenization"))
+    except ValueError:  # none (a free run, an engine without a tokenizer) or a bad file
+        return ""
+    line = tokenization_warning(found)
+    return f'<div class="warn tokenization">{html.escape(line)}</div>' if line else ""
 
 
 # "valid" read as "correct" to a stakeholder (a "no" to "Is the Pacific the largest

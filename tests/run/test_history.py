@@ -16,8 +16,11 @@ from playground.web.side_by_side import compare_runs, metrics_table
 DONE = {"text": '{"a": 1}', "verdict": "valid", "errors": [], "prompt_tokens": 12,
         "output_tokens": 8, "latency_s": 0.5, "ttft_s": 0.1, "tokens_per_s": 17.5,
         "compile_s": 0.01, "finish_reason": "stop", "engine_timings": {},
-        "constraint_escaped": False}
+        "constraint_escaped": False,
+        "tokenization": {"canonical": True, "tokens": 7, "canonical_tokens": 7,
+                         "first_difference": None}}
 FREE = {**DONE, "text": "Sure! Here", "verdict": "invalid", "errors": ["not JSON"],
+        "tokenization": None,
         "output_tokens": 10, "latency_s": 0.6, "tokens_per_s": 20.0, "compile_s": None,
         "finish_reason": "length"}
 
