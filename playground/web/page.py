@@ -143,7 +143,11 @@ def tokenization_html(result: dict[str, Any]) -> str:
     except ValueError:  # none (a free run, an engine without a tokenizer) or a bad file
         return ""
     line = tokenization_warning(found)
-    return f'<div class="warn tokenization">{html.escape(line)}</div>' if line else ""
+    if not line:
+        return ""
+    head, _, rest = line.partition(": ")
+    return (f'<div class="tokenization"><span class="warn">{html.escape(head)}:</span> '
+            f"<small>{html.escape(rest)}</small></div>")
 
 
 # "valid" read as "correct" to a stakeholder (a "no" to "Is the Pacific the largest

@@ -181,3 +181,32 @@ def test_the_verdict_says_it_judges_the_format_not_the_truth():
 
     assert "not a check that it is true" in verdict_html({"verdict": "valid"})
     assert "does not fit the format" in verdict_html({"verdict": "invalid"})
+
+
+def _run_choice(page, choices: str, prompt: str) -> str:
+    """One click in the Choice tab; the constrained side's verdict area once judged."""
+    page.get_by_role("tab", name="Choice").click()
+    page.locator("#choice-prompt textarea").fill(prompt)
+    page.locator("#choice-constraint textarea, #choice-constraint input").first.fill(choices)
+    page.locator("#choice-run").click()
+    # This click's output (not the last one's) judged valid.
+    page.wait_for_function(
+        "choices => choices.includes(document.querySelector('#choice-constrained-text "
+        "textarea')?.value) && document.querySelector('#choice-constrained-verdict .badge')"
+        "?.classList.contains('valid')", arg=choices.split("\n"), timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('#choice-unconstrained-verdict')"
+                           ".innerText.includes('running')", timeout=60_000)
+    return page.locator("#choice-constrained-verdict").inner_text()
+
+
+def test_browser_says_when_a_choice_was_spelled_out_and_not_when_it_was_not(page):
+    """The issue's case on the CPU model: "Strongly agree" letter by letter; then a choice
+    the model writes in its own tokens."""
+    spelled = _run_choice(page, "Strongly agree\nStrongly disagree\nNeutral",
+                          "Do you agree that cats are great?")
+    assert "Odd tokenization" in spelled and "leading space" in spelled
+    if os.environ.get("PLAYGROUND_SCREENSHOTS"):
+        page.locator("#choice-constrained-verdict").locator("xpath=../..").screenshot(
+            path=str(SCREENSHOTS / "odd-tokenization.png"))
+    natural = _run_choice(page, "positive\nnegative", "Is 'I loved it' positive or negative?")
+    assert "Odd tokenization" not in natural
