@@ -15,9 +15,10 @@ ratio of times is a ratio of speeds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from playground.core.constraints import from_text
@@ -45,17 +46,15 @@ def batching_engine(engine: Engine) -> bool:
     return decoder is not None and decoder.batched and getattr(engine, "max_batch", 1) > 1
 
 
-class _OneAtATime:
-    """The engine held to one sequence a step while inside (its runs go one after another)."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine, self.saved = engine, engine.max_batch
-
-    def __enter__(self) -> None:
-        self.engine.max_batch = self.engine.decoder.max_batch = 1
-
-    def __exit__(self, *exc: object) -> None:
-        self.engine.max_batch = self.engine.decoder.max_batch = self.saved
+@contextlib.contextmanager
+def one_at_a_time(engine: Any) -> Iterator[None]:
+    """The engine held to one sequence a step inside (its runs go one after another)."""
+    saved = engine.max_batch
+    engine.max_batch = engine.decoder.max_batch = 1
+    try:
+        yield
+    finally:
+        engine.max_batch = engine.decoder.max_batch = saved
 
 
 async def _click(engine: Engine, settings: SamplingSettings) -> dict[str, Any]:
@@ -73,7 +72,7 @@ async def click(engine: Engine, rounds: int, log: Callable[[str], None]) -> dict
     await _click(engine, settings)  # the constraint's compile is in no timing
     serial, batched = [], []
     for _ in range(rounds):
-        with _OneAtATime(engine):
+        with one_at_a_time(engine):
             serial.append(await _click(engine, settings))
         batched.append(await _click(engine, settings))
     row = {"serial_s": statistics.median(r["wall_s"] for r in serial),

@@ -65,8 +65,7 @@ def follow_engine_concurrency(demo: gr.Blocks, engine: Engine) -> threading.Thre
         for fn in demo.fns.values():  # Gradio takes a lower limit from the next request
             if fn.concurrency_id == ENGINE_QUEUE and isinstance(fn.concurrency_limit, int):
                 fn.concurrency_limit = min(fn.concurrency_limit, limit)
-        group = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id",
-                        {}).get(ENGINE_QUEUE)
+        group = _engine_group(demo)
         if group is not None and group.concurrency_limit is not None:
             group.concurrency_limit = min(group.concurrency_limit, limit)
 
@@ -75,10 +74,15 @@ def follow_engine_concurrency(demo: gr.Blocks, engine: Engine) -> threading.Thre
     return thread
 
 
+def _engine_group(demo: gr.Blocks) -> Any:
+    """Gradio's queue of the model's events (None before its first request)."""
+    return getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id",
+                   {}).get(ENGINE_QUEUE)
+
+
 def queue_load(demo: gr.Blocks) -> dict[str, int] | None:
     """Running and waiting model events, from Gradio's queue (None where it has none)."""
-    group = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id",
-                    {}).get(ENGINE_QUEUE)
+    group = _engine_group(demo)
     if group is None:
         return None
     return {"running": group.current_concurrency, "waiting": len(group.queue)}
