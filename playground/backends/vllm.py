@@ -12,7 +12,7 @@ import functools
 from types import SimpleNamespace
 from typing import Any
 
-from playground.backends.guidance import lark_for_guidance
+from playground.backends.guidance import as_sent_to_guidance, lark_for_guidance
 from playground.core.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
 from playground.core.settings import SamplingSettings, chat_messages
 from playground.errors import VllmIntegrationError
@@ -28,9 +28,12 @@ def structured_outputs_kwargs(constraint: Constraint, backend: str = "auto") -> 
     vLLM 0.26 rejects common Lark grammars (`?rule:` with a regex terminal: "Referenced
     rules are not defined"), so for xgrammar (and auto, which tries xgrammar first)
     grammars go through xgrammar's Lark front end to EBNF, which vLLM accepts; guidance
-    cannot read that EBNF's `{1, -1}` repetitions but reads Lark without `?rule`.
-    Validation still uses the user's original grammar.
+    cannot read that EBNF's `{1, -1}` repetitions but reads Lark without `?rule`, and
+    gets regexes with ASCII classes (`as_sent_to_guidance`). Validation still uses the
+    user's original constraint.
     """
+    if backend == "guidance":
+        constraint = as_sent_to_guidance(constraint)
     match constraint:
         case Choice(choices=choices):
             return {"choice": list(choices)}

@@ -131,20 +131,25 @@ async def throughput(engine: Engine, constrained: bool, path: str,
 async def throughput_table(engine: Engine, levels: list[int], reps: int, max_tokens: int,
                            log) -> dict[str, Any]:
     """Per level, `reps` rounds of four runs back to back (raw and playground, constrained
-    and free), so slow drifts of the machine hit all four alike; ratios are medians over
-    the rounds. Free requests get each constrained request's length, so both sides do the
-    same work and constrained/free is the constraint's own cost: a constrained JSON can
-    close before max_tokens and a thinning batch makes fewer tokens per second."""
+    and free; raw or the playground first by turns), so slow drifts of the machine hit all
+    four alike; ratios are medians over the rounds. Free requests get each constrained
+    request's length, so both sides do the same work and constrained/free is the
+    constraint's own cost: a constrained JSON can close before max_tokens and a thinning
+    batch makes fewer tokens per second."""
     table: dict[str, Any] = {}
     for level in levels:
         rounds = []
-        for _ in range(reps):
+        for index in range(reps):
             run: dict[str, Any] = {}
-            raw = await throughput(engine, True, "raw", [max_tokens] * level)
-            run["raw_constrained"], lengths = raw["tokens_per_s"], raw["lengths"]
-            run["playground_constrained"] = (
-                await throughput(engine, True, "playground", [max_tokens] * level))["tokens_per_s"]
-            for path in ("raw", "playground"):
+            # Who goes first alternates, so neither path always meets the machine as the
+            # other's burst left it (its caches, its clocks).
+            paths = ("raw", "playground") if index % 2 == 0 else ("playground", "raw")
+            for path in paths:
+                burst = await throughput(engine, True, path, [max_tokens] * level)
+                run[f"{path}_constrained"] = burst["tokens_per_s"]
+                if path == "raw":
+                    lengths = burst["lengths"]
+            for path in paths:
                 run[f"{path}_free"] = (await throughput(engine, False, path, lengths))[
                     "tokens_per_s"]
             run["constrained_tokens_mean"] = statistics.mean(lengths)

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from playground.backends.names import DEFAULT_BACKEND, VLLM_BACKENDS
+from playground.backends.names import VLLM_BACKENDS
 from playground.core.limits import LIMIT_FLAGS
 from playground.engines import hardware
 from playground.engines.base import Engine
@@ -31,10 +31,11 @@ ENGINE_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--gpu-memory-utilization",), {"type": float, "default": 0.9}),
     (("--enforce-eager",), {"action": "store_true", "help": "vLLM: no CUDA graphs"}),
     (("--tensor-parallel-size",), {"type": int, "default": 1}),
-    # The default and why it is xgrammar: backends/names.py.
+    # Unset, vLLM's is chosen per model: backends/choice.py.
     (("--structured-outputs-backend",), {
         "choices": list(VLLM_BACKENDS), "default": None,
-        "help": f"vLLM: constraint backend (default {DEFAULT_BACKEND}); auto is vLLM's choice "
+        "help": "vLLM: constraint backend (default: per model, guidance where llguidance "
+                "reads the model's tokenizer right, else xgrammar); auto is vLLM's choice "
                 "(xgrammar first). openai: the server's, where it cannot be read from the server"}),
     (("--disable-any-whitespace",), {
         "action": "store_true",

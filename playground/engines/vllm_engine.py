@@ -18,9 +18,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from playground.backends.names import DEFAULT_BACKEND
+from playground.backends.choice import BackendChoice, choose_backend, named_backend, pending
 from playground.backends.vllm import (
-    effective_backend,
     sampling_kwargs,
     structured_outputs_kwargs,
     vllm_check,
@@ -41,27 +40,25 @@ from playground.errors import EngineDead
 log = logging.getLogger(__name__)
 
 
-def own_tokenizer(model: str, vllm_tokenizer: Any) -> Any:
-    """A tokenizer of the playground's own for the model, apart from vLLM's.
+def own_tokenizer(model: str) -> Any | None:
+    """A tokenizer of the playground's own for the model, apart from vLLM's; None where the
+    model's folder or name has no tokenizer transformers can load.
 
     vLLM 0.26's tokenizer is a pool of copies: a call that finds every copy in use makes
     another with `copy.deepcopy`. Ours counted prompt tokens in threads with it, so vLLM's
     next use, on the event loop (`add_request` reads `eos_token_id`), found the pool empty
     and deep-copied the whole tokenizer there: a 2.0 s stall of every user in the
-    64-session soak on the H100, and RSS +220 MB of copies. Falls back to vLLM's (with a
-    warning) where the model's folder or name has no tokenizer transformers can load.
+    64-session soak on the H100, and RSS +220 MB of copies. Read before vLLM starts: the
+    backend is chosen from it (backends/choice.py).
     """
     import transformers
 
     try:
         return transformers.AutoTokenizer.from_pretrained(model)
     except Exception as exc:
-        logging.getLogger(__name__).warning(
-            "using vLLM's tokenizer for prompts (transformers cannot load %s's: %s)", model,
-            exc)
-        return vllm_tokenizer
-
-
+        log.warning("using vLLM's tokenizer for prompts (transformers cannot load %s's: %s)",
+                    model, exc)
+        return None
 
 
 class VllmEngine(Engine):
@@ -79,9 +76,19 @@ class VllmEngine(Engine):
         self._ids = itertools.count()
         self._encode_lock = threading.Lock()
         config = engine_options["structured_outputs_config"]
-        # outlines has no CPU matcher here; xgrammar's reads the same constraint.
-        self.matcher_backend = "guidance" if config["backend"] == "guidance" else "xgrammar"
         self.any_whitespace = not config["disable_any_whitespace"]
+        self.backend_named = config["backend"] is not None  # else chosen per model at load
+        self._use_backend(named_backend(config["backend"], config["disable_any_whitespace"])
+                          if self.backend_named else pending())
+
+    def _use_backend(self, choice: BackendChoice) -> None:
+        config = self.engine_options["structured_outputs_config"]
+        for options in (config, self.info.options):  # an earlier choice's goes with it
+            options.pop("disable_additional_properties", None)
+        config.update(backend=choice.backend, **choice.config)
+        self.info.options.update(choice.as_options())
+        # outlines has no CPU matcher here; xgrammar's reads the same constraint.
+        self.matcher_backend = "guidance" if choice.backend == "guidance" else "xgrammar"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> VllmEngine:
@@ -92,8 +99,7 @@ class VllmEngine(Engine):
             "tensor_parallel_size": args.tensor_parallel_size,
             "load_format": args.load_format,
             "structured_outputs_config": {
-                "backend": effective_backend(args.structured_outputs_backend or DEFAULT_BACKEND,
-                                             args.disable_any_whitespace),
+                "backend": args.structured_outputs_backend,  # None: chosen per model
                 "disable_any_whitespace": args.disable_any_whitespace},
         }
         from playground.engines.hardware import DEFAULT_GPU_MODEL
@@ -115,6 +121,10 @@ class VllmEngine(Engine):
         # user set is kept.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         guard_engine_core()
+        self.tokenizer = own_tokenizer(self.model)
+        if not self.backend_named:
+            self._use_backend(choose_backend(self.tokenizer))
+            log.info("grammar backend: %s", self.info.options["backend_choice"])
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -123,20 +133,19 @@ class VllmEngine(Engine):
         # Stats logging on: per-request timings (first token, decode) come from it.
         args = AsyncEngineArgs(model=self.model, disable_log_stats=False, **self.engine_options)
         self.llm = AsyncLLM.from_engine_args(args)
-        vllm_tokenizer = self.llm.get_tokenizer()
-        self.tokenizer = own_tokenizer(self.model, vllm_tokenizer)
-        if self.tokenizer is vllm_tokenizer:
+        if self.tokenizer is None:
+            self.tokenizer = self.llm.get_tokenizer()
             self.warning = ("prompts are counted with vLLM's own tokenizer (transformers "
                             "could not load the model's): under load the event loop may "
                             "stall while vLLM copies it (see the log)")
-        if self.engine_options["structured_outputs_config"]["backend"] == "guidance":
+        if self.backend_named and self.matcher_backend == "guidance":
             from playground.backends.guidance import guidance_misreads
 
             problem = guidance_misreads(self.tokenizer)
             if problem:
                 self.warning = (f"the guidance backend cannot be trusted with this model: "
                                 f"{problem}; start with --structured-outputs-backend xgrammar")
-                logging.getLogger(__name__).warning(self.warning)
+                log.warning(self.warning)
         self.context_length = self.engine_options.get("max_model_len")
         self.special_token_ids = frozenset(getattr(self.tokenizer, "all_special_ids", []))
 

@@ -284,6 +284,35 @@ class Matcher:
                 return
 
 
+    def walk(self, seed: int, max_tokens: int, skip: Any = (), end_chance: float = 0.3
+             ) -> tuple[list[int], bool]:
+        """A seeded random path through the constraint: at each step a token drawn
+        uniformly from the allowed ones (never one in `skip`, e.g. special tokens), ending
+        with chance `end_chance` wherever it may end. (token ids, whether it ended there).
+        What a model with random weights writes; tests compare two backends along it."""
+        import random
+
+        import numpy as np
+
+        rng = random.Random(seed)
+        session = self._session()
+        size = len(self.vocabulary.tokenizer) if self.vocabulary.tokenizer is not None \
+            else _BYTE_EOS  # the bytes; the end token is ended by can_end
+        skipped = np.asarray(sorted(skip), dtype=np.int64)
+        ids: list[int] = []
+        for _ in range(max_tokens):
+            allowed = np.nonzero(session.mask()[:size])[0]
+            allowed = allowed[~np.isin(allowed, skipped)]
+            if session.can_end() and (len(allowed) == 0 or rng.random() < end_chance):
+                return ids, True
+            if len(allowed) == 0:
+                return ids, False
+            token = int(allowed[rng.randrange(len(allowed))])
+            ids.append(token)
+            session.consume(token)
+        return ids, session.can_end()
+
+
 class _Session:
     """One parse in progress on one backend."""
 

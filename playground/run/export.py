@@ -42,6 +42,8 @@ class Target:
     model: str = DEFAULT_MODEL
     backend: str = DEFAULT_BACKEND
     disable_any_whitespace: bool = False
+    # guidance chosen per model closes object schemas as xgrammar does (backends/choice.py).
+    disable_additional_properties: bool = False
     base_url: str = "http://localhost:8000/v1"
     # More `LLM(...)` arguments (e.g. load_format="dummy" for a test without weights).
     engine_args: dict[str, Any] = field(default_factory=dict)
@@ -52,8 +54,11 @@ class Target:
 
     @property
     def structured_outputs_config(self) -> dict[str, Any]:
-        return {"backend": self.engine_backend,
-                "disable_any_whitespace": self.disable_any_whitespace}
+        config = {"backend": self.engine_backend,
+                  "disable_any_whitespace": self.disable_any_whitespace}
+        if self.disable_additional_properties and self.engine_backend == "guidance":
+            config["disable_additional_properties"] = True
+        return config
 
 
 def target_for(info: dict[str, Any]) -> Target:
@@ -67,6 +72,8 @@ def target_for(info: dict[str, Any]) -> Target:
     return Target(model=DEFAULT_MODEL if model.startswith("(") else _HF_NAMES.get(model, model),
                   backend=backend if backend in VLLM_BACKENDS else DEFAULT_BACKEND,
                   disable_any_whitespace=bool(options.get("disable_any_whitespace", False)),
+                  disable_additional_properties=bool(
+                      options.get("disable_additional_properties", False)),
                   **({"base_url": _v1(base_url)} if base_url else {}))
 
 

@@ -145,3 +145,36 @@ def test_a_moved_vllm_api_is_an_internal_error_not_a_rejection(monkeypatch, brea
                             lambda self, model_config: None)
     with pytest.raises(VllmIntegrationError, match="internal error"):
         vllm_check(from_text("regex", r"\d+"), "xgrammar")
+
+
+@pytest.mark.parametrize(("pattern", "ascii"), [
+    (r"\d+", "[0-9]+"), (r"[\d.]+", "[0-9.]+"), (r"\w+@\w+", "[0-9A-Za-z_]+@[0-9A-Za-z_]+"),
+    (r"\s", r"[\t\n\f\r ]"), (r"\D", "[^0-9]"), (r"[^\d]", "[^0-9]"), (r"[]\d]", "[]0-9]"),
+    (r"\\d", r"\\d"), (r"[\D]", r"[\D]"), (r"\p{L}\.", r"\p{L}\."), ("[a-z]", "[a-z]")])
+def test_guidance_gets_regexes_with_ascii_classes(pattern, ascii):
+    """llguidance reads \\d, \\w and \\s as Unicode; the validator (RE2), xgrammar and
+    JSON Schema's ECMA-262 as ASCII."""
+    assert structured_outputs_kwargs(Regex(pattern), "guidance") == {"regex": ascii}
+    assert structured_outputs_kwargs(Regex(pattern), "xgrammar") == {"regex": pattern}
+
+
+def test_guidance_gets_schema_patterns_with_ascii_classes_and_data_untouched():
+    schema = {"properties": {"pattern": {"type": "string", "pattern": r"^\d$"}},
+              "patternProperties": {r"^\w+$": {"pattern": r"\s"}},
+              "const": {"pattern": r"\d"}, "enum": [{"pattern": r"\d"}]}
+    sent = structured_outputs_kwargs(JsonSchema(schema), "guidance")["json"]
+    assert sent["properties"]["pattern"]["pattern"] == "^[0-9]$"
+    assert sent["patternProperties"] == {"^[0-9A-Za-z_]+$": {"pattern": r"[\t\n\f\r ]"}}
+    assert sent["const"] == {"pattern": r"\d"} and sent["enum"] == [{"pattern": r"\d"}]
+
+
+def test_closed_objects_is_vllms_disable_additional_properties():
+    from playground.backends.guidance import closed_objects
+
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {}},
+                                               "b": {"additionalProperties": True,
+                                                     "properties": {}}}}
+    closed = closed_objects(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["properties"]["a"]["additionalProperties"] is False
+    assert closed["properties"]["b"]["additionalProperties"] is True

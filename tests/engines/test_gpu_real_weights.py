@@ -21,14 +21,14 @@ OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
 sys.path.insert(0, str(ROOT / "tools" / "gpu"))
 
 
-def run(backend: str) -> dict:
+def run(backend: str | None) -> dict:
     if not FOLDER:
         pytest.skip("set GPU_SMOLLM2_FOLDER to SmolLM2 converted for vLLM")
     from real_weights import run_backend
 
     report = asyncio.run(run_backend(FOLDER, backend, rounds=2))
     if OUT:
-        (OUT / f"real_{backend}.json").write_text(json.dumps(report, indent=1))
+        (OUT / f"real_{backend or 'per_model'}.json").write_text(json.dumps(report, indent=1))
     print("SUMMARY", json.dumps(report["summary"]))
     return report["summary"]
 
@@ -48,3 +48,13 @@ def test_guidance_is_flagged_where_llguidance_misreads_the_tokenizer():
     summary = run("guidance")
     assert "llguidance reads token" in (summary["engine_warning"] or ""), summary
     assert summary["exceptions"] == 0, summary
+
+
+def test_the_per_model_choice_takes_xgrammar_for_a_tokenizer_llguidance_misreads():
+    """No backend named: the GGUF conversion's tokenizer is misread by llguidance, so the
+    engine chooses xgrammar, says why, and no request fails or escapes."""
+    summary = run(None)
+    assert summary["backend"] == "xgrammar", summary
+    assert "llguidance reads token" in summary["backend_choice"], summary
+    assert summary["constrained"].get("error", 0) == 0, summary
+    assert summary["escaped"] == 0 and summary["exceptions"] == 0, summary

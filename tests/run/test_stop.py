@@ -220,10 +220,9 @@ def test_vllm_prompts_are_encoded_off_the_event_loop_with_the_playgrounds_own_to
     assert threads and threading.main_thread().name not in threads
 
 
-def test_own_tokenizer_falls_back_to_vllms_where_transformers_cannot_load_one(
-        playground_log):
+def test_own_tokenizer_is_none_where_transformers_cannot_load_one(playground_log):
+    """vLLM's own is used then (the engine warns), and the backend is xgrammar."""
     from playground.engines.vllm_engine import own_tokenizer
 
-    vllm_tokenizer = object()
-    assert own_tokenizer("/no/such/model/folder", vllm_tokenizer) is vllm_tokenizer
+    assert own_tokenizer("/no/such/model/folder") is None
     assert "using vLLM's tokenizer" in playground_log.text

@@ -34,10 +34,11 @@ EXTRA = [  # (name, mode, constraint, prompt)
 ]
 
 
-async def run_backend(folder: str, backend: str, rounds: int = 2) -> dict:
-    """Every click at once, `rounds` times, on a fresh engine; the report with its summary."""
-    args = defaults(["--engine", "vllm", "--model", folder, "--structured-outputs-backend",
-                     backend, "--gpu-memory-utilization",
+async def run_backend(folder: str, backend: str | None, rounds: int = 2) -> dict:
+    """Every click at once, `rounds` times, on a fresh engine; the report with its summary.
+    `backend` None: the engine's own choice for the model (backends/choice.py)."""
+    named = ["--structured-outputs-backend", backend] if backend else []
+    args = defaults(["--engine", "vllm", "--model", folder, *named, "--gpu-memory-utilization",
                      os.environ.get("GPU_MEMORY_UTILIZATION", "0.3"), "--max-model-len", "4096"])
     engine = VllmEngine.from_args(args)
     start = time.perf_counter()
@@ -72,7 +73,9 @@ async def run_backend(folder: str, backend: str, rounds: int = 2) -> dict:
         engine.shutdown()
     constrained = [r for r in runs if r.get("side") == "constrained"]
     summary = {
-        "backend": backend, "model": folder, "load_s": load_s, "clicks": len(clicks),
+        "backend": engine.info.options["backend"],
+        "backend_choice": engine.info.options.get("backend_choice"), "model": folder,
+        "load_s": load_s, "clicks": len(clicks),
         "rounds": rounds, "engine_warning": engine.warning,
         "constrained": dict(Counter(r["verdict"] for r in constrained)),
         "unconstrained": dict(Counter(r.get("verdict") for r in runs
