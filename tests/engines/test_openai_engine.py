@@ -224,7 +224,8 @@ CHAT = SamplingSettings(max_tokens=9, temperature=0.5, top_p=0.9, seed=3, stop=[
     [
         (None, "auto", {}),
         (Choice(("yes", "no")), "auto", {"structured_outputs": {"choice": ["yes", "no"]}}),
-        (Regex(r"\d+"), "guidance", {"structured_outputs": {"regex": r"\d+"}}),
+        # llguidance reads \d as Unicode: it gets the validator's ASCII class.
+        (Regex(r"\d+"), "guidance", {"structured_outputs": {"regex": "[0-9]+"}}),
         (JsonSchema({"type": "object"}), "auto",
          {"response_format": {"type": "json_schema", "json_schema": {
              "name": "playground", "schema": {"type": "object"}}}}),

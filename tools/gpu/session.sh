@@ -26,7 +26,7 @@ case $group in
 inprocess)
   GPU_MEMORY_UTILIZATION=0.45 timeout 560 $PYTEST tests/engines/test_gpu.py tests/web/test_gpu_app.py \
     tests/run/test_gpu_token_inspector.py > "$out/inprocess.log" 2>&1 &
-  ( real_weights; GPU_SMOLLM2_FOLDER=$smollm2 GPU_MEMORY_UTILIZATION=0.3 timeout 480 \
+  ( real_weights; GPU_SMOLLM2_FOLDER=$smollm2 GPU_MEMORY_UTILIZATION=0.3 timeout 560 \
       $PYTEST -s tests/engines/test_gpu_real_weights.py ) > "$out/real_weights.log" 2>&1 &
   wait; summary inprocess.log real_weights.log ;;
 serving)
