@@ -34,6 +34,14 @@ class Limits:
     max_choices: int = _limit(2_000, "the choice list", "choices")
     max_json_depth: int = _limit(64, "the JSON nesting", "levels")
     max_stop_strings: int = _limit(16, "the stop list", "strings")
+    # A share link's token (run/share.py) travels in the page's URL, which uvicorn takes up
+    # to ~16 KB; a tab with a preset's constraint compresses to well under 2,000.
+    max_share_chars: int = _limit(8_000, "the share link", "characters")
+    # The railroad diagram of a regex or grammar (doctor/railroad.py), drawn on every edit
+    # and sent to the page: boxes and branches drawn, nesting, and the SVG's size.
+    max_diagram_nodes: int = _limit(1_500, "the diagram", "boxes and branches")
+    max_diagram_depth: int = _limit(60, "the diagram's nesting", "levels")
+    max_diagram_bytes: int = _limit(1_000_000, "the diagram's SVG", "bytes")
     # Batches: the file, the prompts, and the work they ask for (prompt + max tokens each).
     max_batch_file_bytes: int = _limit(5_000_000, "the batch file", "bytes")
     max_batch_prompts: int = _limit(1_000, "the batch", "prompts")
@@ -52,6 +60,7 @@ class Limits:
     batch_timeout_s: float = _limit(900.0, "one batch", "seconds")
     validation_timeout_s: float = _limit(5.0, "validation", "seconds")
     compile_timeout_s: float = _limit(30.0, "compiling the constraint", "seconds")
+    diagram_timeout_s: float = _limit(5.0, "drawing the diagram", "seconds")
     # A vLLM server (--engine openai): how long to wait for a connection, and for its
     # next streamed chunk (the first one waits for the queue, the compile and prefill).
     server_connect_timeout_s: float = _limit(10.0, "connecting to the vLLM server",

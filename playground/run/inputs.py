@@ -25,9 +25,11 @@ def _kind(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def check_request(mode: Any, constraint_text: Any, prompt: Any, options: Any
-                  ) -> dict[str, Any]:
-    """Types and sizes of one request's arguments; returns the options as a dict."""
+def check_request(mode: Any, constraint_text: Any, prompt: Any, options: Any,
+                  need_prompt: bool = True) -> dict[str, Any]:
+    """Types and sizes of one request's arguments; returns the options as a dict.
+
+    `need_prompt`: refuse an empty prompt (a run does; a share link may hold none)."""
     if not isinstance(mode, str) or mode not in MODES:
         shown = repr(mode) if isinstance(mode, str) else _kind(mode)
         raise InputError(f"mode: {shown[:40]} is not a mode; give one of {', '.join(MODES)}")
@@ -38,7 +40,7 @@ def check_request(mode: Any, constraint_text: Any, prompt: Any, options: Any
     limits.active().require("max_prompt_chars", len(prompt))
     check_text("constraint", constraint_text)
     check_text("prompt", prompt)
-    if not prompt.strip():
+    if need_prompt and not prompt.strip():
         raise InputError("prompt: write a prompt first")
     return check_options(options)
 

@@ -27,7 +27,7 @@ from playground.run.token_inspector import CSS as INSPECT_CSS
 from playground.run.token_inspector import mask_diff_html, strip_html
 from playground.run.tokenization import Tokenization
 from playground.run.tokenization import warning as tokenization_warning
-from playground.web import doctor_panel, session_panel
+from playground.web import doctor_panel, railroad_view, session_panel, share_view
 from playground.web.batch_tab import _batch_tab
 from playground.web.controls import (
     API_UPDATE_EVERY_S,
@@ -357,12 +357,14 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                     lenient = doctor_panel.lenient_checkbox(mode)
                 doctor_panel.doctor_parts(engine, mode, editor, lenient, tab)
                 export_panel, export_form, export_code = session_panel.copy_as_code(mode)
+                share_view.share_parts(mode, editor, prompt, controls)
             with gr.Column(scale=3):
                 with gr.Row():
                     constrained = _result_column("Constrained", f"{mode}-constrained")
                     free = _result_column("Unconstrained", f"{mode}-unconstrained")
                 metrics = gr.Markdown(elem_id=f"{mode}-metrics")
                 doctor_panel.coverage_parts(engine, mode, editor, tab)
+                railroad_view.diagram_parts(mode, editor, tab)
                 doctor_panel.test_strings_parts(mode, editor)
         mode_state = gr.State(mode)  # inside the Tab: a stray child of Tabs breaks tab labels
     # `input`, the user's pick only: the "(edited)" label below changes the value too.
@@ -440,6 +442,7 @@ def build_ui(engine: Engine, presets: dict[str, Preset],
                       for mode in MODES}
             _batch_tab(engine, presets, limit, flights)
             session_panel.history_tab(parts, tabs, fields, run_values)
+        share_view.wire_load(demo, tabs, fields)  # a ?share= link back in its tab
         session_panel.wire_session(demo, parts)
 
         async def generate(mode: str, constraint: str, prompt: str,
@@ -463,4 +466,5 @@ def build_ui(engine: Engine, presets: dict[str, Preset],
 
         gr.api(status, api_name="status", queue=False)
         doctor_panel.add_api(engine)
+        share_view.add_api()
     return demo
