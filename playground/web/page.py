@@ -306,7 +306,9 @@ def preset_label(presets: dict[str, Preset], names: list[str], current: str | No
     if base not in presets:
         return gr.skip()
     preset = presets[base]
-    edited = prompt != preset.prompt or constraint_text != preset.constraint_text
+    # gr.Code drops a file's last newline: a grammar preset read "(edited)" once picked.
+    edited = (prompt != preset.prompt
+              or constraint_text.rstrip("\n") != preset.constraint_text.rstrip("\n"))
     value = base + EDITED if edited else base
     if value == current:
         return gr.skip()

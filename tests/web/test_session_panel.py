@@ -136,6 +136,10 @@ def test_the_preset_reads_edited_once_the_prompt_or_constraint_is_changed_by_han
     assert same.value == "Email address" and all("(edited)" not in c[0] for c in same.choices)
     assert page.preset_label(presets, names, "Email address", email.prompt,
                              email.constraint_text) == SKIP
+    sql = presets["SQL SELECT"]  # the code editor gives a grammar back without its last "\n"
+    assert sql.constraint_text.endswith("\n")
+    assert page.preset_label(presets, names, "SQL SELECT", sql.prompt,
+                             sql.constraint_text.rstrip("\n")) == SKIP
     picked = page.pick_preset(presets, names, "ISO date")
     assert picked[0].value == "ISO date" and picked[1] == presets["ISO date"].prompt
     assert page.pick_preset(presets, names, "Email address (edited)") == [SKIP] * 10
