@@ -35,6 +35,7 @@ from playground.engines.base import (
     TokenDist,
     encode_prompt,
 )
+from playground.engines.batched_encode import BatchedEncoder
 from playground.errors import EngineDead
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class VllmEngine(Engine):
                                | engine_options["structured_outputs_config"])
         self._ids = itertools.count()
         self._encode_lock = threading.Lock()
+        self._text_ids = BatchedEncoder(self._encode_texts)  # the tokenization check's
         config = engine_options["structured_outputs_config"]
         self.any_whitespace = not config["disable_any_whitespace"]
         self.backend_named = config["backend"] is not None  # else chosen per model at load
@@ -158,8 +160,17 @@ class VllmEngine(Engine):
             return encode_prompt(self.tokenizer, prompt, settings)
 
     def text_token_ids(self, text: str) -> list[int] | None:
+        return self._text_ids.encode(text)
+
+    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+        """The texts' ids, in one call of the fast tokenizer's `encode_batch` (what its
+        `encode` calls too), one text at a time where it has none."""
         with self._encode_lock:  # as `encode`: one caller at a time
-            return list(self.tokenizer.encode(text, add_special_tokens=False))
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            if backend is None:
+                return [list(self.tokenizer.encode(t, add_special_tokens=False))
+                        for t in texts]
+            return [list(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
 
     def count_prompt_tokens(self, prompt: str, settings: SamplingSettings) -> int | None:
         return len(self.encode(prompt, settings))
