@@ -27,7 +27,7 @@ from playground.run.token_inspector import CSS as INSPECT_CSS
 from playground.run.token_inspector import mask_diff_html, strip_html
 from playground.run.tokenization import Tokenization
 from playground.run.tokenization import warning as tokenization_warning
-from playground.web import doctor_panel, railroad_view, session_panel, share_view
+from playground.web import doctor_panel, json_tree_view, railroad_view, session_panel, share_view
 from playground.web.batch_tab import _batch_tab
 from playground.web.controls import (
     API_UPDATE_EVERY_S,
@@ -76,7 +76,7 @@ CSS = """
   overflow-wrap:normal;hyphens:none}
 #batch-table td *, #json-coverage td *, [id$="-test-results"] td * {overflow-wrap:anywhere}
 #batch-status {min-height:2.5em}
-""" + session_panel.CSS + INSPECT_CSS
+""" + session_panel.CSS + INSPECT_CSS + json_tree_view.CSS
 
 # ---- handlers: plain functions ---------------------------------------------------------
 
@@ -364,6 +364,7 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                 with gr.Row():
                     constrained = _result_column("Constrained", f"{mode}-constrained")
                     free = _result_column("Unconstrained", f"{mode}-unconstrained")
+                trees = json_tree_view.tree_parts(mode)  # the JSON tab's only
                 metrics = gr.Markdown(elem_id=f"{mode}-metrics")
                 doctor_panel.coverage_parts(engine, mode, editor, tab)
                 railroad_view.diagram_parts(mode, editor, tab)
@@ -393,6 +394,7 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
 
     async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
         flight = flights.start(request.session_hash, mode)
+        drawn = json_tree_view.Trees(flight, trees)
         *inputs, inspect_on, compare_on, lenient_on, runs, session_id = values
         async with aclosing(run_click(engine, *inputs, flight=flight, runs=runs,
                                       session_id=session_id, store=parts.store,
@@ -400,18 +402,20 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
                                       lenient=bool(lenient_on),
                                       compare=bool(compare_on))) as updates:
             async for update in updates:  # closed with this: Gradio closes only the outer
-                yield update
+                yield update + await drawn()
 
     async def on_stop(request: gr.Request) -> tuple[str, ...]:
-        return await stop_click(flights.get(request.session_hash, mode))
+        flight = flights.get(request.session_hash, mode)
+        shown = await stop_click(flight)
+        return shown + json_tree_view.after_stop(flight, trees, shown)
 
     results = [*constrained, *free, metrics]
     run_event = run.click(on_run, [mode_state, editor, prompt, *controls, inspect, compare,
                                    lenient, parts.runs, parts.session],
-                          [check, *results, parts.runs, parts.table], api_name=False,
+                          [check, *results, parts.runs, parts.table, *trees], api_name=False,
                           concurrency_id=ENGINE_QUEUE, concurrency_limit=limit,
                           show_progress=PROGRESS, validator=validate_click())
-    stop.click(on_stop, None, [check, *results], cancels=[run_event],
+    stop.click(on_stop, None, [check, *results, *trees], cancels=[run_event],
                api_name=False, queue=False)
     return [prompt, editor, *controls, *results, check]
 
