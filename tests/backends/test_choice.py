@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-import json
-
 import pytest
 
 from playground.backends.choice import choose_backend, named_backend, pending
-from tests.support import qwen_tokenizer
-
-
-def misread(tokenizer):
-    """The H100 finding's tokenizer: a GGUF conversion's Sequence decoder."""
-    from tokenizers import Tokenizer
-
-    broken = copy.deepcopy(tokenizer)
-    spec = json.loads(broken.backend_tokenizer.to_str())
-    spec["decoder"] = {"type": "Sequence", "decoders": [
-        {"type": "ByteFallback"}, {"type": "Fuse"},
-        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
-        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
-         "use_regex": True}]}
-    broken._tokenizer = Tokenizer.from_str(json.dumps(spec))
-    return broken
+from tests.support import misread_tokenizer, qwen_tokenizer
 
 
 def test_qwen_gets_guidance_since_llguidance_reads_its_tokenizer():
@@ -35,7 +17,7 @@ def test_qwen_gets_guidance_since_llguidance_reads_its_tokenizer():
 
 
 def test_a_tokenizer_llguidance_misreads_gets_xgrammar_with_the_token_named():
-    choice = choose_backend(misread(qwen_tokenizer()))
+    choice = choose_backend(misread_tokenizer(qwen_tokenizer()))
     assert choice.backend == "xgrammar"
     assert "llguidance reads token" in choice.reason
 

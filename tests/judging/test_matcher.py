@@ -6,6 +6,7 @@ from playground.backends.names import MATCHER_BACKENDS as BACKENDS
 from playground.core.constraints import from_text
 from playground.errors import ConstraintError
 from playground.judging.matcher import Matcher, describe_bytes
+from tests.support import misread_tokenizer
 
 SQL = 'start: "SELECT " NAME ("," NAME)* " FROM " NAME\nNAME: /[a-z_]+/'
 EMAIL = r"\w+@\w+\.(com|org|net)\n"
@@ -91,21 +92,9 @@ def test_replay_with_the_models_tokenizer(embedded_engine):
 def test_guidance_misreads_a_tokenizer_whose_decoder_is_not_byte_level(embedded_engine):
     """The H100 finding: a GGUF-converted tokenizer.json with a Sequence decoder makes
     llguidance read byte-level tokens literally; the check must name such a token."""
-    import copy
-    import json
-
     from playground.backends.guidance import guidance_misreads
 
     tokenizer = embedded_engine.tokenizer
     assert guidance_misreads(tokenizer) is None
-    broken = copy.deepcopy(tokenizer)
-    spec = json.loads(broken.backend_tokenizer.to_str())
-    spec["decoder"] = {"type": "Sequence", "decoders": [
-        {"type": "ByteFallback"}, {"type": "Fuse"},
-        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
-        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
-         "use_regex": True}]}
-    from tokenizers import Tokenizer
-
-    broken._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    broken = misread_tokenizer(tokenizer)
     assert "llguidance reads token" in (guidance_misreads(broken) or "")

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import cProfile
 import io
-import os
 import pstats
 import time
 
@@ -20,15 +19,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=128)
     args = parser.parse_args()
+    from dummy_engine import loaded_engine
+
     from playground.bench import engine_bench as bench
     from playground.core.settings import SamplingSettings
-    from playground.engines.registry import create_engine, defaults
     from playground.judging import judge
 
-    engine = create_engine(defaults([
-        "--engine", "vllm", "--model", os.environ["GPU_MODEL"], "--load-format", "dummy",
-        "--disable-any-whitespace", "--gpu-memory-utilization", "0.85"]))
-    engine.load()
+    engine = loaded_engine()
     judge.warm_up()
 
     async def measure() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 from typing import Any
 
@@ -24,16 +23,14 @@ def main() -> None:
     parser.add_argument("--level", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    from dummy_engine import loaded_engine
+
     from playground.bench import engine_bench as bench
     from playground.core.settings import SamplingSettings
-    from playground.engines.registry import create_engine, defaults
     from playground.judging.validation import Verdict
     from playground.run import service
 
-    engine = create_engine(defaults([
-        "--engine", "vllm", "--model", os.environ["GPU_MODEL"], "--load-format", "dummy",
-        "--disable-any-whitespace", "--gpu-memory-utilization", "0.85"]))
-    engine.load()
+    engine = loaded_engine()
     own_ids, own_judge = engine.text_token_ids, service.judge
 
     async def instant(*_: Any, **__: Any) -> Verdict:
