@@ -48,7 +48,11 @@ def choose_backend(tokenizer: Any | None) -> BackendChoice:
                                               "tokenizer could not be read before start")
     from playground.backends.guidance import guidance_misreads
 
-    problem = guidance_misreads(tokenizer)
+    try:
+        problem = guidance_misreads(tokenizer)
+    except Exception as exc:  # llguidance takes fast tokenizers only, and not every one
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        problem = f"llguidance cannot read this tokenizer ({first})"
     if problem:
         return BackendChoice(DEFAULT_BACKEND, f"per model: xgrammar, since {problem}")
     # An object schema that leaves additionalProperties out closes as xgrammar closes it

@@ -12,13 +12,16 @@ from playground.core.constraints import Choice, Constraint, JsonSchema, LarkGram
 
 _INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
 
-# ASCII spellings of the classes llguidance reads as Unicode: (outside a class, inside one).
-_ASCII_CLASSES = {"d": ("[0-9]", "0-9"), "w": ("[0-9A-Za-z_]", "0-9A-Za-z_"),
-                  "s": ("[\\t\\n\\f\\r ]", "\\t\\n\\f\\r "),  # RE2's \s has no \v
-                  "D": ("[^0-9]", None), "W": ("[^0-9A-Za-z_]", None),
-                  "S": ("[^\\t\\n\\f\\r ]", None)}
+# ASCII spellings of the classes llguidance reads as Unicode, each a class of its own: in
+# a class a nested class is a union (`[[0-9]-x]` is digits, "-" and "x"), where a bare
+# `0-9-x` would have made "9-x" a range.
+_ASCII_CLASSES = {"d": "[0-9]", "w": "[0-9A-Za-z_]",
+                  "s": "[\\t\\n\\f\\r ]",  # RE2's \s has no \v
+                  "D": "[^0-9]", "W": "[^0-9A-Za-z_]", "S": "[^\\t\\n\\f\\r ]"}
 # Keywords whose values are data, not schemas: a "pattern" key inside them is no pattern.
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+# Keywords whose values map names to schemas: a name there is no keyword.
+_SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "dependentSchemas"})
 
 
 def lark_for_guidance(grammar: str) -> str:
@@ -28,33 +31,19 @@ def lark_for_guidance(grammar: str) -> str:
 
 
 def ascii_classes(pattern: str) -> str:
-    """`pattern` with `\\d`, `\\w`, `\\s` (and their negations outside a class) spelled in
-    ASCII. llguidance reads them as Unicode classes, so with the guidance backend a dummy
-    model wrote "202６-11-1２" for `(19|20)\\d{2}-...`, which RE2 (the validator), xgrammar
-    and JSON Schema's ECMA-262 all refuse. A negation inside a class stays: llguidance's
-    Unicode one is the narrower, so what it allows still fits."""
+    """`pattern` with `\\d`, `\\w`, `\\s` and their negations spelled as ASCII classes.
+    llguidance reads them as Unicode classes, so with the guidance backend a dummy model
+    wrote "202６-11-1２" for `(19|20)\\d{2}-...`, which RE2 (the validator), xgrammar and
+    JSON Schema's ECMA-262 all refuse. Every other escape is kept as written."""
     out: list[str] = []
-    in_class, index = False, 0
+    index = 0
     while index < len(pattern):
-        char = pattern[index]
-        if char == "\\" and index + 1 < len(pattern):
-            letter = pattern[index + 1]
-            spelled = _ASCII_CLASSES.get(letter, (None, None))[1 if in_class else 0]
-            out.append(spelled or pattern[index:index + 2])
+        if pattern[index] == "\\" and index + 1 < len(pattern):
+            escape = pattern[index:index + 2]
+            out.append(_ASCII_CLASSES.get(escape[1], escape))
             index += 2
             continue
-        if char == "[" and not in_class:
-            in_class = True
-            out.append(char)
-            index += 1
-            for opener in ("^", "]"):  # "[]a]" and "[^]a]": that "]" is a member
-                if pattern.startswith(opener, index):
-                    out.append(opener)
-                    index += 1
-            continue
-        if char == "]" and in_class:
-            in_class = False
-        out.append(char)
+        out.append(pattern[index])
         index += 1
     return "".join(out)
 
@@ -70,12 +59,23 @@ def schema_for_guidance(schema: Any) -> Any:
         if key == "pattern" and isinstance(value, str):
             found[key] = ascii_classes(value)
         elif key == "patternProperties" and isinstance(value, dict):
-            found[key] = {ascii_classes(name): schema_for_guidance(sub)
-                          for name, sub in value.items()}
+            found[key] = _ascii_pattern_properties(value)
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            found[key] = {name: schema_for_guidance(sub) for name, sub in value.items()}
         elif key in _DATA_KEYWORDS:
             found[key] = value
         else:
             found[key] = schema_for_guidance(value)
+    return found
+
+
+def _ascii_pattern_properties(patterns: dict[str, Any]) -> dict[str, Any]:
+    """Two patterns may spell the same once in ASCII (`^\\d$`, `^[0-9]$`): a name matching
+    both had to fit both schemas, so they merge with allOf."""
+    found: dict[str, Any] = {}
+    for name, sub in patterns.items():
+        key, sub = ascii_classes(name), schema_for_guidance(sub)
+        found[key] = {"allOf": [found[key], sub]} if key in found else sub
     return found
 
 

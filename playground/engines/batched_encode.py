@@ -52,16 +52,26 @@ class BatchedEncoder:
         time.sleep(self._gather_s)
         with self._ready:
             batch, self._waiting, self._gathering = self._waiting, [], False
+        found: list[list[int]] | None = None
+        error: BaseException | None = None
         try:
-            found: list[list[int]] | None = self._encode_batch([s.text for s in batch])
-            error = None
-        except Exception as exc:  # every text of the batch gets the error
-            found, error = None, exc
-        with self._ready:
-            for index, waiting in enumerate(batch):
-                waiting.ids = found[index] if found is not None else None
-                waiting.error, waiting.done = error, True
-            self._ready.notify_all()
+            found = self._encode_batch([s.text for s in batch])
+            if len(found) != len(batch):
+                error = RuntimeError(f"the tokenizer gave {len(found)} encodings for "
+                                     f"{len(batch)} texts")
+        except BaseException as exc:  # a Rust panic too: every text of the batch gets it
+            error = exc
+            raise
+        finally:  # whatever happened, no caller of this batch waits on
+            with self._ready:
+                for index, waiting in enumerate(batch):
+                    if error is None and found is not None:
+                        waiting.ids = found[index]
+                    waiting.error = error or waiting.error
+                    if waiting.ids is None and waiting.error is None:
+                        waiting.error = RuntimeError("the batch ended without encodings")
+                    waiting.done = True
+                self._ready.notify_all()
         return self._result(slot)
 
     @staticmethod

@@ -170,6 +170,9 @@ class VllmEngine(Engine):
             if backend is None:
                 return [list(self.tokenizer.encode(t, add_special_tokens=False))
                         for t in texts]
+            # As transformers' own encode does first: a tokenizer.json may turn them on.
+            backend.no_padding()
+            backend.no_truncation()
             return [list(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
 
     def count_prompt_tokens(self, prompt: str, settings: SamplingSettings) -> int | None:

@@ -168,6 +168,8 @@ def _parsed(data: bytes) -> Any:
         raise InputError(f"its data is not UTF-8 text (byte {exc.start + 1:,})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"its data is not JSON: {exc.msg}") from None
+    except ValueError as exc:  # an integer past Python's 4,300 digits
+        raise InputError(f"its data cannot be read: {str(exc)[:120]}") from None
     except RecursionError:
         raise InputError("its data is not JSON: nested too deeply") from None
     if not isinstance(fields, dict):

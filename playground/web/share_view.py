@@ -7,6 +7,7 @@ nothing until the user clicks Run.
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -75,7 +76,7 @@ def restored(query: Mapping[str, str], widths: Mapping[str, int]) -> list[Any]:
         log.info("a bad share link: %s", exc)
         first = MODES[0]
         skipped[first][-1] = f'<span class="bad">{plain(str(exc))}</span>'
-        gr.Warning(str(exc))
+        gr.Warning(html.escape(str(exc)))  # names taken from the link
         return [gr.skip(), *(value for mode in MODES for value in skipped[mode])]
     values = [state.prompt, state.constraint, *controls_from_settings(state.settings)]
     skipped[state.mode][:FILLED] = values

@@ -26,6 +26,12 @@ def test_no_tokenizer_gets_xgrammar():
     assert choose_backend(None).backend == "xgrammar"
 
 
+def test_a_tokenizer_llguidance_cannot_read_gets_xgrammar_and_the_engine_still_starts():
+    """llguidance.hf takes fast tokenizers only: a slow one raised out of the choice."""
+    choice = choose_backend(object())
+    assert choice.backend == "xgrammar" and "llguidance cannot read" in choice.reason
+
+
 @pytest.mark.parametrize(("requested", "no_whitespace", "backend"), [
     ("guidance", False, "guidance"), ("xgrammar", True, "xgrammar"), ("auto", True, "xgrammar"),
     ("auto", False, "auto"), ("outlines", False, "outlines")])

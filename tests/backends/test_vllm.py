@@ -148,14 +148,27 @@ def test_a_moved_vllm_api_is_an_internal_error_not_a_rejection(monkeypatch, brea
 
 
 @pytest.mark.parametrize(("pattern", "ascii"), [
-    (r"\d+", "[0-9]+"), (r"[\d.]+", "[0-9.]+"), (r"\w+@\w+", "[0-9A-Za-z_]+@[0-9A-Za-z_]+"),
-    (r"\s", r"[\t\n\f\r ]"), (r"\D", "[^0-9]"), (r"[^\d]", "[^0-9]"), (r"[]\d]", "[]0-9]"),
-    (r"\\d", r"\\d"), (r"[\D]", r"[\D]"), (r"\p{L}\.", r"\p{L}\."), ("[a-z]", "[a-z]")])
+    (r"\d+", "[0-9]+"), (r"[\d.]+", "[[0-9].]+"), (r"\w+@\w+", "[0-9A-Za-z_]+@[0-9A-Za-z_]+"),
+    (r"\s", r"[\t\n\f\r ]"), (r"\D", "[^0-9]"), (r"[^\d]", "[^[0-9]]"),
+    (r"[]\d]", "[][0-9]]"), (r"[\s-x]", r"[[\t\n\f\r ]-x]"), (r"[^\D]", "[^[^0-9]]"),
+    (r"\\d", r"\\d"), (r"\p{L}\.", r"\p{L}\."), ("[a-z]", "[a-z]")])
 def test_guidance_gets_regexes_with_ascii_classes(pattern, ascii):
     """llguidance reads \\d, \\w and \\s as Unicode; the validator (RE2), xgrammar and
     JSON Schema's ECMA-262 as ASCII."""
     assert structured_outputs_kwargs(Regex(pattern), "guidance") == {"regex": ascii}
     assert structured_outputs_kwargs(Regex(pattern), "xgrammar") == {"regex": pattern}
+
+
+@pytest.mark.parametrize(("pattern", "fits", "breaks"), [
+    (r"[\s-x]", [" ", "-", "x"], ["A", "!"]),  # a bare "0-9-x" inside would be a range
+    (r"[^\D]", ["5"], ["６"]), (r"[]\d]+", ["]3"], ["a"]), (r"\w+@\w+", ["a_1@b"], ["é@b"])])
+def test_guidance_enforces_the_validators_classes(pattern, fits, breaks):
+    from playground.backends.guidance import as_sent_to_guidance
+    from playground.judging.matcher import Matcher
+
+    matcher = Matcher.create(as_sent_to_guidance(Regex(pattern)), None, "guidance")
+    assert all(matcher.accepts(text) for text in fits)
+    assert not any(matcher.accepts(text) for text in breaks)
 
 
 def test_guidance_gets_schema_patterns_with_ascii_classes_and_data_untouched():
@@ -166,6 +179,14 @@ def test_guidance_gets_schema_patterns_with_ascii_classes_and_data_untouched():
     assert sent["properties"]["pattern"]["pattern"] == "^[0-9]$"
     assert sent["patternProperties"] == {"^[0-9A-Za-z_]+$": {"pattern": r"[\t\n\f\r ]"}}
     assert sent["const"] == {"pattern": r"\d"} and sent["enum"] == [{"pattern": r"\d"}]
+    # A property named like a keyword is a schema; patterns that meet in ASCII merge.
+    named = structured_outputs_kwargs(JsonSchema({
+        "properties": {"enum": {"pattern": r"^\d$"}},
+        "patternProperties": {r"^\d$": {"type": "string"}, "^[0-9]$": {"minLength": 1}}}),
+        "guidance")["json"]
+    assert named["properties"]["enum"]["pattern"] == "^[0-9]$"
+    assert named["patternProperties"] == {"^[0-9]$": {"allOf": [{"type": "string"},
+                                                                {"minLength": 1}]}}
 
 
 def test_closed_objects_is_vllms_disable_additional_properties():

@@ -20,7 +20,7 @@ def run_threads(encoder: BatchedEncoder, texts: list[str]) -> list:
         start.wait()
         try:
             found[index] = encoder.encode(texts[index])
-        except Exception as exc:
+        except BaseException as exc:
             found[index] = exc
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(texts))]
@@ -28,6 +28,7 @@ def run_threads(encoder: BatchedEncoder, texts: list[str]) -> list:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a caller still waits"
     return found
 
 
@@ -50,6 +51,19 @@ def test_an_error_reaches_every_caller_of_its_batch():
 
     found = run_threads(BatchedEncoder(encode_batch, gather_s=0.02), ["a", "b", "c"])
     assert all(isinstance(f, ValueError) for f in found)
+
+
+@pytest.mark.parametrize("answer", [KeyboardInterrupt, lambda texts: [[1]]])
+def test_no_caller_waits_on_when_the_batch_fails_oddly(answer):
+    """A BaseException (a Rust panic in tokenizers is one) or too few encodings: every
+    caller gets an error, none hangs."""
+    def encode_batch(texts: list[str]) -> list[list[int]]:
+        if isinstance(answer, type):
+            raise answer()
+        return answer(texts)
+
+    found = run_threads(BatchedEncoder(encode_batch, gather_s=0.05), ["a", "b", "c"])
+    assert all(isinstance(f, BaseException) for f in found), found
 
 
 @pytest.mark.parametrize("seed", [0, 1])

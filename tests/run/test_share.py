@@ -159,3 +159,17 @@ def test_the_link_limit_is_a_flag():
             share.encode(share.shared_tab("choice", "a\nb", "p", {}))
     finally:
         limits.configure(previous)
+
+
+def test_a_link_with_an_integer_past_pythons_digit_limit_gets_one_line():
+    import base64
+    import zlib
+
+    from playground.errors import InputError
+    from playground.run import share
+
+    data = ('{"mode": "regex", "constraint": "a", "prompt": "p", "settings": {"seed": '
+            + "1" * 5000 + "}}").encode()
+    token = "v1." + base64.urlsafe_b64encode(zlib.compress(data)).rstrip(b"=").decode()
+    with pytest.raises(InputError, match="^share link: its data cannot be read"):
+        share.decode(token)
