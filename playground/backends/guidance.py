@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from playground.core.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
+from playground.core.schema import schema_children
 
 _INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
 
@@ -18,10 +19,6 @@ _INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
 _ASCII_CLASSES = {"d": "[0-9]", "w": "[0-9A-Za-z_]",
                   "s": "[\\t\\n\\f\\r ]",  # RE2's \s has no \v
                   "D": "[^0-9]", "W": "[^0-9A-Za-z_]", "S": "[^\\t\\n\\f\\r ]"}
-# Keywords whose values are data, not schemas: a "pattern" key inside them is no pattern.
-_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
-# Keywords whose values map names to schemas: a name there is no keyword.
-_SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "dependentSchemas"})
 
 
 def lark_for_guidance(grammar: str) -> str:
@@ -49,23 +46,26 @@ def ascii_classes(pattern: str) -> str:
 
 
 def schema_for_guidance(schema: Any) -> Any:
-    """The schema with every `pattern` and `patternProperties` key in ASCII classes."""
-    if isinstance(schema, list):
-        return [schema_for_guidance(item) for item in schema]
+    """The schema with every `pattern` and `patternProperties` key in ASCII classes, walked
+    as the rest of the playground walks schemas (`schema_children`): data such as `const`
+    is never read as a schema, and a property named "pattern" is a schema."""
     if not isinstance(schema, dict):
         return schema
-    found: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "pattern" and isinstance(value, str):
-            found[key] = ascii_classes(value)
-        elif key == "patternProperties" and isinstance(value, dict):
-            found[key] = _ascii_pattern_properties(value)
-        elif key in _SCHEMA_MAPS and isinstance(value, dict):
-            found[key] = {name: schema_for_guidance(sub) for name, sub in value.items()}
-        elif key in _DATA_KEYWORDS:
-            found[key] = value
-        else:
-            found[key] = schema_for_guidance(value)
+    found = dict(schema)
+    if isinstance(found.get("pattern"), str):
+        found["pattern"] = ascii_classes(found["pattern"])
+    copied: set[str] = set()
+    for keys, sub in schema_children(schema):
+        key = str(keys[0])
+        if len(keys) == 1:
+            found[key] = schema_for_guidance(sub)
+            continue
+        if key not in copied:  # the caller's containers stay as they were
+            found[key] = dict(found[key]) if isinstance(found[key], dict) else list(found[key])
+            copied.add(key)
+        found[key][keys[1]] = schema_for_guidance(sub)
+    if isinstance(found.get("patternProperties"), dict):
+        found["patternProperties"] = _ascii_pattern_properties(found["patternProperties"])
     return found
 
 
@@ -74,13 +74,14 @@ def _ascii_pattern_properties(patterns: dict[str, Any]) -> dict[str, Any]:
     both had to fit both schemas, so they merge with allOf."""
     found: dict[str, Any] = {}
     for name, sub in patterns.items():
-        key, sub = ascii_classes(name), schema_for_guidance(sub)
+        key = ascii_classes(name)
         found[key] = {"allOf": [found[key], sub]} if key in found else sub
     return found
 
 
 def closed_objects(schema: Any) -> Any:
-    """The schema as vLLM 0.26's guidance backend makes it under
+    """(For tests that compile what vLLM compiles; vLLM does this itself.) The schema as
+    vLLM 0.26's guidance backend makes it under
     `disable_additional_properties` (`process_for_additional_properties`): every object
     schema with properties and no additionalProperties gets `"additionalProperties":
     false`, which xgrammar assumes anyway."""

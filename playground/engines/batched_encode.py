@@ -67,9 +67,8 @@ class BatchedEncoder:
                 for index, waiting in enumerate(batch):
                     if error is None and found is not None:
                         waiting.ids = found[index]
-                    waiting.error = error or waiting.error
-                    if waiting.ids is None and waiting.error is None:
-                        waiting.error = RuntimeError("the batch ended without encodings")
+                    else:
+                        waiting.error = error or RuntimeError("the batch gave no encodings")
                     waiting.done = True
                 self._ready.notify_all()
         return self._result(slot)
