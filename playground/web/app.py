@@ -42,7 +42,10 @@ def launch_options(args: argparse.Namespace) -> dict[str, Any]:
     auth = limits.parse_auth(getattr(args, "auth", None) or os.environ.get(limits.AUTH_ENV))
     if auth is None and not is_loopback(args.host):
         warn_open(args.host)
+    # mcp_server off whatever GRADIO_MCP_SERVER says: gradio's import skipped mcp
+    # (web/gradio_stubs.py) and the page has no tools to offer an MCP client.
     return {"server_name": args.host, "server_port": args.port, "css": CSS, "auth": auth,
+            "mcp_server": False,
             "max_file_size": max(limits.active().max_batch_file_bytes,
                                  limits.active().max_history_file_bytes)}
 
