@@ -46,6 +46,13 @@ class Limits:
     max_batch_file_bytes: int = _limit(5_000_000, "the batch file", "bytes")
     max_batch_prompts: int = _limit(1_000, "the batch", "prompts")
     max_batch_tokens: int = _limit(200_000, "the batch's total work", "tokens")
+    # The Compare tab's grid (run/compare.py): variants as columns, inputs as rows. A grid
+    # holds no model slot (its cells queue in the engine beside other users' clicks), so
+    # these bound its work: 40 cells of 64 tokens take ~2 minutes on the 2-core CPU model.
+    max_compare_variants: int = _limit(4, "the grid", "variants")
+    max_compare_inputs: int = _limit(20, "the grid", "inputs")
+    max_compare_cells: int = _limit(40, "the grid", "cells")
+    max_compare_input_chars: int = _limit(10_000, "the input", "characters")
     # Compiled grammars kept for reuse (xgrammar's cache in the CPU engine); 2,000 choices
     # take ~0.5 MB, a JSON schema with maxLength 10^8 ~5.6 MB. Before: never freed.
     compile_cache_bytes: int = _limit(256_000_000, "the compiled-grammar cache", "bytes")
