@@ -8,8 +8,16 @@ import json
 import re
 from typing import Any
 
-from playground.core.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
+from playground.core.constraints import (
+    Choice,
+    Constraint,
+    JsonSchema,
+    LarkGrammar,
+    Regex,
+    ToolCalls,
+)
 from playground.core.schema import schema_children
+from playground.core.tools import CALL_SEPARATOR, TRIGGER
 
 _INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
 
@@ -122,7 +130,34 @@ def guidance_grammar(constraint: Constraint, any_whitespace: bool = True) -> str
                 json.dumps(schema), defaults={"whitespace_flexible": any_whitespace})
         case LarkGrammar(grammar=grammar):
             return llguidance.grammar_from("grammar", lark_for_guidance(grammar))
+        case ToolCalls():
+            return llguidance.grammar_from("grammar", tool_calls_lark(constraint))
     raise TypeError(f"not a constraint: {constraint!r}")
+
+
+def tool_calls_lark(constraint: ToolCalls) -> str:
+    """The tools as a Lark grammar for llguidance, the same language as the xgrammar
+    structural tag (backends/xgrammar.structural_tag). Not vLLM's guidance structural tag:
+    that reads only the older form (free text with triggered calls, which cannot insist on
+    a call) and makes the trigger a special token, which it is not in every vocabulary
+    (nor in the byte one of the matcher). Under `auto` the free text before a call ends
+    lazily at the first `<tool_call>`, and the text after the last call holds none."""
+    auto = constraint.choice == "auto"
+    rules = []
+    for index, tool in enumerate(constraint.allowed):
+        begin = tool.call_begin().removeprefix(TRIGGER) if auto else tool.call_begin()
+        rules += [f"call_{index}: {json.dumps(begin)} args_{index} "
+                  f"{json.dumps(tool.call_end())}",
+                  f"args_{index}: %json {json.dumps(schema_for_guidance(tool.parameters))}"]
+    calls = " | ".join(f"call_{index}" for index in range(len(rules) // 2))
+    if auto:
+        start = ["start: (free call)* TAIL", f"free[lazy]: /(.|\\n)*{TRIGGER}/",
+                 f"TAIL: /(.|\\n)*/ & ~/(.|\\n)*{TRIGGER}(.|\\n)*/"]
+    elif constraint.choice == "named":
+        start = ["start: call"]
+    else:
+        start = [f"start: call ({json.dumps(CALL_SEPARATOR)} call)*"]
+    return "\n".join([*start, f"call: {calls}", *rules]) + "\n"
 
 
 def guidance_misreads(tokenizer: Any, vocab_size: int | None = None, sample: int = 2000

@@ -9,13 +9,22 @@ Both convert constraints the same way, without importing vLLM, so they are teste
 from __future__ import annotations
 
 import functools
+import json
 from types import SimpleNamespace
 from typing import Any
 
-from playground.backends.guidance import as_sent_to_guidance, lark_for_guidance
-from playground.core.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
+from playground.backends.guidance import as_sent_to_guidance, lark_for_guidance, tool_calls_lark
+from playground.backends.xgrammar import legacy_structural_tag, structural_tag_text
+from playground.core.constraints import (
+    Choice,
+    Constraint,
+    JsonSchema,
+    LarkGrammar,
+    Regex,
+    ToolCalls,
+)
 from playground.core.settings import SamplingSettings, chat_messages
-from playground.errors import VllmIntegrationError
+from playground.errors import ConstraintError, VllmIntegrationError
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -30,8 +39,22 @@ def structured_outputs_kwargs(constraint: Constraint, backend: str = "auto") -> 
     grammars go through xgrammar's Lark front end to EBNF, which vLLM accepts; guidance
     cannot read that EBNF's `{1, -1}` repetitions but reads Lark without `?rule`, and
     gets regexes with ASCII classes (`as_sent_to_guidance`). Validation still uses the
-    user's original constraint.
+    user's original constraint. Tools go as xgrammar's structural tag (a JSON string, as
+    vLLM takes it); to guidance, which reads only the older structural tag (free text and
+    triggered calls), `auto` in that form and `required` or a named tool as the same
+    language in Lark (`tool_calls_lark`).
     """
+    if isinstance(constraint, ToolCalls):
+        if backend == "guidance" and constraint.choice == "auto":
+            # vLLM's own guidance path: the trigger as the model's special token (Qwen2.5
+            # writes <tool_call> as one token, which llguidance refuses as text).
+            return {"structural_tag": json.dumps(legacy_structural_tag(constraint))}
+        if backend == "guidance":  # calls only: every token of a call's opening is forced
+            return {"grammar": tool_calls_lark(constraint)}
+        if backend == "outlines":
+            raise ConstraintError("tool: vLLM's outlines backend has no structural tags; "
+                                  "serve with --structured-outputs-backend xgrammar or guidance")
+        return {"structural_tag": structural_tag_text(constraint)}
     if backend == "guidance":
         constraint = as_sent_to_guidance(constraint)
     match constraint:
@@ -85,6 +108,11 @@ def openai_request(prompt: str, constraint: Constraint | None, settings: Samplin
     if settings.chat_template:
         path = CHAT_PATH
         body["messages"] = chat_messages(prompt, settings)
+        if settings.tools:
+            # Rendered by the server's chat template; "none" keeps vLLM's tool parser out,
+            # so the calls come back as the text that is judged (the constraint is sent
+            # as structured_outputs, for the constrained run only).
+            body.update(tools=settings.tools, tool_choice="none")
     else:
         path = COMPLETIONS_PATH
         body["prompt"] = prompt

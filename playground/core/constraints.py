@@ -1,4 +1,4 @@
-"""The four constraint kinds: parsed and checked here, knowing nothing of any engine.
+"""The five constraint kinds: parsed and checked here, knowing nothing of any engine.
 
 Each constraint is built from what a user typed in an editor (`from_text`) or from
 structured values (named constructors), and raises `ConstraintError` with a position
@@ -15,15 +15,17 @@ from typing import Any, Literal
 
 from playground.core.lark_check import lark_parser
 from playground.core.schema import check_schema, json_objects
+from playground.core.tools import ToolSet
 from playground.errors import ConstraintError
 
-Mode = Literal["choice", "regex", "json", "grammar"]
-MODES: tuple[Mode, ...] = ("choice", "regex", "json", "grammar")
+Mode = Literal["choice", "regex", "json", "grammar", "tool"]
+MODES: tuple[Mode, ...] = ("choice", "regex", "json", "grammar", "tool")
 MODE_LABELS: dict[Mode, str] = {
     "choice": "Choice",
     "regex": "Regex",
     "json": "JSON Schema",
     "grammar": "Lark grammar",
+    "tool": "Tool call",
 }
 
 
@@ -225,13 +227,40 @@ class LarkGrammar:
         return self.grammar
 
 
-Constraint = Choice | Regex | JsonSchema | LarkGrammar
+@dataclass(frozen=True)
+class ToolCalls(ToolSet):
+    """Tools (OpenAI's format) and a tool choice: only the calls are constrained, each to
+    its tool's parameters schema (core/tools.py: the call format and the call parser)."""
+
+    mode: Mode = field(default="tool", init=False)
+
+    @classmethod
+    def from_text(cls, text: str) -> ToolCalls:
+        return cls(*ToolSet.read(text))
+
+    @cached_property
+    def warnings(self) -> list[str]:
+        found: list[str] = []
+        for tool in self.tools:
+            if isinstance(tool.parameters, dict) and tool.parameters.get("type") != "object":
+                found.append(f"{tool.name}: the parameters schema is not of type object; "
+                             "models and OpenAI expect arguments as an object")
+            found += [f"{tool.name}: {warning}"
+                      for warning in JsonSchema(tool.parameters).warnings]
+        return found
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+Constraint = Choice | Regex | JsonSchema | LarkGrammar | ToolCalls
 
 _FROM_TEXT = {
     "choice": Choice.from_text,
     "regex": Regex.from_text,
     "json": JsonSchema.from_text,
     "grammar": LarkGrammar.from_text,
+    "tool": ToolCalls.from_text,
 }
 
 

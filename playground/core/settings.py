@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 
 class SamplingSettings(BaseModel):
@@ -22,6 +22,19 @@ class SamplingSettings(BaseModel):
     # Strict: true or false, as the request options are ("yes" and 1 are refused).
     chat_template: bool = Field(True, strict=True)
     system_prompt: str = ""
+    # The Tool call tab's tools (OpenAI's format), rendered into the prompt by the chat
+    # template for both runs of a click. Private: set from the constraint by the service
+    # (`with_tools`), never from options, so it is in no dump (history, share, the API).
+    _tools: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        return self._tools
+
+    def with_tools(self, tools: list[dict[str, Any]]) -> SamplingSettings:
+        copy = self.model_copy()
+        copy._tools = list(tools)
+        return copy
 
     @field_validator("max_tokens", "temperature", "top_p", "seed", mode="before")
     @classmethod
@@ -69,9 +82,18 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return {key: value for key, value in options.items() if key not in request}, request
 
 
-def chat_messages(prompt: str, settings: SamplingSettings) -> list[dict[str, str]]:
-    """The messages a chat template renders: the system prompt, if any, then the user's."""
+def chat_messages(prompt: str, settings: SamplingSettings, tools_in_system: bool = False
+                  ) -> list[dict[str, str]]:
+    """The messages a chat template renders: the system prompt, if any, then the user's.
+
+    `tools_in_system`: for a template with no tools section, the settings' tools are
+    written into the system prompt in Hermes style (core/tools.tools_prompt)."""
     messages = [{"role": "user", "content": prompt}]
-    if settings.system_prompt:
-        messages.insert(0, {"role": "system", "content": settings.system_prompt})
+    system = settings.system_prompt
+    if tools_in_system and settings.tools:
+        from playground.core.tools import tools_prompt
+
+        system = "\n\n".join(part for part in (system, tools_prompt(settings.tools)) if part)
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
     return messages

@@ -10,9 +10,17 @@ from __future__ import annotations
 import re
 
 from playground.core import linear_re
-from playground.core.constraints import Choice, Constraint, JsonSchema, LarkGrammar, Regex
+from playground.core.constraints import (
+    Choice,
+    Constraint,
+    JsonSchema,
+    LarkGrammar,
+    Regex,
+    ToolCalls,
+)
 from playground.core.lark_check import grammar_errors, lark_parser
 from playground.core.schema import json_errors
+from playground.core.tools import call_errors
 
 
 def errors_in(constraint: Constraint, text: str) -> list[str]:
@@ -34,6 +42,8 @@ def errors_in(constraint: Constraint, text: str) -> list[str]:
             return json_errors(constraint.schema, text)
         case LarkGrammar(grammar=grammar, start=start):
             return grammar_errors(lark_parser(grammar, start), text)
+        case ToolCalls():
+            return call_errors(constraint, text)
     raise TypeError(f"not a constraint: {constraint!r}")
 
 

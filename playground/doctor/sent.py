@@ -44,6 +44,9 @@ def sent(constraint: Constraint, backend: str = "xgrammar",
     except ConstraintError as exc:
         return {"backend": backend, "language": "text", "text": f"# not convertible: {exc}"}
     key, value = next(iter(fields.items()))
+    if key == "structural_tag":  # a JSON string: shown laid out
+        return {"backend": backend, "language": "json",
+                "text": json.dumps(json.loads(value), indent=2, ensure_ascii=False)}
     if key in ("json", "choice"):
         return {"backend": backend, "language": "json", "text": json.dumps(value, indent=2)}
     language = {"regex": "regex", "grammar": "lark" if raw == "guidance" else "ebnf"}[key]

@@ -34,8 +34,14 @@ def encode_prompt(tokenizer: Any, prompt: str, settings: SamplingSettings) -> li
     """
     text = prompt
     if settings.chat_template:
-        text = tokenizer.apply_chat_template(chat_messages(prompt, settings), tokenize=False,
-                                             add_generation_prompt=True)
+        # Tools through the template's own `tools=` where it has a tools section (Qwen2.5),
+        # else in the system prompt in the same Hermes style.
+        native = bool(settings.tools) and "tools" in str(
+            getattr(tokenizer, "chat_template", "") or "")
+        extra = {"tools": settings.tools} if native else {}
+        text = tokenizer.apply_chat_template(
+            chat_messages(prompt, settings, tools_in_system=not native), tokenize=False,
+            add_generation_prompt=True, **extra)
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 

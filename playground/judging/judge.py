@@ -111,7 +111,7 @@ def check_sizes(mode: str, text: str) -> None:
         limit.require("max_regex_chars", len(text))
     elif mode == "choice":
         limit.require("max_choices", sum(1 for line in text.splitlines() if line.strip()))
-    elif mode == "json":
+    elif mode in ("json", "tool"):  # the tools' schemas nest inside the tools document
         limit.require("max_json_depth", json_depth(text), "the schema's nesting")
 
 

@@ -22,14 +22,14 @@ from playground.backends.vllm import (
     sampling_kwargs,
     structured_outputs_kwargs,
 )
-from playground.core.constraints import Constraint, JsonSchema
+from playground.core.constraints import Constraint, JsonSchema, ToolCalls
 from playground.core.settings import SamplingSettings, chat_messages
 
 Form = Literal["python", "openai", "curl"]
 FORMS: tuple[Form, ...] = ("python", "openai", "curl")
 DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
 _COMMON = {"model", "max_tokens", "temperature", "top_p", "seed", "stop"}
-OPENAI_CHAT = _COMMON | {"messages", "response_format"}
+OPENAI_CHAT = _COMMON | {"messages", "response_format", "tools", "tool_choice"}
 OPENAI_COMPLETIONS = _COMMON | {"prompt"}
 # The CPU model's GGUF is a conversion of this checkpoint, which vLLM serves as is.
 _HF_NAMES = {"SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -100,8 +100,25 @@ def request_body(constraint: Constraint, prompt: str, settings: SamplingSettings
     """The JSON body for `vllm serve`: the server engine's own request (JSON schemas as
     OpenAI's `response_format`, the other modes as vLLM's `structured_outputs`), not
     streamed."""
+    if isinstance(constraint, ToolCalls) and settings.chat_template:
+        return _tools_body(constraint, prompt, settings, target)
     _, body = openai_request(prompt, constraint, settings, target.model, target.engine_backend)
     # What the playground reads from a stream, not what a user's code needs.
+    for key in ("stream", "stream_options", "return_token_ids"):
+        body.pop(key, None)
+    return body
+
+
+def _tools_body(constraint: ToolCalls, prompt: str, settings: SamplingSettings,
+                target: Target) -> dict[str, Any]:
+    """OpenAI's own tool calling: the tools and the tool choice, for `vllm serve` with the
+    hermes tool parser, which builds the same structural tag from them (vLLM 0.26's
+    structural_tag_registry; under `auto` only for a `strict` tool, so every tool is)."""
+    tools = [{"type": "function", "function": {**tool["function"], "strict": True}}
+             for tool in constraint.openai_tools()]
+    _, body = openai_request(prompt, None, settings.with_tools(tools), target.model,
+                             target.engine_backend)
+    body["tool_choice"] = constraint.openai_tool_choice()
     for key in ("stream", "stream_options", "return_token_ids"):
         body.pop(key, None)
     return body
@@ -136,18 +153,27 @@ def python_snippet(constraint: Constraint, prompt: str, settings: SamplingSettin
     llm_args += [f"{key}={py(value, 4)}" for key, value in target.engine_args.items()]
     params = [f"{key}={py(value, 4)}" for key, value in sampling(settings).items()]
     params.append(f"structured_outputs=StructuredOutputsParams({name}={variable})")
+    literal = py(value)
+    if name == "structural_tag":  # vLLM takes it as a JSON string: written as its object
+        literal = f"json.dumps({py(json.loads(value))})"
     lines = [
         f"# {constraint.mode} constraint from structured-playground, for vLLM's offline API.",
+        *(["import json", ""] if name == "structural_tag" else []),
         "from vllm import LLM, SamplingParams",
         "from vllm.sampling_params import StructuredOutputsParams",
         "",
-        f"{variable} = {py(value)}",
+        f"{variable} = {literal}",
         "",
         "# The structured-output backend and whitespace are engine-wide options in vLLM.",
         "llm = LLM(" + _args(llm_args) + ")",
         "params = SamplingParams(" + _args(params) + ")",
     ]
-    if settings.chat_template:
+    if settings.chat_template and isinstance(constraint, ToolCalls):
+        # The chat template renders the tools; the structural tag constrains the calls.
+        lines += [f"tools = {py(constraint.openai_tools())}",
+                  f"messages = {py(chat_messages(prompt, settings))}",
+                  "outputs = llm.chat(messages, params, tools=tools)"]
+    elif settings.chat_template:
         lines += [f"messages = {py(chat_messages(prompt, settings))}",
                   "outputs = llm.chat(messages, params)"]
     else:
@@ -169,9 +195,12 @@ def openai_snippet(constraint: Constraint, prompt: str, settings: SamplingSettin
     args.append(f"extra_body={py(extra, 4)}")
     result = ("response.choices[0].message.content" if settings.chat_template
               else "response.choices[0].text")
+    tools = isinstance(constraint, ToolCalls) and settings.chat_template
+    if tools:
+        result = "response.choices[0].message.tool_calls, response.choices[0].message.content"
     return "\n".join([
         f"# {constraint.mode} constraint from structured-playground, for `vllm serve`.",
-        _serve_comment(target),
+        _serve_comment(target, tools),
         "from openai import OpenAI",
         "",
         f"client = OpenAI(base_url={py(target.base_url)}, api_key=\"EMPTY\")",
@@ -188,7 +217,7 @@ def curl_snippet(constraint: Constraint, prompt: str, settings: SamplingSettings
     # and no line of indented JSON can be the bare delimiter.
     return "\n".join([
         f"# {constraint.mode} constraint from structured-playground, for `vllm serve`.",
-        _serve_comment(target),
+        _serve_comment(target, isinstance(constraint, ToolCalls) and settings.chat_template),
         f"curl {target.base_url}/{endpoint(settings)} \\",
         "  -H 'Content-Type: application/json' \\",
         "  -d @- <<'EOF'",
@@ -203,9 +232,11 @@ def curl_body(text: str) -> dict[str, Any]:
     return json.loads(text[start:text.rindex("\nEOF")])
 
 
-def _serve_comment(target: Target) -> str:
+def _serve_comment(target: Target, tools: bool = False) -> str:
     config = json.dumps(target.structured_outputs_config)
-    return (f"# Server: vllm serve {target.model} --structured-outputs-config '{config}'")
+    parser = " --enable-auto-tool-choice --tool-call-parser hermes" if tools else ""
+    return (f"# Server: vllm serve {target.model}{parser} --structured-outputs-config "
+            f"'{config}'")
 
 
 # ---- Python source ---------------------------------------------------------------------

@@ -115,6 +115,26 @@ INSPECT_FIELDS = frozenset({"tokens", "inspect_summary", "left_format_at", "insp
                             "inspect_error", "mask_diff"})
 
 
+class ParsedCall(BaseModel):
+    """One tool call found in an output (core/tools.py), with its verdict's errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    index: int
+    name: str | None = None
+    arguments: Any = None
+    errors: list[str] = Field(default_factory=list)
+
+
+class ToolCallsFound(BaseModel):
+    """A Tool call tab's output read as calls and the free text outside them."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    calls: list[ParsedCall] = Field(default_factory=list)
+    text: str = ""
+
+
 class RunResult(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -143,6 +163,8 @@ class RunResult(BaseModel):
     inspect_s: float | None = None
     inspect_error: str | None = None
     mask_diff: MaskComparison | None = None  # asked for with the option compare_backends
+    # The Tool call tab's calls (in `as_dict` only where the run had tools).
+    tool_calls: ToolCallsFound | None = None
     # What the inspector reads from the engine; not None once the run is to be inspected.
     _token_ids: list[int] | None = PrivateAttr(default=None)
     _distributions: list[TokenDist] | None = PrivateAttr(default=None)
@@ -156,4 +178,7 @@ class RunResult(BaseModel):
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-ready object the API, the CLI and batch exports give."""
-        return self.model_dump(exclude=None if self.inspected else set(INSPECT_FIELDS))
+        exclude = set() if self.inspected else set(INSPECT_FIELDS)
+        if self.tool_calls is None:
+            exclude.add("tool_calls")
+        return self.model_dump(exclude=exclude or None)

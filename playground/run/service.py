@@ -18,8 +18,9 @@ from pydantic import ValidationError
 
 from playground import log as logs
 from playground.core import limits
-from playground.core.constraints import Constraint
+from playground.core.constraints import Constraint, ToolCalls
 from playground.core.settings import RequestOptions, SamplingSettings, split_options
+from playground.core.tools import calls_found
 from playground.doctor import lenient as lenient_mod
 from playground.doctor import sent as sent_mod
 from playground.engines.base import Chunk, Engine
@@ -32,7 +33,7 @@ from playground.errors import (
 from playground.judging.judge import build_constraint, judge
 from playground.run import inspection, tokenization, watchdog
 from playground.run.inputs import check_context, check_options, check_request
-from playground.run.result import STOPPED, RunResult
+from playground.run.result import STOPPED, RunResult, ToolCallsFound
 from playground.run.streaming import coalesce
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,9 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     verdict = await judge(judge_by, result.text, result.finish_reason, error,
                           engine.matcher_backend, engine.any_whitespace)
     result.verdict, result.errors = verdict.status, verdict.errors
+    if isinstance(judge_by, ToolCalls):
+        result.tool_calls = ToolCallsFound.model_validate(
+            calls_found(result.text, verdict.errors))
     # Constrained output that does not fit its constraint (or left it before max tokens)
     # means the engine did not enforce it: said loudly, never passed off as "truncated".
     result.constraint_escaped = await _escaped(engine, constraint, judge_by, settings,
@@ -255,6 +259,14 @@ def check_before_queue(mode: Any, constraint_text: Any, prompt: Any, options: An
     build_constraint(mode, constraint_text)
 
 
+def with_tools(settings: SamplingSettings, constraint: Constraint) -> SamplingSettings:
+    """A Tool call tab's tools go into the prompt of both runs (the free one too), so the
+    two sides differ only in the constraint."""
+    if isinstance(constraint, ToolCalls):
+        return settings.with_tools(constraint.openai_tools())
+    return settings
+
+
 async def prepare(engine: Engine, mode: str, constraint_text: str,
                   options: dict[str, Any] | None
                   ) -> tuple[Constraint, list[str], SamplingSettings]:
@@ -266,7 +278,7 @@ async def prepare(engine: Engine, mode: str, constraint_text: str,
     constraint, warnings = await asyncio.to_thread(parse_constraint, mode, constraint_text)
     await engine.wait_ready()
     engine_warnings = await asyncio.to_thread(engine_check, engine, constraint)
-    return constraint, warnings + engine_warnings, settings
+    return constraint, warnings + engine_warnings, with_tools(settings, constraint)
 
 
 async def prepare_lenient(engine: Engine, mode: str, constraint_text: str,
@@ -287,7 +299,7 @@ async def prepare_lenient(engine: Engine, mode: str, constraint_text: str,
     if relaxed.not_enforced:
         engine_warnings.append(f"lenient run ({relaxed.how}): not enforced: "
                                f"{', '.join(relaxed.not_enforced)}")
-    return constraint, warnings + engine_warnings, settings, relaxed
+    return constraint, warnings + engine_warnings, with_tools(settings, constraint), relaxed
 
 
 async def stream_pair(engine: Engine, prompt: str, constraint: Constraint,

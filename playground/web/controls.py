@@ -66,6 +66,9 @@ def constraint_editor(mode: Mode, value: str) -> gr.components.Component:
     if mode == "json":
         return gr.Code(value=value, language="json", label="JSON Schema", lines=14,
                        elem_id=f"{mode}-constraint")
+    if mode == "tool":
+        return gr.Code(value=value, language="json", label="Tools and tool_choice", lines=16,
+                       elem_id=f"{mode}-constraint")
     if mode == "grammar":
         return gr.Code(value=value, language=None, label="Lark grammar", lines=12,
                        elem_id=f"{mode}-constraint")

@@ -29,6 +29,8 @@ from playground.run.tokenization import Tokenization
 from playground.run.tokenization import warning as tokenization_warning
 from playground.web import doctor_panel, json_tree_view, railroad_view, session_panel, share_view
 from playground.web.batch_tab import _batch_tab
+from playground.web.compare_tab import CSS as COMPARE_CSS
+from playground.web.compare_tab import compare_tab
 from playground.web.controls import (
     API_UPDATE_EVERY_S,
     ENGINE_QUEUE,
@@ -46,6 +48,8 @@ from playground.web.inflight import Flight, InFlight
 from playground.web.markdown_safe import plain
 from playground.web.side_by_side import metrics_table
 from playground.web.status import engine_concurrency, engine_markdown, engine_status, queue_load
+from playground.web.tool_calls_view import CSS as TOOL_CALLS_CSS
+from playground.web.tool_calls_view import calls_html
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,10 @@ EDITOR_HINTS: dict[Mode, str] = {
     "json": "A JSON Schema (draft from `$schema`, default 2020-12). Remote `$ref`s are never "
             "fetched.",
     "grammar": "A Lark grammar with a `start` rule. Validation parses the output with `lark`.",
+    "tool": "OpenAI's `tools` (name, description, a JSON Schema of the arguments) and "
+            "`tool_choice`: `auto` (text or calls), `required` (calls only) or "
+            '`{"type": "function", "function": {"name": ...}}` (that tool once). Only the '
+            "`<tool_call>` blocks are constrained; the tools are rendered into the prompt.",
 }
 CSS = """
 .badge {display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;color:white}
@@ -76,7 +84,7 @@ CSS = """
   overflow-wrap:normal;hyphens:none}
 #batch-table td *, #json-coverage td *, [id$="-test-results"] td * {overflow-wrap:anywhere}
 #batch-status {min-height:2.5em}
-""" + session_panel.CSS + INSPECT_CSS + json_tree_view.CSS
+""" + session_panel.CSS + INSPECT_CSS + json_tree_view.CSS + COMPARE_CSS + TOOL_CALLS_CSS
 
 # ---- handlers: plain functions ---------------------------------------------------------
 
@@ -133,7 +141,8 @@ def verdict_html(result: dict[str, Any]) -> str:
     status, label = html.escape(str(status)), html.escape(str(label))
     return (f'{escaped}<span class="badge {status}" title="{note}">{label}</span>'
             + (f' <small class="verdict-note">{note}</small>' if note else "")
-            + (f"<ul>{items}</ul>" if items else "") + tokenization_html(result))
+            + (f"<ul>{items}</ul>" if items else "") + tokenization_html(result)
+            + calls_html(result))
 
 
 def tokenization_html(result: dict[str, Any]) -> str:
@@ -447,6 +456,7 @@ def build_ui(engine: Engine, presets: dict[str, Preset],
             fields = {mode: _mode_tab(engine, presets, mode, limit, flights, parts)
                       for mode in MODES}
             _batch_tab(engine, presets, limit, flights)
+            compare_tab(engine, presets, flights, fields)
             session_panel.history_tab(parts, tabs, fields, run_values)
         share_view.wire_load(demo, tabs, fields)  # a ?share= link back in its tab
         session_panel.wire_session(demo, parts)

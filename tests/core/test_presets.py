@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from playground.core.constraints import MODES
 from playground.core.presets import PRESETS_DIR, load_preset, load_presets
 from playground.errors import PresetError
 
@@ -12,7 +13,7 @@ PRESETS = load_presets()
 
 def test_at_least_fourteen_presets_covering_every_mode():
     assert len(PRESETS) >= 14
-    assert {p.mode for p in PRESETS.values()} == {"choice", "regex", "json", "grammar"}
+    assert {p.mode for p in PRESETS.values()} == set(MODES)
 
 
 class CarType(str, Enum):  # noqa: UP042 (as in the classic example)

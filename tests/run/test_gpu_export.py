@@ -127,3 +127,76 @@ def test_openai_snippets_run_against_vllm_serve(tmp_path):
             os.killpg(server.pid, 15)
             server.wait(timeout=120)
     _judge(backend, "openai", results)
+
+
+# ---- the Tool call tab ---------------------------------------------------------------------
+
+TOOL_PRESETS = [name for name, preset in PRESETS.items() if preset.mode == "tool"]
+
+
+def _as_hermes(message) -> str:
+    """The server's parsed calls written back in the tab's call format, to judge them."""
+    calls = [f'<tool_call>\n{{"name": {json.dumps(call.function.name)}, "arguments": '
+             f"{call.function.arguments}}}\n</tool_call>" for call in message.tool_calls or []]
+    return (message.content or "") + "\n".join(calls)
+
+
+@pytest.mark.parametrize("backend", ["guidance", "xgrammar"])
+def test_tool_python_snippets_run_on_vllm_with_valid_calls(backend, tmp_path):
+    codes = [snippet("python", PRESETS[name].to_constraint(), PRESETS[name].prompt,
+                     PRESETS[name].settings, _target(backend)) for name in TOOL_PRESETS]
+    (tmp_path / "codes.json").write_text(json.dumps(codes))
+    subprocess.run([sys.executable, "-c", RUNNER, str(tmp_path / "codes.json"),
+                    str(tmp_path / "results.json")], check=True, timeout=900)
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name, result in zip(TOOL_PRESETS, results, strict=True):
+        verdict = validate(PRESETS[name].to_constraint(), result["text"],
+                           result["finish_reason"], backend=backend)
+        assert verdict.status in ({"valid", "truncated"} if DUMMY else {"valid"}), (
+            name, result, verdict.errors)
+
+
+def test_tool_openai_snippets_run_against_vllm_serve_with_the_hermes_parser(tmp_path):
+    """The exported OpenAI request (tools + tool_choice) against `vllm serve
+    --enable-auto-tool-choice --tool-call-parser hermes`: every call the server parses is
+    a defined tool with valid arguments."""
+    backend = "xgrammar"
+    port = free_port()
+    target = _target(backend, base_url=f"http://127.0.0.1:{port}/v1")
+    flags = [f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}")
+             for key, value in ENGINE_ARGS.items() if value is not False]
+    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", MODEL,
+               "--port", str(port), "--structured-outputs-config",
+               json.dumps(target.structured_outputs_config), "--enable-auto-tool-choice",
+               "--tool-call-parser", "hermes", *flags]
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + 900
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                    break
+                except OSError:
+                    assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                    assert time.monotonic() < deadline, "vllm serve did not start"
+                    time.sleep(2)
+            for name in TOOL_PRESETS:
+                preset = PRESETS[name]
+                scope: dict = {}
+                exec(snippet("openai", preset.to_constraint(), preset.prompt, preset.settings,
+                             target), scope)
+                choice = scope["response"].choices[0]
+                text = _as_hermes(choice.message)
+                if OUT:
+                    with open(OUT / "gpu_export.jsonl", "a") as file:
+                        file.write(json.dumps({"kind": "openai-tools", "preset": name,
+                                               "text": text}) + "\n")
+                constraint = preset.to_constraint()
+                errors = validate(constraint, text, "stop").errors
+                if constraint.choice != "auto" or choice.message.tool_calls:
+                    assert not errors, (name, text, errors)
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=120)

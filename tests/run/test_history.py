@@ -94,8 +94,9 @@ def test_the_inspectors_fields_are_in_an_answer_only_when_inspected():
     assert {asked.as_dict()[name] for name in INSPECT_FIELDS} == {None}
     # A history file always has them (null when not inspected), and never the token ids.
     saved = json.loads(history.dumps(_history(1), "run"))["runs"][0]["constrained"]
-    assert set(saved) == set(RunResult.model_fields) == set(DONE) | INSPECT_FIELDS
-    assert {saved[name] for name in INSPECT_FIELDS} == {None}
+    assert set(saved) == set(RunResult.model_fields) == set(DONE) | INSPECT_FIELDS | {
+        "tool_calls"}
+    assert {saved[name] for name in INSPECT_FIELDS | {"tool_calls"}} == {None}
 
 
 @pytest.mark.parametrize(("side", "where"), [

@@ -106,7 +106,7 @@ HOSTILE = [
     ("missing field", token_for({"mode": "json", "prompt": ""}), InputError,
      "constraint: Field required"),
     ("wrong mode", token_for({"mode": "yaml", "constraint": "", "prompt": ""}), InputError,
-     "mode: Input should be 'choice', 'regex', 'json' or 'grammar'"),
+     "mode: Input should be 'choice', 'regex', 'json', 'grammar' or 'tool'"),
     ("surrogate in prompt", token_for({"mode": "json", "constraint": "{}",
                                        "prompt": "ok \ud800"}),
      InputError, "prompt: character 4 is a lone surrogate (U+D800)"),
