@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from playground.core.constraints import (
@@ -17,7 +18,7 @@ from playground.core.constraints import (
     ToolCalls,
 )
 from playground.core.schema import schema_children
-from playground.core.tools import CALL_SEPARATOR, TRIGGER
+from playground.core.tools import CALL_SEPARATOR, CLOSE_TAG, TRIGGER
 
 _INLINED_RULE = re.compile(r"(?m)^(\s*)\?(?=[a-z_][a-z_0-9]*\s*(\.\d+)?\s*:)")
 
@@ -116,7 +117,8 @@ def as_sent_to_guidance(constraint: Constraint) -> Constraint:
     return constraint
 
 
-def guidance_grammar(constraint: Constraint, any_whitespace: bool = True) -> str:
+def guidance_grammar(constraint: Constraint, any_whitespace: bool = True,
+                     tag_ids: Mapping[str, int] | None = None) -> str:
     """The llguidance grammar vLLM 0.26's guidance backend builds (backend_guidance.py)."""
     import llguidance
 
@@ -131,26 +133,50 @@ def guidance_grammar(constraint: Constraint, any_whitespace: bool = True) -> str
         case LarkGrammar(grammar=grammar):
             return llguidance.grammar_from("grammar", lark_for_guidance(grammar))
         case ToolCalls():
-            return llguidance.grammar_from("grammar", tool_calls_lark(constraint))
+            return llguidance.grammar_from("grammar", tool_calls_lark(constraint, tag_ids))
     raise TypeError(f"not a constraint: {constraint!r}")
 
 
-def tool_calls_lark(constraint: ToolCalls) -> str:
+def tool_calls_lark(constraint: ToolCalls, tag_ids: Mapping[str, int] | None = None) -> str:
     """The tools as a Lark grammar for llguidance, the same language as the xgrammar
     structural tag (backends/xgrammar.structural_tag). Not vLLM's guidance structural tag:
     that reads only the older form (free text with triggered calls, which cannot insist on
-    a call) and makes the trigger a special token, which it is not in every vocabulary
-    (nor in the byte one of the matcher). Under `auto` the free text before a call ends
-    lazily at the first `<tool_call>`, and the text after the last call holds none."""
+    a call). Under `auto` the free text before a call ends lazily at the first
+    `<tool_call>`, and the text after the last call holds none.
+
+    `tag_ids`: the tags that are one added token of the model's tokenizer
+    (`special_tag_ids`), written as that token (`<[id]>`). llguidance reads such a token's
+    bytes as special, never as the tag's text, yet its mask let Qwen2.5's <tool_call>
+    through where the text was forced, and the next step failed ("token doesn't satisfy
+    the grammar; forced bytes: got '<'"): every required or named call on vLLM's guidance
+    backend ended in an engine error on the H200 before this."""
+    ids = tag_ids or {}
+
+    def tag(text: str) -> str:
+        return f"<[{ids[text]}]>" if text in ids else json.dumps(text)
+
+    def fixed(text: str) -> str:  # a call's fixed text, its tags as tokens where they are
+        items = []
+        if text.startswith(TRIGGER):
+            items.append(tag(TRIGGER))
+            text = text.removeprefix(TRIGGER)
+        closing = text.endswith(CLOSE_TAG)
+        text = text.removesuffix(CLOSE_TAG)
+        return " ".join(items + [json.dumps(text)] * bool(text) + [tag(CLOSE_TAG)] * closing)
+
     auto = constraint.choice == "auto"
+    trigger_is_token = TRIGGER in ids
     rules = []
     for index, tool in enumerate(constraint.allowed):
-        begin = tool.call_begin().removeprefix(TRIGGER) if auto else tool.call_begin()
-        rules += [f"call_{index}: {json.dumps(begin)} args_{index} "
-                  f"{json.dumps(tool.call_end())}",
+        begin = tool.call_begin()
+        if auto and not trigger_is_token:  # the free text's lazy end consumed the trigger
+            begin = begin.removeprefix(TRIGGER)
+        rules += [f"call_{index}: {fixed(begin)} args_{index} {fixed(tool.call_end())}",
                   f"args_{index}: %json {json.dumps(schema_for_guidance(tool.parameters))}"]
     calls = " | ".join(f"call_{index}" for index in range(len(rules) // 2))
-    if auto:
+    if auto and trigger_is_token:  # text cannot hold the token: free text is any text
+        start = ["start: (FREE? call)* FREE?", "FREE: /(.|\\n)+/"]
+    elif auto:
         start = ["start: (free call)* TAIL", f"free[lazy]: /(.|\\n)*{TRIGGER}/",
                  f"TAIL: /(.|\\n)*/ & ~/(.|\\n)*{TRIGGER}(.|\\n)*/"]
     elif constraint.choice == "named":
@@ -158,6 +184,16 @@ def tool_calls_lark(constraint: ToolCalls) -> str:
     else:
         start = [f"start: call ({json.dumps(CALL_SEPARATOR)} call)*"]
     return "\n".join([*start, f"call: {calls}", *rules]) + "\n"
+
+
+def special_tag_ids(tokenizer: Any) -> dict[str, int]:
+    """The call tags that are one added token of `tokenizer` (Qwen2.5: <tool_call> 151657,
+    </tool_call> 151658), for `tool_calls_lark`; none for a tokenizer without them."""
+    try:
+        added = tokenizer.get_added_vocab()
+    except Exception:  # not a Hugging Face tokenizer: the tags stay text
+        return {}
+    return {name: int(added[name]) for name in (TRIGGER, CLOSE_TAG) if name in added}
 
 
 def guidance_misreads(tokenizer: Any, vocab_size: int | None = None, sample: int = 2000

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from playground.backends.guidance import as_sent_to_guidance, lark_for_guidance, tool_calls_lark
+from playground.backends.guidance import (
+    as_sent_to_guidance,
+    lark_for_guidance,
+    special_tag_ids,
+    tool_calls_lark,
+)
 from playground.backends.xgrammar import legacy_structural_tag, structural_tag_text
 from playground.core.constraints import (
     Choice,
@@ -31,7 +37,8 @@ COMPLETIONS_PATH = "/v1/completions"
 # The name OpenAI's json_schema response format requires; vLLM only checks it is there.
 SCHEMA_NAME = "playground"
 
-def structured_outputs_kwargs(constraint: Constraint, backend: str = "auto") -> dict[str, Any]:
+def structured_outputs_kwargs(constraint: Constraint, backend: str = "auto",
+                              tag_ids: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The StructuredOutputsParams fields for a constraint, for vLLM's `backend`.
 
     vLLM 0.26 rejects common Lark grammars (`?rule:` with a regex terminal: "Referenced
@@ -42,7 +49,8 @@ def structured_outputs_kwargs(constraint: Constraint, backend: str = "auto") -> 
     user's original constraint. Tools go as xgrammar's structural tag (a JSON string, as
     vLLM takes it); to guidance, which reads only the older structural tag (free text and
     triggered calls), `auto` in that form and `required` or a named tool as the same
-    language in Lark (`tool_calls_lark`).
+    language in Lark (`tool_calls_lark`), its tags as the model's tokens where `tag_ids`
+    (`special_tag_ids` of its tokenizer) has them.
     """
     if isinstance(constraint, ToolCalls):
         if backend == "guidance" and constraint.choice == "auto":
@@ -50,7 +58,7 @@ def structured_outputs_kwargs(constraint: Constraint, backend: str = "auto") -> 
             # writes <tool_call> as one token, which llguidance refuses as text).
             return {"structural_tag": json.dumps(legacy_structural_tag(constraint))}
         if backend == "guidance":  # calls only: every token of a call's opening is forced
-            return {"grammar": tool_calls_lark(constraint)}
+            return {"grammar": tool_calls_lark(constraint, tag_ids)}
         if backend == "outlines":
             raise ConstraintError("tool: vLLM's outlines backend has no structural tags; "
                                   "serve with --structured-outputs-backend xgrammar or guidance")
@@ -92,7 +100,8 @@ def effective_backend(backend: str, disable_any_whitespace: bool) -> str:
 
 
 def openai_request(prompt: str, constraint: Constraint | None, settings: SamplingSettings,
-                   model: str, backend: str = "auto") -> tuple[str, dict[str, Any]]:
+                   model: str, backend: str = "auto",
+                   tag_ids: Mapping[str, int] | None = None) -> tuple[str, dict[str, Any]]:
     """(path, JSON body) of one streamed request to an OpenAI-compatible vLLM server.
 
     The chat template on: /v1/chat/completions with the messages, rendered by the server;
@@ -127,7 +136,7 @@ def openai_request(prompt: str, constraint: Constraint | None, settings: Samplin
         body["stop"] = list(settings.stop)
     if constraint is None:
         return path, body
-    fields = structured_outputs_kwargs(constraint, backend)
+    fields = structured_outputs_kwargs(constraint, backend, tag_ids)
     if "json" in fields:
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": SCHEMA_NAME, "schema": fields["json"]}}
@@ -152,7 +161,8 @@ def vllm_check(constraint: Constraint, backend: str = "auto",
     """
     try:
         backend = effective_backend(backend, disable_any_whitespace)
-        kwargs = structured_outputs_kwargs(constraint, backend)
+        kwargs = structured_outputs_kwargs(
+            constraint, backend, special_tag_ids(tokenizer) if tokenizer is not None else None)
     except ValueError as exc:  # ConstraintError too: the conversion for vLLM refused it
         return False, _one_line(exc)
     try:

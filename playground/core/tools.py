@@ -23,7 +23,7 @@ from playground.errors import ConstraintError
 TRIGGER = "<tool_call>"
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "\n</tool_call>"
-_CLOSE_TAG = "</tool_call>"
+CLOSE_TAG = "</tool_call>"
 # Between two calls of `required`: what Qwen2.5 writes between parallel calls.
 CALL_SEPARATOR = "\n"
 # OpenAI's rule for a function name; it also keeps a name safe inside the tag's JSON.
@@ -215,12 +215,12 @@ def split_calls(text: str) -> list[str | Call]:
         if start > at:
             pieces.append(text[at:start])
         body_at = start + len(TRIGGER)
-        end = text.find(_CLOSE_TAG, body_at)
+        end = text.find(CLOSE_TAG, body_at)
         closed = end != -1
         raw = text[body_at:end if closed else len(text)]
         count += 1
         pieces.append(Call(count, raw, closed))
-        at = end + len(_CLOSE_TAG) if closed else len(text)
+        at = end + len(CLOSE_TAG) if closed else len(text)
     if at < len(text):
         pieces.append(text[at:])
     return pieces
@@ -236,7 +236,7 @@ def _judged(constraint: ToolSet, call: Call) -> Call:
     where = f"call {call.index}"
     if not call.closed:
         return Call(call.index, call.raw, False,
-                    errors=(f"{where}: {TRIGGER} is never closed by {_CLOSE_TAG}",))
+                    errors=(f"{where}: {TRIGGER} is never closed by {CLOSE_TAG}",))
     try:
         value = json.loads(call.raw)
     except json.JSONDecodeError as exc:

@@ -28,6 +28,7 @@ import httpx
 from playground.backends.vllm import openai_request, structured_outputs_kwargs
 from playground.core.constraints import Constraint
 from playground.core.limits import Limits
+from playground.core.tools import CLOSE_TAG, TRIGGER
 from playground.engines.base import Chunk, Engine, EngineInfo, Progress, SamplingSettings
 from playground.errors import (
     ConstraintError,
@@ -146,6 +147,7 @@ class OpenAIEngine(Engine):
         # The server's backend decides how a Lark grammar is converted; until it is read
         # (or where it cannot be), the flag's value, else vLLM's own default.
         self.backend_flag = backend
+        self.tag_ids: dict[str, int] = {}  # read from the server at connect (_tag_ids)
         self.backend = backend or "auto"
         # Whitespace in JSON is the server's setting (vLLM 0.26 reads no request's); the
         # flag says how the server runs where the server does not show it.
@@ -247,6 +249,7 @@ class OpenAIEngine(Engine):
                 about = self._get(client, "/version", optional=True)
                 version = about.get("version") if isinstance(about, dict) else None
                 config = self._server_config(client)
+                self.tag_ids = self._tag_ids(client)
         except httpx.HTTPError as exc:
             raise ServerError(self._explain(exc)) from None
         options: dict[str, Any] = {"base_url": self.base_url, "vllm_version": version}
@@ -265,12 +268,29 @@ class OpenAIEngine(Engine):
             options["structured_outputs_backend"] = (
                 f"{self.backend} ({source}; the server shows its own only with "
                 "VLLM_SERVER_DEV_MODE=1)")
+        if self.tag_ids:
+            options["tool_tag_ids"] = self.tag_ids
         restricted = config.get("disable_any_whitespace", self.disable_any_whitespace)
         if restricted:
             options["disable_any_whitespace"] = True
         self._set_matcher(bool(restricted))
         self.info = replace(self.info, name=f"vLLM {version} server" if version else NAME,
                             model=self.model, options=options)
+
+    def _tag_ids(self, client: httpx.Client) -> dict[str, int]:
+        """The Tool call tab's tags that are one token of the server's tokenizer (its
+        /tokenize), which guidance needs as tokens (backends/guidance.tool_calls_lark)."""
+        found = {}
+        for tag in (TRIGGER, CLOSE_TAG):
+            response = client.post("/tokenize", json={"model": self.model, "prompt": tag,
+                                                      "add_special_tokens": False})
+            try:
+                tokens = response.json().get("tokens") if response.status_code < 400 else None
+            except ValueError:
+                tokens = None
+            if isinstance(tokens, list) and len(tokens) == 1 and isinstance(tokens[0], int):
+                found[tag] = tokens[0]
+        return found
 
     def _set_matcher(self, disable_any_whitespace: bool) -> None:
         """The playground's own matcher judges cut outputs as the server's backend would."""
@@ -327,7 +347,7 @@ class OpenAIEngine(Engine):
         """The same conversion the request will carry; the server validates the rest and
         its refusal (HTTP 400) comes back on the request in its own words."""
         try:
-            structured_outputs_kwargs(constraint, self.backend)
+            structured_outputs_kwargs(constraint, self.backend, self.tag_ids)
         except ConstraintError:
             raise
         except Exception as exc:
@@ -337,7 +357,8 @@ class OpenAIEngine(Engine):
 
     def request(self, prompt: str, constraint: Constraint | None,
                 settings: SamplingSettings) -> tuple[str, dict[str, Any]]:
-        return openai_request(prompt, constraint, settings, self.model, self.backend)
+        return openai_request(prompt, constraint, settings, self.model, self.backend,
+                              self.tag_ids)
 
     async def events(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The JSON events of one streamed request, up to `[DONE]`; ServerError otherwise."""

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from playground.backends.choice import BackendChoice, choose_backend, named_backend, pending
+from playground.backends.guidance import special_tag_ids
 from playground.backends.vllm import (
     sampling_kwargs,
     structured_outputs_kwargs,
@@ -75,6 +76,7 @@ class VllmEngine(Engine):
                                 if k != "structured_outputs_config"}
                                | engine_options["structured_outputs_config"])
         self._ids = itertools.count()
+        self.tag_ids: dict[str, int] = {}  # set once the tokenizer is loaded
         self._encode_lock = threading.Lock()
         self._text_ids = BatchedEncoder(self._encode_texts)  # the tokenization check's
         config = engine_options["structured_outputs_config"]
@@ -150,6 +152,11 @@ class VllmEngine(Engine):
                 log.warning(self.warning)
         self.context_length = self.engine_options.get("max_model_len")
         self.special_token_ids = frozenset(getattr(self.tokenizer, "all_special_ids", []))
+        # The Tool call tab's tags as the model's own tokens (guidance needs them so);
+        # in the options, copy as code writes them into what it exports.
+        self.tag_ids = special_tag_ids(self.tokenizer)
+        if self.tag_ids:
+            self.info.options["tool_tag_ids"] = self.tag_ids
 
     def encode(self, prompt: str, settings: SamplingSettings) -> list[int]:
         """The prompt's ids with the playground's own tokenizer, one caller at a time: a
@@ -194,7 +201,8 @@ class VllmEngine(Engine):
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         backend = self.engine_options["structured_outputs_config"]["backend"]
-        structured = (StructuredOutputsParams(**structured_outputs_kwargs(constraint, backend))
+        structured = (StructuredOutputsParams(**structured_outputs_kwargs(constraint, backend,
+                                                                          self.tag_ids))
                       if constraint is not None else None)
         return SamplingParams(**sampling_kwargs(settings), structured_outputs=structured,
                               output_kind=RequestOutputKind.DELTA)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from playground.backends.guidance import guidance_grammar
+from playground.backends.guidance import guidance_grammar, special_tag_ids
 from playground.backends.names import MATCHER_BACKENDS, Backend
 from playground.core.constraints import Constraint, Regex
 from playground.errors import ConstraintError
@@ -191,7 +191,9 @@ class Matcher:
             import llguidance
 
             try:
-                compiled = guidance_grammar(constraint, any_whitespace)
+                tags = (special_tag_ids(vocabulary.tokenizer)
+                        if vocabulary.tokenizer is not None else None)
+                compiled = guidance_grammar(constraint, any_whitespace, tags)
             except (ValueError, RuntimeError) as exc:
                 raise ConstraintError(
                     f"{constraint.mode}: llguidance rejects it: {_first_line(str(exc))}"

@@ -45,6 +45,9 @@ class Target:
     # guidance chosen per model closes object schemas as xgrammar does (backends/choice.py).
     disable_additional_properties: bool = False
     base_url: str = "http://localhost:8000/v1"
+    # The Tool call tab's tags as the model's tokens (the engine's tool_tag_ids), which
+    # guidance needs for Qwen2.5 (backends/guidance.tool_calls_lark).
+    tag_ids: dict[str, int] = field(default_factory=dict)
     # More `LLM(...)` arguments (e.g. load_format="dummy" for a test without weights).
     engine_args: dict[str, Any] = field(default_factory=dict)
 
@@ -74,6 +77,7 @@ def target_for(info: dict[str, Any]) -> Target:
                   disable_any_whitespace=bool(options.get("disable_any_whitespace", False)),
                   disable_additional_properties=bool(
                       options.get("disable_additional_properties", False)),
+                  tag_ids={str(k): int(v) for k, v in (options.get("tool_tag_ids") or {}).items()},
                   **({"base_url": _v1(base_url)} if base_url else {}))
 
 
@@ -87,7 +91,7 @@ def _v1(url: str) -> str:
 
 def structured(constraint: Constraint, target: Target) -> dict[str, Any]:
     """StructuredOutputsParams fields, converted for the target's backend."""
-    return structured_outputs_kwargs(constraint, target.engine_backend)
+    return structured_outputs_kwargs(constraint, target.engine_backend, target.tag_ids)
 
 
 def sampling(settings: SamplingSettings) -> dict[str, Any]:
@@ -102,7 +106,8 @@ def request_body(constraint: Constraint, prompt: str, settings: SamplingSettings
     streamed."""
     if isinstance(constraint, ToolCalls) and settings.chat_template:
         return _tools_body(constraint, prompt, settings, target)
-    _, body = openai_request(prompt, constraint, settings, target.model, target.engine_backend)
+    _, body = openai_request(prompt, constraint, settings, target.model, target.engine_backend,
+                             target.tag_ids)
     # What the playground reads from a stream, not what a user's code needs.
     for key in ("stream", "stream_options", "return_token_ids"):
         body.pop(key, None)

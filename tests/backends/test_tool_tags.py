@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from playground.backends.guidance import tool_calls_lark
+from playground.backends.guidance import special_tag_ids, tool_calls_lark
 from playground.backends.vllm import openai_request, structured_outputs_kwargs
 from playground.backends.xgrammar import legacy_structural_tag, structural_tag
 from playground.core.constraints import from_text
@@ -100,13 +100,18 @@ def test_the_matchers_enforce_the_calls(backend, choice, text, accepted, complet
     assert (found.accepted, found.complete) == (accepted, complete), found
 
 
-@pytest.mark.parametrize("choice", ["auto", "required"])
-def test_qwens_own_call_tokens_are_allowed(choice):
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("choice", ["auto", "required", NAMED])
+def test_qwens_own_call_tokens_are_allowed(choice, backend):
     """Qwen2.5 writes `<tool_call>` as one added token (151657): xgrammar's trigger takes
-    it. (llguidance reads added tokens as special ones, never as text: vLLM's guidance
-    path makes the trigger that special token; the matcher's Lark spells it, see
-    docs/tool-calls.md.)"""
-    backend = "xgrammar"
+    it. llguidance reads added tokens as special ones, never as text, so its Lark writes
+    the tags as those tokens (`special_tag_ids`); spelled as text, its mask let 151657
+    through and the next step failed, as every required call did on vLLM's guidance."""
+    if choice == NAMED:
+        ids = qwen_tokenizer().encode(ADD, add_special_tokens=False)
+        steps = Matcher.create(tools(choice), qwen_tokenizer(), backend).replay(ids)
+        assert all(step.accepted for step in steps)
+        return
     tokenizer = qwen_tokenizer()
     ids = tokenizer.encode(WEATHER, add_special_tokens=False)
     assert tokenizer.convert_tokens_to_ids("<tool_call>") in ids
@@ -114,6 +119,16 @@ def test_qwens_own_call_tokens_are_allowed(choice):
     assert all(step.accepted for step in steps)
     if choice == "auto":  # free before the trigger, narrowed inside the tag
         assert steps[0].allowed > 1000 and steps[1].allowed <= 2
+
+
+@pytest.mark.parametrize("choice", ["required", NAMED])
+def test_guidance_writes_qwens_tags_as_its_tokens(choice):
+    tags = special_tag_ids(qwen_tokenizer())
+    assert tags == {"<tool_call>": 151657, "</tool_call>": 151658}
+    lark = tool_calls_lark(tools(choice), tags)
+    assert "<[151657]>" in lark and "<[151658]>" in lark and '"<tool_call>' not in lark
+    assert structured_outputs_kwargs(tools(choice), "guidance", tags) == {"grammar": lark}
+    assert special_tag_ids(object()) == {}  # no tokenizer: the tags stay text
 
 
 def test_qwens_template_renders_the_tools_itself():

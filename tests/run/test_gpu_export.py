@@ -59,7 +59,16 @@ json.dump(results, open(sys.argv[2], "w"))
 def _target(backend: str, **extra) -> Target:
     # Random weights fill JSON with whitespace unless whitespace is restricted.
     return Target(model=MODEL, backend=backend, disable_any_whitespace=DUMMY,
-                  engine_args=ENGINE_ARGS, **extra)
+                  engine_args=ENGINE_ARGS, tag_ids=_tag_ids(), **extra)
+
+
+def _tag_ids() -> dict[str, int]:
+    """The model's tool-call tags as tokens, as the running engine gives copy as code."""
+    import transformers
+
+    from playground.backends.guidance import special_tag_ids
+
+    return special_tag_ids(transformers.AutoTokenizer.from_pretrained(MODEL))
 
 
 def _judge(backend: str, kind: str, results: list[dict]) -> None:

@@ -6,6 +6,7 @@ import time
 
 import gradio as gr
 
+from playground.core.constraints import MODES
 from playground.core.settings import SamplingSettings
 from playground.run import history
 from playground.run.export import Target
@@ -101,13 +102,13 @@ def test_clicking_rows_picks_a_then_b_and_compares_them():
 def test_reopen_fills_only_the_runs_tab():
     runs = _runs(2)
     out = session_panel.reopen(runs, 2, page.run_values, width=15)
-    assert len(out) == 1 + 15 * 4
+    assert len(out) == 1 + 15 * len(MODES)
     filled, rest = out[1:16], out[16:]  # the choice tab comes first
     assert filled[:2] == ["p1", "yes\nno"] and filled[5] == 1  # prompt, editor, seed
     assert filled[9] == "c1" and "invalid" in filled[12]
     # The check line as the run left it: an earlier click's red error does not stay.
     assert "Constraint OK" in filled[14] and "bad" not in filled[14]
-    assert rest == [SKIP] * 15 * 3
+    assert rest == [SKIP] * 15 * (len(MODES) - 1)
     assert len(page.run_values(runs[0])) == 15
 
 
