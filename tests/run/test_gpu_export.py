@@ -203,9 +203,12 @@ def test_tool_openai_snippets_run_against_vllm_serve_with_the_hermes_parser(tmp_
                         file.write(json.dumps({"kind": "openai-tools", "preset": name,
                                                "text": text}) + "\n")
                 constraint = preset.to_constraint()
-                errors = validate(constraint, text, "stop").errors
+                # Random weights fill a call's arguments with whitespace to max tokens: a
+                # cut call is truncated, as in every other test here.
+                verdict = validate(constraint, text, choice.finish_reason or "stop")
                 if constraint.choice != "auto" or choice.message.tool_calls:
-                    assert not errors, (name, text, errors)
+                    assert verdict.status in ({"valid", "truncated"} if DUMMY else {"valid"}), (
+                        name, text, choice.finish_reason, verdict.errors)
         finally:
             os.killpg(server.pid, 15)
             server.wait(timeout=120)

@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from support import ROOT, open_page
 
+from playground.core.constraints import MODES
+
 pytestmark = pytest.mark.slow
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 READY = "#engine-panel:has-text('ready')"
@@ -24,6 +26,10 @@ EDITS = {
     "json": ("JSON Schema", "Describe a cat in JSON.",
              '{"type": "object", "properties": {"name": {"type": "string"}}}'),
     "grammar": ("Lark grammar", "Say yes or no, loudly.", 'start: WORD "!"\nWORD: "YES" | "NO"'),
+    "tool": ("Tool call", "Ring Ada at noon.",
+             '{"tool_choice": "required", "tools": [{"type": "function", "function": '
+             '{"name": "call_person", "description": "Phone someone", "parameters": '
+             '{"type": "object", "properties": {"who": {"type": "string"}}}}}]}'),
 }
 SETTINGS = {"Max tokens": "33", "number input for Temperature": "0.7",
             "Seed (empty: random)": "4242"}
@@ -49,6 +55,10 @@ def open_settings(page, mode: str):
     tab = page.locator(f"#tab-{mode}")
     tab.get_by_text("Sampling", exact=True).click()
     return tab
+
+
+def test_every_mode_tab_is_round_tripped():
+    assert set(EDITS) == set(MODES)
 
 
 @pytest.mark.parametrize("mode", list(EDITS))
