@@ -44,9 +44,10 @@ def _constraint_text(args: argparse.Namespace) -> str:
         if args.regex is None:
             raise InputError("regex: give --regex")
         return args.regex
-    path = args.schema if args.mode == "json" else args.grammar
+    flag = {"json": "schema", "tool": "tools"}.get(args.mode, "grammar")
+    path = getattr(args, flag)
     if path is None:
-        raise InputError(f"{args.mode}: give --{'schema' if args.mode == 'json' else 'grammar'}")
+        raise InputError(f"{args.mode}: give --{flag}")
     return read_constraint_file(args.mode, path)
 
 
@@ -74,6 +75,8 @@ def _add_constraint_flags(parser: argparse.ArgumentParser, required: bool) -> No
     parser.add_argument("--regex")
     parser.add_argument("--schema", help="file holding a JSON Schema")
     parser.add_argument("--grammar", help="file holding a Lark grammar")
+    parser.add_argument("--tools", help="file holding the Tool call tab's JSON: "
+                                        '{"tool_choice": ..., "tools": [...]}')
 
 
 # argparse has no public name for what add_subparsers returns.
@@ -272,15 +275,20 @@ def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def doctor_report(constraint: Any, backends: list[str] | None) -> dict[str, Any]:
-    """`check --coverage`: the coverage table (JSON Schema) and dialect notes."""
-    from playground.core.constraints import JsonSchema
-    from playground.doctor.coverage import coverage
+    """`check --coverage`: the coverage table (JSON Schema, or each tool's parameters) and
+    dialect notes."""
+    from playground.core.constraints import JsonSchema, ToolCalls
+    from playground.doctor.coverage import coverage, tool_schemas, tools_coverage
     from playground.doctor.dialect import bounded_dialect_lines
 
     report: dict[str, Any] = {"dialect": bounded_dialect_lines(
         constraint, limits.active().compile_timeout_s)}
-    if isinstance(constraint, JsonSchema):
-        table = coverage(constraint.schema, backends, limits.active().compile_timeout_s * 2)
+    limit_s = limits.active().compile_timeout_s * 2
+    if isinstance(constraint, JsonSchema | ToolCalls):
+        # A tool set: each allowed tool's parameters, paths led by its name, one limit.
+        table = (coverage(constraint.schema, backends, limit_s)
+                 if isinstance(constraint, JsonSchema) else
+                 tools_coverage(tool_schemas(constraint), backends, limit_s))
         report["coverage"] = table.as_list()
         report["coverage_notes"] = table.notes
     return report
@@ -304,7 +312,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any] | str:
     if mode is None:
         raise InputError("give --mode or --preset")
     args.mode = mode
-    if any(getattr(args, flag) is not None for flag in ("choice", "regex", "schema", "grammar")) \
+    if any(getattr(args, flag) is not None for flag in ("choice", "regex", "schema", "grammar",
+                                                          "tools")) \
             or constraint_text is None:
         constraint_text = _constraint_text(args)
     if not prompt:

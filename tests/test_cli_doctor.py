@@ -35,6 +35,29 @@ def test_check_coverage(tmp_path, capsys):
     assert "uniqueItems" in row["messages"]["guidance"]
 
 
+def test_check_tool_coverage_covers_each_allowed_tools_parameters(tmp_path, capsys):
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps({"tool_choice": "auto", "tools": [
+        {"name": "tag", "description": "", "parameters": UNIQUE},
+        {"name": "age", "description": "", "parameters": {
+            "type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}}}]}))
+    code, result = run_cli(capsys, "check", "--mode", "tool", "--tools", str(tools),
+                           "--coverage", "--coverage-backend", "xgrammar",
+                           "--coverage-backend", "guidance")
+    assert code == 0
+    found = {(r["path"], r["keyword"]): r["backends"] for r in result["coverage"]}
+    assert found["tag: $.properties.tags", "uniqueItems"] == {"xgrammar": "not enforced",
+                                                              "guidance": "rejected"}
+    assert found["age: $.properties.age", "minimum"] == {"xgrammar": "enforced",
+                                                         "guidance": "enforced"}
+    assert {path.split(":")[0] for path, _ in found} == {"tag", "age"}
+
+
+def test_check_tool_without_tools_says_which_flag(capsys):
+    assert main(["check", "--mode", "tool"]) == 2
+    assert "give --tools" in capsys.readouterr().err
+
+
 def test_check_test_strings(capsys):
     code, result = run_cli(capsys, "check", "--mode", "regex", "--regex", r"\d+",
                            "--test-string", "42", "--test-string", "٣",

@@ -15,14 +15,19 @@ Derived from the backends themselves, never from a hand-kept list:
 
 The "lenient" schema per backend, what a lenient run sends, comes from the same analysis
 (`Coverage.lenient`; `playground.doctor.lenient` reads it).
+
+The Tool call tab's coverage (`tools_coverage`) is this table for each tool's parameters
+schema, each row's path led by the tool's name, under one time limit for all the tools.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from playground.core.constraints import ToolCalls
 from playground.doctor.probes import Documents, Probe
 from playground.doctor.rejected import rejected_keywords
 from playground.doctor.sites import Site, sites, without
@@ -77,10 +82,12 @@ class _Table:
     """One coverage run: the rows so far, and the probes shared by every backend's column
     (a probe is built once, then asked of each backend's matcher)."""
 
-    def __init__(self, schema: Any, time_limit_s: float) -> None:
+    def __init__(self, schema: Any, time_limit_s: float, deadline: float | None = None
+                 ) -> None:
         self.schema = schema
         self.time_limit_s = time_limit_s
-        self.deadline = time.monotonic() + time_limit_s
+        # Given: shared with other tables (a tool set's schemas share one time limit).
+        self.deadline = time.monotonic() + time_limit_s if deadline is None else deadline
         self.found = sites(schema)
         self.rows = {site: Row(site.json_path, site.keyword) for site in self.found}
         self.documents = Documents(schema)
@@ -166,6 +173,40 @@ def coverage(schema: Any, backends: list[str] | None = None,
     for backend in available_backends() if backends is None else backends:
         table.column(backend)
     return table.result()
+
+
+def tool_schemas(constraint: ToolCalls) -> list[tuple[str, Any]]:
+    """(name, parameters) of the tools a call may name: a named choice constrains its one."""
+    return [(tool.name, tool.parameters) for tool in constraint.allowed]
+
+
+def tools_coverage(tools: Sequence[tuple[str, Any]], backends: list[str] | None = None,
+                   time_limit_s: float = 30.0) -> Coverage:
+    """`coverage` of each (tool name, parameters schema), in one table: each row's path,
+    and each note, starts with the tool's name ("get_weather: $.properties.unit"), and
+    `lenient` is per backend {tool name: lenient schema}. The tools share one deadline,
+    so a tool set takes no longer than one schema would. A boolean schema has no keywords,
+    hence no rows."""
+    deadline = time.monotonic() + time_limit_s
+    chosen = available_backends() if backends is None else backends
+    found = Coverage([], {}, {backend: None for backend in chosen})
+    for name, schema in tools:
+        if not isinstance(schema, dict):
+            continue
+        table = _Table(schema, time_limit_s, deadline)
+        for backend in chosen:
+            table.column(backend)
+        part = table.result()
+        for row in part.rows:
+            row.path = f"{name}: {row.path}"
+        found.rows += part.rows
+        found.notes += [f"{name}: {note}" for note in part.notes]
+        for backend, kept in part.lenient.items():
+            found.lenient.setdefault(backend, {})[name] = kept
+        for backend, reason in part.refusals.items():
+            if reason is not None and found.refusals.get(backend) is None:
+                found.refusals[backend] = f"{name}: {reason}"  # the first refused tool's
+    return found
 
 
 def _judge(tester: Tester, probe: Probe | str) -> tuple[Label, str, str | None]:

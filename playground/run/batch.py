@@ -51,20 +51,8 @@ def parse_prompts(text: str = "", file: str | Path | None = None) -> list[str]:
             raise InputError(f"{path.name}: not UTF-8 text (a byte at offset {exc.start} "
                              "cannot be read); save it as UTF-8") from None
         if path.suffix == ".jsonl":
-            for number, line in enumerate(content.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path.name}: line {number}: not JSON: {exc.msg}") from None
-                except RecursionError:
-                    raise InputError(f"{path.name}: line {number}: nested too deeply") from None
-                prompt = item.get("prompt") if isinstance(item, dict) else item
-                if not isinstance(prompt, str):
-                    raise InputError(f"{path.name}: line {number}: give a string or "
-                                     '{"prompt": "..."}')
-                prompts.append(prompt)
+            prompts += [jsonl_text(path.name, number, line, ("prompt",)) for number, line
+                        in enumerate(content.splitlines(), start=1) if line.strip()]
         else:
             prompts += [line for line in content.splitlines() if line.strip()]
     if not prompts and file:
@@ -198,14 +186,35 @@ async def run_batch_to_end(engine: Engine, mode: str, constraint_text: str,
     return updates[-1]
 
 
+def jsonl_text(name: str, number: int, line: str, keys: tuple[str, ...]) -> str:
+    """The text of one line of an uploaded .jsonl: a JSON string, or an object with the
+    first of `keys` it has (the batch's prompts, the grid's inputs)."""
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{name}: line {number}: not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise InputError(f"{name}: line {number}: nested too deeply") from None
+    if isinstance(item, dict):
+        item = next((item[key] for key in keys if key in item), None)
+    if not isinstance(item, str):
+        raise InputError(f'{name}: line {number}: give a string or {{"{keys[0]}": "..."}}')
+    return item
+
+
 def to_jsonl(batch: BatchResult) -> str:
     return "".join(json.dumps(row) + "\n" for row in batch.rows())
 
 
 def to_csv(batch: BatchResult) -> str:
+    return csv_text(batch.rows(), COLUMNS)
+
+
+def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Export rows as CSV, a row's list of errors as one cell (the batch's and the grid's)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
-    for row in batch.rows():
+    for row in rows:
         writer.writerow({**row, "errors": "; ".join(row["errors"] or [])})
     return buffer.getvalue()

@@ -11,11 +11,9 @@ a few at a time (`cells_at_once`), so a grid slows other sessions but never stop
 from __future__ import annotations
 
 import asyncio
-import csv
 import difflib
 import functools
 import html
-import io
 import json
 import re
 import time
@@ -30,6 +28,7 @@ from playground.core.text_fields import check_text
 from playground.engines.base import Engine
 from playground.errors import InputError, LimitError
 from playground.run import history, watchdog
+from playground.run.batch import csv_text, jsonl_text
 from playground.run.inputs import check_context
 from playground.run.result import RunResult
 from playground.run.service import (
@@ -85,7 +84,7 @@ def parse_inputs(text: Any = "", file: str | Path | None = None) -> list[str]:
             raise InputError(f"{path.name}: not UTF-8 text (a byte at offset {exc.start} "
                              "cannot be read); save it as UTF-8") from None
         lines = [line for line in content.splitlines() if line.strip()]
-        inputs = [_jsonl_input(path.name, number, line) for number, line in
+        inputs = [jsonl_text(path.name, number, line, ("input", "prompt")) for number, line in
                   enumerate(lines, start=1)] if path.suffix == ".jsonl" else lines
         where = path.name
     else:
@@ -101,20 +100,6 @@ def parse_inputs(text: Any = "", file: str | Path | None = None) -> list[str]:
         check_text(f"input {number}", item)
         limit.require("max_compare_input_chars", len(item), f"input {number}")
     return inputs
-
-
-def _jsonl_input(name: str, number: int, line: str) -> str:
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{name}: line {number}: not JSON: {exc.msg}") from None
-    except RecursionError:
-        raise InputError(f"{name}: line {number}: nested too deeply") from None
-    if isinstance(item, dict):
-        item = item.get("input", item.get("prompt"))
-    if not isinstance(item, str):
-        raise InputError(f'{name}: line {number}: give a string or {{"input": "..."}}')
-    return item
 
 
 def check_template(column: int, template: Any) -> str:
@@ -339,12 +324,7 @@ def to_jsonl(grid: Grid) -> str:
 
 
 def to_csv(grid: Grid) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    for row in grid.rows():
-        writer.writerow({**row, "errors": "; ".join(row["errors"] or [])})
-    return buffer.getvalue()
+    return csv_text(grid.rows(), COLUMNS)
 
 
 def to_history(grid: Grid, engine_info: dict[str, Any] | None = None) -> str:

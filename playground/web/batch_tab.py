@@ -193,10 +193,10 @@ def _batch_tab(engine: Engine, presets: dict[str, Preset], limit: int,
     upload.change(prompts_box, upload, prompts, api_name=False, queue=False)
 
     async def on_run(request: gr.Request, *values: Any) -> AsyncIterator[tuple[Any, ...]]:
-        flight = flights.start(request.session_hash, "batch")
-        async with aclosing(batch_click(engine, *values, flight=flight)) as updates:
-            async for update in updates:
-                yield update
+        async for update in flights.updates(
+                request.session_hash, "batch",
+                lambda flight: batch_click(engine, *values, flight=flight)):
+            yield update
 
     async def on_stop(request: gr.Request) -> tuple[Any, ...]:
         return await batch_stop_click(flights.get(request.session_hash, "batch"))

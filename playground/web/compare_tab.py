@@ -438,16 +438,16 @@ def compare_tab(engine: Engine, presets: dict[str, Preset], flights: InFlight,
                   [count, *values, order_message], api_name=False, queue=False)
 
     async def on_run(request: gr.Request, *given: Any) -> AsyncIterator[tuple[Any, ...]]:
-        flight = flights.start(request.session_hash, "compare")
-        async with aclosing(compare_click(engine, *given, flight=flight)) as updates:
-            async for update in updates:
-                yield update
+        async for update in flights.updates(
+                request.session_hash, "compare",
+                lambda flight: compare_click(engine, *given, flight=flight)):
+            yield update
 
     async def on_rerun(request: gr.Request, *given: Any) -> AsyncIterator[tuple[Any, ...]]:
-        flight = flights.start(request.session_hash, "compare")
-        async with aclosing(rerun_click(engine, *given, flight=flight)) as updates:
-            async for update in updates:
-                yield update
+        async for update in flights.updates(
+                request.session_hash, "compare",
+                lambda flight: rerun_click(engine, *given, flight=flight)):
+            yield update
 
     async def on_stop(request: gr.Request) -> tuple[Any, ...]:
         return await compare_stop_click(flights.get(request.session_hash, "compare"))

@@ -1,5 +1,5 @@
-"""The constraint doctor on the page: coverage table (JSON tab), test strings (every tab),
-what the engine is sent, the lenient switch, and their API endpoints.
+"""The constraint doctor on the page: coverage table (JSON and Tool call tabs), test
+strings (every tab), what the engine is sent, the lenient switch, and their API endpoints.
 
 Handlers are plain synchronous functions: Gradio runs them in worker threads, off the
 event loop, and each bounds its own work (coverage has a time limit).
@@ -17,7 +17,7 @@ from cachetools import LRUCache
 
 from playground.backends.names import MATCHER_BACKENDS
 from playground.core import limits
-from playground.core.constraints import JsonSchema, Mode
+from playground.core.constraints import JsonSchema, Mode, ToolCalls
 from playground.core.text_fields import check_text
 from playground.doctor import dialect as dialect_mod
 from playground.doctor import lenient as lenient_mod
@@ -50,19 +50,25 @@ def coverage_backends(engine: Engine) -> list[str]:
     return [own] + [b for b in found if b != own] if own in found else found
 
 
-def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
-    """(Dataframe value, a line under it) for the schema in the editor."""
+def coverage_view(engine: Engine, text: str, mode: str = "json"
+                  ) -> tuple[dict[str, Any], str]:
+    """(Dataframe value, a line under it) for the schema in the editor; in the Tool call
+    tab, for each allowed tool's parameters schema (rows led by the tool's name)."""
+    from playground.doctor.coverage import tool_schemas
+
     backends = coverage_backends(engine)
     headers = coverage_headers(backends)
     empty = {"headers": headers, "data": []}
     try:
-        constraint = build_constraint("json", text)
+        constraint = build_constraint(mode, text)
     except (ConstraintError, InputError) as exc:
         return empty, f"<small>{plain(str(exc))}</small>"
-    if not isinstance(constraint.schema, dict):
+    tools = isinstance(constraint, ToolCalls)
+    if not tools and not isinstance(constraint.schema, dict):
         return empty, "<small>A boolean schema has no keywords.</small>"
     try:
-        table = bounded_coverage(constraint.schema, backends)
+        table = (bounded_tools_coverage(tool_schemas(constraint), backends) if tools else
+                 bounded_coverage(constraint.schema, backends))
     except TimeoutError as exc:
         return empty, f"<small>Coverage gave up: {plain(str(exc))}</small>"
     rows = [[row.path, row.keyword, *[LABEL_MARKS.get(row.backends.get(b, ""), "")
@@ -70,9 +76,11 @@ def coverage_view(engine: Engine, text: str) -> tuple[dict[str, Any], str]:
     own = backends[0]
     missing = table.not_enforced(own)
     # Only the paths are the user's (schema keys): the panel's own Markdown stays live.
+    # The Tool call tab has no lenient run to point to.
     line = ("Full coverage on this engine's backend." if table.full(own) else
-            f"Not enforced here: {plain(', '.join(missing))}. Tick *Generate anyway "
-            "(lenient)* to run with what it can enforce.")
+            f"Not enforced here: {plain(', '.join(missing))}." + (
+                "" if tools else " Tick *Generate anyway (lenient)* to run with what it "
+                                 "can enforce."))
     notes = "".join(f"<br>{plain(note)}" for note in table.notes)
     return {"headers": headers, "data": rows}, f"<small>{line}{notes}</small>"
 
@@ -99,7 +107,19 @@ def coverage_widths(backends: list[str]) -> list[str]:
 def bounded_coverage(schema: Any, backends: list[str]) -> Any:
     """The coverage table from a worker process killed past the limit (a compiler given a
     huge schema may not return for minutes): TimeoutError then."""
-    key = (json.dumps(schema, sort_keys=True), tuple(backends))
+    return _bounded(json.dumps(schema, sort_keys=True), schema, backends, tools=False)
+
+
+def bounded_tools_coverage(tools: list[tuple[str, Any]], backends: list[str]) -> Any:
+    """`bounded_coverage` of a tool set's (name, parameters) pairs: one worker call, one
+    time limit for all the tools."""
+    # The prefix keeps the key apart from any schema's (a JSON dump never starts so).
+    return _bounded("tools:" + json.dumps(tools, sort_keys=True), tools, backends,
+                    tools=True)
+
+
+def _bounded(subject: str, argument: Any, backends: list[str], tools: bool) -> Any:
+    key = (subject, tuple(backends))
     with _tables_lock:
         working = _working.setdefault(key, threading.Lock())
     with working:
@@ -107,7 +127,7 @@ def bounded_coverage(schema: Any, backends: list[str]) -> Any:
             if key in _tables:
                 return _tables[key]
         try:
-            table = _coverage_in_worker(schema, backends)
+            table = _coverage_in_worker(argument, backends, tools)
         finally:
             with _tables_lock:
                 _working.pop(key, None)
@@ -116,15 +136,16 @@ def bounded_coverage(schema: Any, backends: list[str]) -> Any:
         return table
 
 
-def _coverage_in_worker(schema: Any, backends: list[str]) -> Any:
+def _coverage_in_worker(argument: Any, backends: list[str], tools: bool = False) -> Any:
     from functools import partial
 
-    from playground.doctor.coverage import coverage
+    from playground.doctor.coverage import coverage, tools_coverage
     from playground.doctor.testers import warm
     from playground.judging import workers
 
     try:
-        return workers.side_call(coverage, schema, backends, COVERAGE_TIME_LIMIT_S,
+        return workers.side_call(tools_coverage if tools else coverage, argument, backends,
+                                 COVERAGE_TIME_LIMIT_S,
                                  timeout=COVERAGE_TIME_LIMIT_S + 15,
                                  setup=partial(warm, backends))
     except WorkerDied as exc:
@@ -339,17 +360,20 @@ def test_strings_parts(mode: Mode, editor: Any) -> None:
 
 
 def coverage_parts(engine: Engine, mode: Mode, editor: Any, tab: gr.Tab) -> None:
-    """The JSON tab's coverage table (beside the editor), following it as the user types;
-    filled when the tab is opened."""
-    if mode != "json":
+    """The JSON tab's coverage table (beside the editor), or the Tool call tab's (each
+    tool's parameters), following the editor as the user types; filled when the tab is
+    opened."""
+    if mode not in ("json", "tool"):
         return
-    with gr.Accordion("Coverage: what each backend enforces of this schema", open=True):
+    title = ("Coverage: what each backend enforces of this schema" if mode == "json" else
+             "Coverage: what each backend enforces of each tool's parameters")
+    with gr.Accordion(title, open=True):
         backends = coverage_backends(engine)
         table = gr.Dataframe(headers=coverage_headers(backends), wrap=True,
                              interactive=False, column_widths=coverage_widths(backends),
                              elem_id=f"{mode}-coverage")
         summary = gr.Markdown(elem_id=f"{mode}-coverage-summary")
-    gr.on([tab.select, editor.change], lambda text: coverage_view(engine, text), editor,
+    gr.on([tab.select, editor.change], lambda text: coverage_view(engine, text, mode), editor,
           [table, summary], api_name=False, trigger_mode="always_last",
           show_progress="hidden")
 

@@ -10,6 +10,8 @@ from here once the run has ended.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,3 +65,11 @@ class InFlight:
 
     def get(self, session: str | None, tab: str) -> Flight | None:
         return self._flights.get((session, tab)) if session is not None else None
+
+    async def updates(self, session: str | None, tab: str,
+                      click: Callable[[Flight], AsyncIterator[Any]]) -> AsyncIterator[Any]:
+        """What `click` yields for a new flight of (session, tab), closed with this
+        generator (a Stop, a closed page)."""
+        async with aclosing(click(self.start(session, tab))) as updates:
+            async for update in updates:
+                yield update

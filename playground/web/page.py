@@ -80,9 +80,10 @@ CSS = """
 .dialect-more summary {cursor:pointer;color:#4b5563}
 /* Tables: headers break between words, never inside one ("e r r o r s"); a long cell
    (a JSON path, an error) wraps anywhere rather than widening its column past the edge. */
-#batch-table th *, #json-coverage th *, [id$="-test-results"] th * {word-break:normal;
-  overflow-wrap:normal;hyphens:none}
-#batch-table td *, #json-coverage td *, [id$="-test-results"] td * {overflow-wrap:anywhere}
+#batch-table th *, #json-coverage th *, #tool-coverage th *, [id$="-test-results"] th * {
+  word-break:normal;overflow-wrap:normal;hyphens:none}
+#batch-table td *, #json-coverage td *, #tool-coverage td *, [id$="-test-results"] td * {
+  overflow-wrap:anywhere}
 #batch-status {min-height:2.5em}
 """ + session_panel.CSS + INSPECT_CSS + json_tree_view.CSS + COMPARE_CSS + TOOL_CALLS_CSS
 

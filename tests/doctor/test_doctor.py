@@ -170,6 +170,23 @@ def test_coverage_view_lists_keywords_with_this_engines_backend_first(fake_engin
     assert "invalid JSON" in bad
 
 
+def test_coverage_view_in_the_tool_tab_covers_each_tool_under_its_name(fake_engine):
+    """In a worker, as the JSON tab's: the same rows as the schema alone, led by the name."""
+    from playground.web import doctor_panel
+    from playground.web.markdown_safe import plain
+
+    tools = json.dumps({"tool_choice": "required", "tools": [
+        {"name": "tag", "description": "", "parameters": UNIQUE},
+        {"name": "noop", "description": "", "parameters": {"type": "object"}}]})
+    value, line = doctor_panel.coverage_view(fake_engine, tools, "tool")
+    json_value, _ = doctor_panel.coverage_view(fake_engine, json.dumps(UNIQUE))
+    assert value["headers"] == json_value["headers"]
+    tagged = [row for row in value["data"] if row[0].startswith("tag: ")]
+    assert [[row[0].removeprefix("tag: "), *row[1:]] for row in tagged] == json_value["data"]
+    assert any(row[0] == "noop: $" for row in value["data"])
+    assert plain("uniqueItems at tag: $.properties.tags") in line and "lenient" not in line
+
+
 @pytest.mark.parametrize("mode", ["choice", "regex", "json", "grammar"])
 def test_test_strings_view_in_every_mode(mode):
     from playground.web import doctor_panel

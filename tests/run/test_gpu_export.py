@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,35 @@ def _tag_ids() -> dict[str, int]:
     return special_tag_ids(transformers.AutoTokenizer.from_pretrained(MODEL))
 
 
+@contextmanager
+def vllm_serve(target: Target, port: int, tmp_path: Path, *extra: str) -> Iterator[None]:
+    """`vllm serve` of MODEL with the target's structured-outputs config, until healthy;
+    stopped on exit."""
+    flags = [f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}")
+             for key, value in ENGINE_ARGS.items() if value is not False]
+    # The `vllm` entry point as a module: the GPU machine's bundle puts no script on PATH.
+    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", MODEL,
+               "--port", str(port), "--structured-outputs-config",
+               json.dumps(target.structured_outputs_config), *extra, *flags]
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + 900
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                    break
+                except OSError:
+                    assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                    assert time.monotonic() < deadline, "vllm serve did not start"
+                    time.sleep(2)
+            yield
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=120)
+
+
 def _judge(backend: str, kind: str, results: list[dict]) -> None:
     allowed = {"valid", "truncated"} if DUMMY else {"valid"}
     verdicts = {}
@@ -92,49 +123,33 @@ def _judge(backend: str, kind: str, results: list[dict]) -> None:
 
 @pytest.mark.parametrize("backend", ["guidance", "xgrammar"])
 def test_python_snippets_run_on_vllm_and_their_output_validates(backend, tmp_path):
+    _judge(backend, "python", run_python_snippets(CLASSICS, backend, tmp_path))
+
+
+def run_python_snippets(names: list[str], backend: str, tmp_path: Path) -> list[dict]:
+    """The presets' exported vLLM offline snippets, run in one fresh process (one engine)."""
     codes = [snippet("python", PRESETS[name].to_constraint(), PRESETS[name].prompt,
-                     PRESETS[name].settings, _target(backend)) for name in CLASSICS]
+                     PRESETS[name].settings, _target(backend)) for name in names]
     (tmp_path / "codes.json").write_text(json.dumps(codes))
     subprocess.run([sys.executable, "-c", RUNNER, str(tmp_path / "codes.json"),
                     str(tmp_path / "results.json")], check=True, timeout=900)
-    _judge(backend, "python", json.loads((tmp_path / "results.json").read_text()))
+    return json.loads((tmp_path / "results.json").read_text())
 
 
 def test_openai_snippets_run_against_vllm_serve(tmp_path):
     backend = "guidance"
     port = free_port()
     target = _target(backend, base_url=f"http://127.0.0.1:{port}/v1")
-    flags = [f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}")
-             for key, value in ENGINE_ARGS.items() if value is not False]
-    # The `vllm` entry point as a module: the GPU machine's bundle puts no script on PATH.
-    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", MODEL,
-               "--port", str(port), "--structured-outputs-config",
-               json.dumps(target.structured_outputs_config), *flags]
-    with open(tmp_path / "serve.log", "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        try:
-            deadline = time.monotonic() + 900
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                    break
-                except OSError:
-                    assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                    assert time.monotonic() < deadline, "vllm serve did not start"
-                    time.sleep(2)
-            results = []
-            for name in CLASSICS:
-                preset = PRESETS[name]
-                scope: dict = {}
-                exec(snippet("openai", preset.to_constraint(), preset.prompt, preset.settings,
-                             target), scope)
-                choice = scope["response"].choices[0]
-                results.append({"text": choice.message.content,
-                                "finish_reason": choice.finish_reason})
-        finally:
-            os.killpg(server.pid, 15)
-            server.wait(timeout=120)
+    with vllm_serve(target, port, tmp_path):
+        results = []
+        for name in CLASSICS:
+            preset = PRESETS[name]
+            scope: dict = {}
+            exec(snippet("openai", preset.to_constraint(), preset.prompt, preset.settings,
+                         target), scope)
+            choice = scope["response"].choices[0]
+            results.append({"text": choice.message.content,
+                            "finish_reason": choice.finish_reason})
     _judge(backend, "openai", results)
 
 
@@ -152,12 +167,7 @@ def _as_hermes(message) -> str:
 
 @pytest.mark.parametrize("backend", ["guidance", "xgrammar"])
 def test_tool_python_snippets_run_on_vllm_with_valid_calls(backend, tmp_path):
-    codes = [snippet("python", PRESETS[name].to_constraint(), PRESETS[name].prompt,
-                     PRESETS[name].settings, _target(backend)) for name in TOOL_PRESETS]
-    (tmp_path / "codes.json").write_text(json.dumps(codes))
-    subprocess.run([sys.executable, "-c", RUNNER, str(tmp_path / "codes.json"),
-                    str(tmp_path / "results.json")], check=True, timeout=900)
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = run_python_snippets(TOOL_PRESETS, backend, tmp_path)
     for name, result in zip(TOOL_PRESETS, results, strict=True):
         verdict = validate(PRESETS[name].to_constraint(), result["text"],
                            result["finish_reason"], backend=backend)
@@ -172,43 +182,23 @@ def test_tool_openai_snippets_run_against_vllm_serve_with_the_hermes_parser(tmp_
     backend = "xgrammar"
     port = free_port()
     target = _target(backend, base_url=f"http://127.0.0.1:{port}/v1")
-    flags = [f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}")
-             for key, value in ENGINE_ARGS.items() if value is not False]
-    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", MODEL,
-               "--port", str(port), "--structured-outputs-config",
-               json.dumps(target.structured_outputs_config), "--enable-auto-tool-choice",
-               "--tool-call-parser", "hermes", *flags]
-    with open(tmp_path / "serve.log", "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        try:
-            deadline = time.monotonic() + 900
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                    break
-                except OSError:
-                    assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                    assert time.monotonic() < deadline, "vllm serve did not start"
-                    time.sleep(2)
-            for name in TOOL_PRESETS:
-                preset = PRESETS[name]
-                scope: dict = {}
-                exec(snippet("openai", preset.to_constraint(), preset.prompt, preset.settings,
-                             target), scope)
-                choice = scope["response"].choices[0]
-                text = _as_hermes(choice.message)
-                if OUT:
-                    with open(OUT / "gpu_export.jsonl", "a") as file:
-                        file.write(json.dumps({"kind": "openai-tools", "preset": name,
-                                               "text": text}) + "\n")
-                constraint = preset.to_constraint()
-                # Random weights fill a call's arguments with whitespace to max tokens: a
-                # cut call is truncated, as in every other test here.
-                verdict = validate(constraint, text, choice.finish_reason or "stop")
-                if constraint.choice != "auto" or choice.message.tool_calls:
-                    assert verdict.status in ({"valid", "truncated"} if DUMMY else {"valid"}), (
-                        name, text, choice.finish_reason, verdict.errors)
-        finally:
-            os.killpg(server.pid, 15)
-            server.wait(timeout=120)
+    with vllm_serve(target, port, tmp_path, "--enable-auto-tool-choice",
+                    "--tool-call-parser", "hermes"):
+        for name in TOOL_PRESETS:
+            preset = PRESETS[name]
+            scope: dict = {}
+            exec(snippet("openai", preset.to_constraint(), preset.prompt, preset.settings,
+                         target), scope)
+            choice = scope["response"].choices[0]
+            text = _as_hermes(choice.message)
+            if OUT:
+                with open(OUT / "gpu_export.jsonl", "a") as file:
+                    file.write(json.dumps({"kind": "openai-tools", "preset": name,
+                                           "text": text}) + "\n")
+            constraint = preset.to_constraint()
+            # Random weights fill a call's arguments with whitespace to max tokens: a
+            # cut call is truncated, as in every other test here.
+            verdict = validate(constraint, text, choice.finish_reason or "stop")
+            if constraint.choice != "auto" or choice.message.tool_calls:
+                assert verdict.status in ({"valid", "truncated"} if DUMMY else {"valid"}), (
+                    name, text, choice.finish_reason, verdict.errors)

@@ -68,6 +68,71 @@ def test_coverage_timeout_message_is_text(monkeypatch: pytest.MonkeyPatch) -> No
     assert_inert(line, LINK)
 
 
+def _tools(choice: Any, **parameters: Any) -> str:
+    return json.dumps({"tool_choice": choice, "tools": [
+        {"type": "function", "function": {"name": name, "description": "",
+                                          "parameters": schema}}
+        for name, schema in parameters.items()]})
+
+
+OBJECT = {"type": "object", "properties": {"a": {"type": "integer"}}}
+
+
+@pytest.fixture
+def tools_table(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The Tool call tab's table, as a fake: what it was asked for is recorded."""
+    asked: list[Any] = []
+    rows = [SimpleNamespace(path=f"f: $.properties.{HOSTILE}", keyword="uniqueItems",
+                            backends={"xgrammar": "not enforced"})]
+    found = SimpleNamespace(rows=rows, notes=[f"f: note about {HOSTILE}"])
+    found.full = lambda backend: False
+    found.not_enforced = lambda backend: [f"uniqueItems at f: $.properties.{HOSTILE}"]
+
+    def bounded(tools: Any, backends: list[str]) -> Any:
+        asked.append(tools)
+        return found
+
+    monkeypatch.setattr(doctor_panel, "bounded_tools_coverage", bounded)
+    monkeypatch.setattr(doctor_panel, "bounded_coverage",
+                        lambda schema, backends: pytest.fail("the JSON tab's table"))
+    return asked
+
+
+# (tool_choice, tools, the (name, parameters) the table is asked for): the allowed tools.
+TOOL_CASES = [
+    ("auto", {"f": OBJECT}, [("f", OBJECT)]),
+    ("required", {"f": OBJECT, "g": True}, [("f", OBJECT), ("g", True)]),
+    ("g", {"f": OBJECT, "g": {"type": "object"}}, [("g", {"type": "object"})]),
+]
+
+
+@pytest.mark.parametrize(("choice", "tools", "asked"), TOOL_CASES,
+                         ids=["auto", "required", "named"])
+def test_tool_coverage_asks_for_each_allowed_tools_parameters(
+        tools_table: list[Any], choice: Any, tools: dict[str, Any], asked: list[Any]) -> None:
+    value, line = doctor_panel.coverage_view(None, _tools(choice, **tools), "tool")  # type: ignore[arg-type]
+    assert tools_table == [asked]
+    assert value["headers"] == ["path", "keyword", "xgrammar (this engine)"]
+    assert value["data"] == [[f"f: $.properties.{HOSTILE}", "uniqueItems", "NOT ENFORCED"]]
+    # The tool's name leads the path; a schema key in it is text, and the Tool call tab
+    # has no lenient run to point to.
+    assert_inert(line, HOSTILE, f"f: note about {HOSTILE}")
+    assert "lenient" not in line
+
+
+def test_tool_coverage_error_and_timeout_are_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, bad = doctor_panel.coverage_view(None, "{", "tool")  # type: ignore[arg-type]
+    assert "invalid JSON" in bad
+
+    def slow(tools: Any, backends: list[str]) -> Any:
+        raise TimeoutError(f"stuck on {LINK}")
+
+    monkeypatch.setattr(doctor_panel, "bounded_tools_coverage", slow)
+    _, line = doctor_panel.coverage_view(None, _tools("auto", f=OBJECT), "tool")  # type: ignore[arg-type]
+    assert "Coverage gave up" in line
+    assert_inert(line, LINK)
+
+
 def note(where: str, **backends: str) -> dict[str, Any]:
     return {"where": where, "position": 0, "feature": "lookahead",
             "validator": "Python re (RE2 refuses it)", "backends": backends}
