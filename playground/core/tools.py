@@ -10,6 +10,7 @@ tools into a structural tag of that format, and `call_errors` judges any output 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -140,7 +141,7 @@ def _tool(item: Any, index: int) -> Tool:
         raise ConstraintError(f"{where}: unknown key {unknown[0]!r}; a function has name, "
                               "description and parameters")
     name = item.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):  # `$` lets a "\n" through
         raise ConstraintError(f"{where}: the name {str(name)[:70]!r} must be 1 to 64 letters, "
                               "digits, _ or -")
     description = item.get("description", "")
@@ -215,7 +216,7 @@ def split_calls(text: str) -> list[str | Call]:
         if start > at:
             pieces.append(text[at:start])
         body_at = start + len(TRIGGER)
-        end = text.find(CLOSE_TAG, body_at)
+        end = _call_end(text, body_at)
         closed = end != -1
         raw = text[body_at:end if closed else len(text)]
         count += 1
@@ -224,6 +225,21 @@ def split_calls(text: str) -> list[str | Call]:
     if at < len(text):
         pieces.append(text[at:])
     return pieces
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"\s*")
+
+
+def _call_end(text: str, body_at: int) -> int:
+    """Where the call's closing tag starts: after the JSON object the call holds, so a
+    </tool_call> inside an argument's string is text (both grammars allow it there); the
+    first tag where the body is no JSON (the verdict then says why)."""
+    try:
+        _, after = _DECODER.raw_decode(text, _SPACE.match(text, body_at).end())
+    except (ValueError, RecursionError):
+        return text.find(CLOSE_TAG, body_at)
+    return text.find(CLOSE_TAG, after)
 
 
 def parse_calls(constraint: ToolSet, text: str) -> Parsed:
@@ -307,12 +323,17 @@ def calls_found(text: str, errors: list[str]) -> dict[str, Any]:
             continue
         name, arguments = None, None
         try:
-            value = json.loads(piece.raw, parse_constant=_refuse) if piece.closed else None
+            value = json.loads(piece.raw, parse_constant=_refuse,
+                               parse_float=_finite) if piece.closed else None
         except (ValueError, RecursionError):  # not JSON, NaN/Infinity (no file has it)
             value = None
         if isinstance(value, dict):
             name = value.get("name") if isinstance(value.get("name"), str) else None
             arguments = value.get("arguments")
+            # Deeper than a history file or the API's JSON can hold (pydantic stops at
+            # ~255 levels): the verdict and the raw text stay; the table leaves it out.
+            if _depth(arguments) > MAX_SHOWN_DEPTH:
+                arguments = f"(nested over {MAX_SHOWN_DEPTH} levels: see the output)"
         mine = (f"call {piece.index}:", f"call {piece.index} (")
         calls.append({"index": piece.index, "name": name, "arguments": arguments,
                       "errors": [error for error in errors if error.startswith(mine)]})
@@ -321,3 +342,25 @@ def calls_found(text: str, errors: list[str]) -> dict[str, Any]:
 
 def _refuse(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON, but inf in Python and in no JSON file
+        raise ValueError(f"{text[:20]} is past a float")
+    return value
+
+
+MAX_SHOWN_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """How deep containers nest in a parsed value (a loop: it may nest ~1000 deep)."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level + 1)
+            pending += [(child, level + 1) for child in (item.values() if isinstance(
+                item, dict) else item)]
+    return deepest

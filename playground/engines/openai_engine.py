@@ -282,12 +282,13 @@ class OpenAIEngine(Engine):
         /tokenize), which guidance needs as tokens (backends/guidance.tool_calls_lark)."""
         found = {}
         for tag in (TRIGGER, CLOSE_TAG):
-            response = client.post("/tokenize", json={"model": self.model, "prompt": tag,
-                                                      "add_special_tokens": False})
-            try:
-                tokens = response.json().get("tokens") if response.status_code < 400 else None
-            except ValueError:
-                tokens = None
+            try:  # optional: a server without it (or answering oddly) keeps the tags text
+                response = client.post("/tokenize", timeout=5, json={
+                    "model": self.model, "prompt": tag, "add_special_tokens": False})
+                answer = response.json() if response.status_code < 400 else None
+            except (httpx.HTTPError, ValueError):
+                answer = None
+            tokens = answer.get("tokens") if isinstance(answer, dict) else None
             if isinstance(tokens, list) and len(tokens) == 1 and isinstance(tokens[0], int):
                 found[tag] = tokens[0]
         return found

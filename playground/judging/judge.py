@@ -141,13 +141,14 @@ def build_constraint(mode: str, text: str) -> Constraint:
     """`constraints.from_text` within the size and compile limits; InputError otherwise.
 
     Choices and regexes (bounded by their size limits) are built in place; a JSON schema
-    (jsonschema's check) and a Lark grammar (lark builds its parser) in a worker process.
+    (jsonschema's check), a tool set (that check, per tool) and a Lark grammar (lark builds
+    its parser) in a worker process.
     """
     if not isinstance(mode, str) or not isinstance(text, str):
         raise InputError("constraint: give the mode and the constraint as text")
     check_sizes(mode, text)
     try:
-        if mode not in ("json", "grammar"):
+        if mode not in ("json", "grammar", "tool"):
             return from_text(mode, text)
         limit = limits.active()
         try:

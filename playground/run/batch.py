@@ -216,5 +216,16 @@ def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "errors": "; ".join(row["errors"] or [])})
+        writer.writerow({key: _cell(value) for key, value in
+                         {**row, "errors": "; ".join(row["errors"] or [])}.items()})
     return buffer.getvalue()
+
+
+# What a spreadsheet reads as a formula at the start of a cell (OWASP's list): a prompt or
+# an output such as =HYPERLINK(...) would run when the file is opened.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run, kept as text (a leading ')."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value

@@ -84,6 +84,8 @@ def parse_inputs(text: Any = "", file: str | Path | None = None) -> list[str]:
             raise InputError(f"{path.name}: not UTF-8 text (a byte at offset {exc.start} "
                              "cannot be read); save it as UTF-8") from None
         lines = [line for line in content.splitlines() if line.strip()]
+        # Counted before any line is decoded: a 5 MB file of lines took 3.8 s to decode.
+        limit.require("max_compare_inputs", len(lines), path.name)
         inputs = [jsonl_text(path.name, number, line, ("input", "prompt")) for number, line in
                   enumerate(lines, start=1)] if path.suffix == ".jsonl" else lines
         where = path.name
@@ -254,11 +256,15 @@ async def run_grid(engine: Engine, grid: Grid,
                 async for result in stream_run(engine, prompt, constraint, settings,
                                                constraint):
                     grid.cells[row][column] = result
-            except asyncio.CancelledError:  # before its first chunk: still in the engine
-                if grid.cells[row][column] is None:
-                    grid.cells[row][column] = stopped = RunResult()
-                    mark_stopped(stopped, "stopped by user" if grid.note is None
-                                 else "the grid's time limit")
+            except asyncio.CancelledError:  # streaming or being judged: labelled either way
+                cell = grid.cells[row][column]
+                if cell is None:  # before its first chunk: still in the engine
+                    grid.cells[row][column] = cell = RunResult()
+                if grid.note is not None:  # stream_run labels it "stopped by user"
+                    cell.errors = [error.replace("stopped by user", "the grid's time limit")
+                                   for error in cell.errors]
+                mark_stopped(cell, "stopped by user" if grid.note is None
+                             else "the grid's time limit")
                 raise
 
     yield grid

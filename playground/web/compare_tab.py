@@ -8,6 +8,7 @@ template, then the seven sampling controls (web/controls.py); handlers take them
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -153,9 +154,10 @@ async def compare_click(engine: Engine, count: Any, inputs_text: Any, file: Any,
     flight.begin()
 
     async def run() -> AsyncIterator[tuple[Any, ...]]:
-        inputs = compare.parse_inputs(inputs_text, file)
+        # Off the loop: a file is read and decoded, each variant's constraint checked.
+        inputs = await asyncio.to_thread(compare.parse_inputs, inputs_text, file)
         variants = variants_from_values(count, values)
-        compare.check_grid(variants, inputs)
+        await asyncio.to_thread(compare.check_grid, variants, inputs)
         grid = Grid(variants, inputs)
         async for update in _stream(engine, grid, None, flight, "grid"):
             yield update
@@ -212,14 +214,25 @@ async def rerun_click(engine: Engine, grid: Grid | None, column: Any, row: Any, 
     flight.begin()
 
     async def run() -> AsyncIterator[tuple[Any, ...]]:
-        index, number, variant = rerun_target(grid, column, row, values)
+        index, number, variant = await asyncio.to_thread(rerun_target, grid, column, row,
+                                                         values)
         assert grid is not None  # rerun_target refused a missing one
+        before = grid.variants[index]
+        if number and variant != before:  # its other cells would be credited to the edit
+            number, changed = 0, " (its variant was edited: every cell again)"
+        else:
+            changed = ""
         grid.variants[index] = variant
         rows = [number - 1] if number else list(range(len(grid.inputs)))
         what = (f"cell {compare.letter(index)}{number}" if number
-                else f"column {compare.letter(index)}")
-        async for update in _stream(engine, grid, [(r, index) for r in rows], flight, what):
-            yield update
+                else f"column {compare.letter(index)}{changed}")
+        try:
+            async for update in _stream(engine, grid, [(r, index) for r in rows], flight,
+                                        what):
+                yield update
+        except InputError:  # refused before any cell ran: the grid keeps what made it
+            grid.variants[index] = before
+            raise
 
     async for update in _guarded(run(), flight):
         yield update

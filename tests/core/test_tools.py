@@ -9,6 +9,7 @@ from playground.core.settings import SamplingSettings, chat_messages
 from playground.core.text_check import errors_in
 from playground.core.tools import calls_found, parse_calls, split_calls, tools_prompt
 from playground.errors import ConstraintError
+from playground.run.result import RunResult
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city.",
@@ -56,6 +57,7 @@ def test_tool_choice(choice, expected):
     ('{"tools": [1]}', "a tool is an object"),
     ('{"tools": [{"name": "a b"}]}', "1 to 64 letters"),
     ('{"tools": [{"name": ""}]}', "1 to 64 letters"),
+    ('{"tools": [{"name": "foo\\n"}]}', "1 to 64 letters"),  # `$` would let it through
     (json.dumps({"tools": [{"name": "x" * 65}]}), "1 to 64 letters"),
     ('{"tools": [{"name": "a\\"}, {\\"x"}]}', "1 to 64 letters"),  # a name breaking the tag
     ('{"tools": [{"name": "a"}, {"name": "a"}]}', "used twice"),
@@ -104,6 +106,8 @@ def test_warnings_name_the_tool():
      ["call 1: $.name: 'send_email' is not a defined tool (get_weather, add)"]),
     ("auto", "<tool_call>\n{oops}\n</tool_call>",
      ["call 1: not JSON: line 2, column 2: Expecting property name enclosed in double quotes"]),
+    # The closing tag inside an argument's string is text: the call ends after its JSON.
+    ("auto", call("get_weather", {"city": "a </tool_call> b"}), []),
     ("auto", "<tool_call>[1]</tool_call>",
      ['call 1: $: a call is an object {"name": ..., "arguments": {...}}']),
     ("auto", '<tool_call>{"name": "add"}</tool_call>',
@@ -143,11 +147,14 @@ def test_text_outside_calls_is_kept_as_text():
     '<tool_call>{"name": "add", "arguments": {"a": NaN, "b": Infinity}}</tool_call>',
     '<tool_call>{"name": "add", "arguments": ' + "[" * 5000 + "]" * 5000 + "}</tool_call>",
     "<tool_call>\x00\ud800</tool_call>",
+    '<tool_call>{"name": "add", "arguments": {"a": ' + "[" * 300 + "]" * 300 + "}}</tool_call>",
+    '<tool_call>{"name": "add", "arguments": {"a": 1e400}}</tool_call>',
 ])
 def test_hostile_outputs_are_judged_not_crashed(text):
     errors = errors_in(tools(), text)
     found = calls_found(text, errors)
-    json.dumps(found)  # what a page, a file and the API carry
+    json.dumps(found, allow_nan=False)  # what a page, a file and the API carry
+    RunResult(tool_calls=found).model_dump_json()  # a history file: pydantic stops at ~255
     assert isinstance(errors, list)
 
 

@@ -137,6 +137,40 @@ def test_a_grid_past_its_time_limit_says_so(fake_engine):
         fake_engine.hold = False
     assert "the grid took longer than 0.2 s" in grid.note
     assert grid.cells[0][0].verdict == "stopped"
+    assert "the grid's time limit" in grid.cells[0][0].errors[0]
+
+
+def test_cells_cut_while_judged_are_stopped_not_running(fake_engine, monkeypatch):
+    """A cell past its stream (being judged) when the grid's time runs out."""
+    from playground.run import service
+
+    async def slow_judge(*_, **__):
+        await asyncio.sleep(5)
+
+    monkeypatch.setattr(service, "judge", slow_judge)
+    fake_engine.enqueue("yes", "no")
+    grid = Grid([choice()], ["a", "b"])
+    previous = limits.active()
+    limits.configure(limits.Limits(batch_timeout_s=0.3))
+    try:
+        run(fake_engine, grid)
+    finally:
+        limits.configure(previous)
+    assert [row[0].verdict for row in grid.cells] == ["stopped", "stopped"]
+    assert grid.totals(0)["finished"] == 2
+    assert all("the grid's time limit" in row[0].errors[0] for row in grid.cells)
+
+
+def test_csv_cells_a_spreadsheet_would_run_stay_text(fake_engine):
+    import csv
+    import io
+
+    fake_engine.enqueue("yes")
+    grid = Grid([choice()], ['=HYPERLINK("http://x","y")'])
+    run(fake_engine, grid)
+    row = next(csv.DictReader(io.StringIO(compare.to_csv(grid))))
+    assert row["input"] == "'=HYPERLINK(\"http://x\",\"y\")" and row["text"] == "yes"
+    assert json.loads(compare.to_jsonl(grid))["input"].startswith("=")  # JSONL as it was
 
 
 @pytest.mark.parametrize(("variants", "inputs", "message"), [

@@ -112,6 +112,13 @@ def test_rerun_a_column_or_a_cell_with_the_variant_as_edited(fake_engine):
     status, *_ = updates(rerun_click(fake_engine, grid, "A", 2, 2, *edited))[-1]
     assert status.startswith("Done: cell A2, 1 cells")
     assert grid.cells[1][0].verdict == "invalid" and grid.cells[0][0].verdict == "valid"
+    # One cell of an edited variant: the column's other cells came from the old one, so
+    # every cell runs again (an export credits each output to the variant that made it).
+    fake_engine.enqueue("yes", "no")
+    edited_a = flat(variant(template="Now {input}"), variant(template="Say {input}"))
+    status, *_ = updates(rerun_click(fake_engine, grid, "A", 1, 2, *edited_a))[-1]
+    assert status.startswith("Done: column A (its variant was edited: every cell again)")
+    assert [prompt for prompt, _, _ in fake_engine.requests[-2:]] == ["Now a", "Now b"]
 
 
 @pytest.mark.parametrize(("grid", "column", "row", "message"), [
