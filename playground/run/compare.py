@@ -140,7 +140,9 @@ def check_grid(variants: list[Variant], inputs: list[str], first: int = 0) -> No
 def check_work(variants: list[Variant], inputs: list[str]) -> None:
     """Prompts at ~4 characters a token plus max tokens each, within --max-batch-tokens
     (one bound for a batch's and a grid's work)."""
-    work = sum(len(variant.prompt(text)) // 4 + parse_settings(variant.options).max_tokens
+    # A tool variant's tools go into every prompt too (the chat template renders them).
+    work = sum((len(variant.prompt(text)) + len(variant.constraint) * (variant.mode == "tool"))
+               // 4 + parse_settings(variant.options).max_tokens
                for variant in variants for text in inputs)
     limits.active().require("max_batch_tokens", work, "the grid (prompts plus max tokens "
                             "each, about 4 characters a token)")
