@@ -2,6 +2,7 @@
 (core/property_order.py), on the fake engine."""
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -25,6 +26,17 @@ SCHEMA = json.dumps({"type": "object", "properties": {"answer": {"type": "string
 
 def choice(template: str = "{input}") -> Variant:
     return Variant("choice", "yes\nno", template, dict(OPTIONS))
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """The grid's time limit (--batch-timeout-s) set for one test."""
+    previous = limits.active()
+    limits.configure(limits.Limits(batch_timeout_s=seconds))
+    try:
+        yield
+    finally:
+        limits.configure(previous)
 
 
 def run(engine, grid, cells=None):
@@ -128,12 +140,10 @@ def test_cells_run_a_few_at_a_time():
 def test_a_grid_past_its_time_limit_says_so(fake_engine):
     fake_engine.hold = True
     grid = Grid([choice()], ["a", "b"])
-    previous = limits.active()
-    limits.configure(limits.Limits(batch_timeout_s=0.2))
     try:
-        run(fake_engine, grid)
+        with time_limit(0.2):
+            run(fake_engine, grid)
     finally:
-        limits.configure(previous)
         fake_engine.hold = False
     assert "the grid took longer than 0.2 s" in grid.note
     assert grid.cells[0][0].verdict == "stopped"
@@ -150,12 +160,8 @@ def test_cells_cut_while_judged_are_stopped_not_running(fake_engine, monkeypatch
     monkeypatch.setattr(service, "judge", slow_judge)
     fake_engine.enqueue("yes", "no")
     grid = Grid([choice()], ["a", "b"])
-    previous = limits.active()
-    limits.configure(limits.Limits(batch_timeout_s=0.3))
-    try:
+    with time_limit(0.3):
         run(fake_engine, grid)
-    finally:
-        limits.configure(previous)
     assert [row[0].verdict for row in grid.cells] == ["stopped", "stopped"]
     assert grid.totals(0)["finished"] == 2
     assert all("the grid's time limit" in row[0].errors[0] for row in grid.cells)
