@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from playground.core.lark_check import lark_parser
-from playground.core.schema import check_schema, json_objects
+from playground.core.schema import check_schema, json_objects, parse_json
 from playground.core.tools import ToolSet
 from playground.errors import ConstraintError
 
@@ -127,13 +127,7 @@ class JsonSchema:
     def from_text(cls, text: str) -> JsonSchema:
         if not text.strip():
             raise ConstraintError("json: the schema is empty")
-        try:
-            schema = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConstraintError(
-                f"json: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from None
-        return cls.from_schema(schema)
+        return cls.from_schema(parse_json(text, "json"))
 
     @classmethod
     def from_schema(cls, schema: Any) -> JsonSchema:

@@ -39,6 +39,16 @@ if TYPE_CHECKING:
     import referencing
 
 
+def parse_json(text: str, mode: str) -> Any:
+    """An editor's JSON (a schema, a tool set), or ConstraintError with its line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConstraintError(
+            f"{mode}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+
+
 def json_objects(node: Any, path: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
     """Every object in a JSON tree with its JSON path, parents before children."""
     if isinstance(node, dict):

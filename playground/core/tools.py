@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from playground.core.schema import check_schema, instance_errors
+from playground.core.schema import check_schema, instance_errors, parse_json
 from playground.errors import ConstraintError
 
 # The model's call format (Hermes, as Qwen2.5's template writes it); vLLM's hermes parser
@@ -67,13 +67,7 @@ class ToolSet:
         if not text.strip():
             raise ConstraintError("tool: the tools are empty; give "
                                   '{"tool_choice": "auto", "tools": [...]}')
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConstraintError(
-                f"tool: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from None
-        return read_document(document)
+        return read_document(parse_json(text, "tool"))
 
     @cached_property
     def text(self) -> str:
