@@ -54,8 +54,6 @@ def coverage_view(engine: Engine, text: str, mode: str = "json"
                   ) -> tuple[dict[str, Any], str]:
     """(Dataframe value, a line under it) for the schema in the editor; in the Tool call
     tab, for each allowed tool's parameters schema (rows led by the tool's name)."""
-    from playground.doctor.coverage import tool_schemas
-
     backends = coverage_backends(engine)
     headers = coverage_headers(backends)
     empty = {"headers": headers, "data": []}
@@ -67,8 +65,7 @@ def coverage_view(engine: Engine, text: str, mode: str = "json"
     if not tools and not isinstance(constraint.schema, dict):
         return empty, "<small>A boolean schema has no keywords.</small>"
     try:
-        table = (bounded_tools_coverage(tool_schemas(constraint), backends) if tools else
-                 bounded_coverage(constraint.schema, backends))
+        table = coverage_table(constraint, backends)
     except TimeoutError as exc:
         return empty, f"<small>Coverage gave up: {plain(str(exc))}</small>"
     rows = [[row.path, row.keyword, *[LABEL_MARKS.get(row.backends.get(b, ""), "")
@@ -107,15 +104,22 @@ def coverage_widths(backends: list[str]) -> list[str]:
 def bounded_coverage(schema: Any, backends: list[str]) -> Any:
     """The coverage table from a worker process killed past the limit (a compiler given a
     huge schema may not return for minutes): TimeoutError then."""
-    return _bounded(json.dumps(schema, sort_keys=True), schema, backends, tools=False)
+    return _bounded(_schema_key(schema), schema, backends, tools=False)
 
 
 def bounded_tools_coverage(tools: list[tuple[str, Any]], backends: list[str]) -> Any:
     """`bounded_coverage` of a tool set's (name, parameters) pairs: one worker call, one
     time limit for all the tools."""
+    return _bounded(_tools_key(tools), tools, backends, tools=True)
+
+
+def _schema_key(schema: Any) -> str:
+    return json.dumps(schema, sort_keys=True)
+
+
+def _tools_key(tools: list[tuple[str, Any]]) -> str:
     # The prefix keeps the key apart from any schema's (a JSON dump never starts so).
-    return _bounded("tools:" + json.dumps(tools, sort_keys=True), tools, backends,
-                    tools=True)
+    return "tools:" + json.dumps(tools, sort_keys=True)
 
 
 def _bounded(subject: str, argument: Any, backends: list[str], tools: bool) -> Any:
@@ -153,30 +157,63 @@ def _coverage_in_worker(argument: Any, backends: list[str], tools: bool = False)
 
 
 def not_enforced_here(engine: Engine, constraint: Any, compute: bool = True) -> list[str]:
-    """What of a JSON Schema this engine's backend will not enforce (the coverage table's
-    own column), for the check line; nothing where coverage could not say in time.
+    """What of a JSON Schema, or of the allowed tools' parameters schemas (paths led by the
+    tool's name), this engine's backend will not enforce (the coverage table's own
+    column), for the check line; nothing where coverage could not say in time.
     `compute`: False to answer only from tables already worked out (a run holding the
     model must not wait for the doctor)."""
-    if not isinstance(constraint, JsonSchema) or not isinstance(constraint.schema, dict):
+    if not _has_coverage(constraint):
         return []
     backends = coverage_backends(engine)
     if not compute:
         with _tables_lock:
-            table = _tables.get((json.dumps(constraint.schema, sort_keys=True),
-                                 tuple(backends)))
+            table = _tables.get((_table_key(constraint), tuple(backends)))
         return table.not_enforced(backends[0]) if table is not None else []
     try:
-        return bounded_coverage(constraint.schema, backends).not_enforced(backends[0])
+        return coverage_table(constraint, backends).not_enforced(backends[0])
     except (TimeoutError, WorkersBusy, WorkTimeout, ConstraintError, InputError):
         return []
 
 
-def coverage_details(engine: Engine, text: str) -> list[dict[str, Any]]:
-    """The `/coverage` endpoint: the table as `check --coverage` gives it."""
-    constraint = _parse("json", text)
-    assert isinstance(constraint, JsonSchema)
+def _has_coverage(constraint: Any) -> bool:
+    """A tool set, or a JSON Schema with keywords (a boolean schema has none)."""
+    return isinstance(constraint, ToolCalls) or (
+        isinstance(constraint, JsonSchema) and isinstance(constraint.schema, dict))
+
+
+def _table_key(constraint: JsonSchema | ToolCalls) -> str:
+    """The cache key `coverage_table` files the constraint's table under."""
+    if isinstance(constraint, ToolCalls):
+        return _tools_key(_tool_schemas(constraint))
+    return _schema_key(constraint.schema)
+
+
+def coverage_table(constraint: JsonSchema | ToolCalls, backends: list[str]) -> Any:
+    """The schema's table, or the allowed tools' (bounded, cached: see `_bounded`)."""
+    if isinstance(constraint, ToolCalls):
+        return bounded_tools_coverage(_tool_schemas(constraint), backends)
+    return bounded_coverage(constraint.schema, backends)
+
+
+def _tool_schemas(constraint: ToolCalls) -> list[tuple[str, Any]]:
+    from playground.doctor.coverage import tool_schemas
+
+    return tool_schemas(constraint)
+
+
+COVERAGE_MODES = ("json", "tool")
+
+
+def coverage_details(engine: Engine, text: str, mode: str = "json") -> list[dict[str, Any]]:
+    """The `/coverage` endpoint: the table as `check --coverage` gives it, of a schema
+    (mode "json") or of the Tool call tab's JSON (mode "tool", `check --tools`)."""
+    if mode not in COVERAGE_MODES:
+        raise _input_error(f'mode: "json" (a schema) or "tool" (the Tool call tab\'s '
+                           f"JSON), not {mode!r}")
+    constraint = _parse(mode, text)
+    assert isinstance(constraint, JsonSchema | ToolCalls)
     try:
-        return bounded_coverage(constraint.schema, coverage_backends(engine)).as_list()
+        return coverage_table(constraint, coverage_backends(engine)).as_list()
     except TimeoutError as exc:
         raise _input_error(f"coverage gave up: {exc}") from None
 
@@ -380,16 +417,17 @@ def coverage_parts(engine: Engine, mode: Mode, editor: Any, tab: gr.Tab) -> None
 
 def add_api(engine: Engine) -> None:
     """`/test_strings` and `/coverage` (no model: they never wait for the engine).
-    `/coverage` answers the list `check --coverage` gives, as JSON text."""
+    `/coverage` answers the list `check --coverage` gives, as JSON text: of a schema, or
+    with mode "tool" of the Tool call tab's JSON."""
 
     def test_strings(mode: str, constraint: str, strings: list[Any] | str
                      ) -> list[dict[str, Any]]:
         return api_test_strings(mode, constraint, strings)
 
-    def coverage(schema: str | dict[str, Any]) -> str:
+    def coverage(schema: str | dict[str, Any], mode: str = "json") -> str:
         # As JSON text: gradio_client would take each row's "path" for a file to download.
         text = schema if isinstance(schema, str) else json.dumps(schema)
-        return json.dumps(coverage_details(engine, text))
+        return json.dumps(coverage_details(engine, text, mode))
 
     gr.api(test_strings, api_name="test_strings")
     gr.api(coverage, api_name="coverage")

@@ -98,13 +98,14 @@ def check_message(mode: str, constraint_text: str, engine: Engine | None = None)
     except InputError as exc:
         return f'<span class="bad">Constraint error:</span> {plain(str(exc))}'
     missing = doctor_panel.not_enforced_here(engine, constraint) if checker else []
-    return warnings_message(warnings, missing)
+    return warnings_message(warnings, missing, lenient_hint=mode == "json")
 
 
 def not_enforced_text(engine: Engine, mode: str, constraint_text: str) -> list[str]:
-    """`doctor_panel.not_enforced_here` for an editor's text, from the tables the editor's
-    check already worked out (the check line of a run, which holds the model)."""
-    if mode != "json" or not engine_ready(engine):
+    """`doctor_panel.not_enforced_here` for an editor's text (a schema, or a tool set's
+    parameters), from the tables the editor's check already worked out (the check line of
+    a run, which holds the model)."""
+    if mode not in doctor_panel.COVERAGE_MODES or not engine_ready(engine):
         return []
     try:
         constraint = build_constraint(mode, constraint_text)
@@ -113,14 +114,17 @@ def not_enforced_text(engine: Engine, mode: str, constraint_text: str) -> list[s
     return doctor_panel.not_enforced_here(engine, constraint, compute=False)
 
 
-def warnings_message(warnings: list[str], not_enforced: list[str] | None = None) -> str:
+def warnings_message(warnings: list[str], not_enforced: list[str] | None = None,
+                     lenient_hint: bool = True) -> str:
     """The check line: OK (or what this engine will not enforce: "OK" in green beside the
-    doctor's NOT ENFORCED rows read as a promise), then each warning."""
+    doctor's NOT ENFORCED rows read as a promise), then each warning. `lenient_hint`:
+    False where the tab has no lenient run (the Tool call tab)."""
     if not_enforced:
         shown = ", ".join(not_enforced[:6]) + (" …" if len(not_enforced) > 6 else "")
+        hint = ("; <em>Generate anyway (lenient)</em> runs with what it enforces"
+                if lenient_hint else "")
         lines = ['<span class="warn">Constraint accepted, but this engine will not enforce:'
-                 f"</span> {plain(shown)}; an output may break them (see Coverage; "
-                 "<em>Generate anyway (lenient)</em> runs with what it enforces)"]
+                 f"</span> {plain(shown)}; an output may break them (see Coverage{hint})"]
     else:
         lines = ['<span class="good">Constraint OK</span>']
     lines += [f'<span class="warn">Warning:</span> {plain(w)}' for w in warnings]
@@ -231,7 +235,8 @@ async def run_click(engine: Engine, mode: str, constraint_text: str, prompt: str
             missing = await asyncio.to_thread(not_enforced_text, engine, mode,
                                               constraint_text)
             async for final in thinned:
-                yield changes((warnings_message(final["warnings"], missing),
+                yield changes((warnings_message(final["warnings"], missing,
+                                                lenient_hint=mode == "json"),
                                *panels(final["constrained"], final["unconstrained"]))
                               ) + (skip,) * 2
         if final is not None and runs is not None:

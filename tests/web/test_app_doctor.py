@@ -28,6 +28,15 @@ def test_test_strings_and_coverage_endpoints(app_url):
     row = next(r for r in rows if r["keyword"] == "uniqueItems")
     assert row["backends"]["xgrammar"] == "not enforced"
     assert row["backends"]["guidance"] == "rejected"
+    # The Tool call tab's JSON, as `check --coverage --tools`: rows led by the tool's name.
+    tools = {"tool_choice": "auto", "tools": [{"type": "function", "function": {
+        "name": "tag", "description": "", "parameters": UNIQUE}}]}
+    rows = json.loads(client.predict(json.dumps(tools), "tool", api_name="/coverage"))
+    row = next(r for r in rows if r["keyword"] == "uniqueItems")
+    assert row["path"] == "tag: $.properties.tags"
+    assert row["backends"]["xgrammar"] == "not enforced"
+    with pytest.raises(Exception, match="not 'regex'"):
+        client.predict(json.dumps(UNIQUE), "regex", api_name="/coverage")
 
 
 @pytest.fixture(scope="module")

@@ -133,6 +133,93 @@ def test_tool_coverage_error_and_timeout_are_text(monkeypatch: pytest.MonkeyPatc
     assert_inert(line, LINK)
 
 
+UNIQUE = {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}
+
+
+@pytest.fixture
+def worker(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bool]]:
+    """The coverage worker, as a fake over an empty cache: each call's (argument, tools)
+    is recorded, and every tool's table (or the schema's) has uniqueItems not enforced."""
+    calls: list[tuple[Any, bool]] = []
+
+    def in_worker(argument: Any, backends: list[str], tools: bool = False) -> Any:
+        calls.append((argument, tools))
+        paths = [f"{name}: $" for name, _ in argument] if tools else ["$"]
+        found = SimpleNamespace(rows=[], notes=[], full=lambda backend: False)
+        found.not_enforced = lambda backend: [f"uniqueItems at {p}" for p in paths]
+        found.as_list = lambda: [{"path": p, "keyword": "uniqueItems"} for p in paths]
+        return found
+
+    monkeypatch.setattr(doctor_panel, "_tables", {})
+    monkeypatch.setattr(doctor_panel, "_coverage_in_worker", in_worker)
+    return calls
+
+
+# (mode, editor text, the check line's list): a schema's gaps, or each allowed tool's,
+# led by its name.
+GAP_CASES = [
+    ("json", json.dumps(UNIQUE), ["uniqueItems at $"]),
+    ("tool", _tools("auto", f=UNIQUE, g=OBJECT), ["uniqueItems at f: $", "uniqueItems at g: $"]),
+    ("tool", _tools("g", f=UNIQUE, g=OBJECT), ["uniqueItems at g: $"]),
+    ("json", "true", []),  # a boolean schema has no keywords: no table asked for
+]
+
+
+@pytest.mark.parametrize(("mode", "text", "gaps"), GAP_CASES,
+                         ids=["schema", "tools", "named tool", "boolean schema"])
+def test_the_check_lines_gaps_come_from_the_coverage_tables_cache(
+        worker: list[Any], mode: str, text: str, gaps: list[str]) -> None:
+    from playground.judging.judge import build_constraint
+
+    constraint = build_constraint(mode, text)
+    # A run's check line asks first: nothing worked out yet, and it computes nothing.
+    assert doctor_panel.not_enforced_here(None, constraint, compute=False) == []  # type: ignore[arg-type]
+    assert worker == []
+    assert doctor_panel.not_enforced_here(None, constraint) == gaps  # type: ignore[arg-type]
+    # Then the run's line, and the coverage table, read the one table worked out.
+    assert doctor_panel.not_enforced_here(None, constraint, compute=False) == gaps  # type: ignore[arg-type]
+    if gaps:
+        doctor_panel.coverage_view(None, text, mode)  # type: ignore[arg-type]
+    assert len(worker) == (1 if gaps else 0)
+    assert all(tools == (mode == "tool") for _, tools in worker)
+
+
+# (mode given to /coverage, or None for the one-argument call; text; the rows' paths).
+COVERAGE_API_CASES = [
+    (None, json.dumps(UNIQUE), ["$"]),
+    ("json", json.dumps(UNIQUE), ["$"]),
+    ("tool", _tools("auto", f=UNIQUE, g=OBJECT), ["f: $", "g: $"]),
+    ("tool", _tools("f", f=UNIQUE, g=OBJECT), ["f: $"]),
+]
+
+
+@pytest.mark.parametrize(("mode", "text", "paths"), COVERAGE_API_CASES,
+                         ids=["one argument", "json", "tools", "named tool"])
+def test_coverage_endpoint_answers_a_schema_or_a_tool_set(
+        worker: list[Any], mode: str | None, text: str, paths: list[str]) -> None:
+    extra = () if mode is None else (mode,)
+    rows = doctor_panel.coverage_details(None, text, *extra)  # type: ignore[arg-type]
+    assert [row["path"] for row in rows] == paths
+    assert [tools for _, tools in worker] == [mode == "tool"]
+
+
+@pytest.mark.parametrize(("mode", "text", "words"), [
+    ("regex", json.dumps(UNIQUE), "mode: \"json\" (a schema) or \"tool\""),
+    ("", json.dumps(UNIQUE), "not ''"),
+    ("TOOL", _tools("auto", f=UNIQUE), "not 'TOOL'"),
+    ("tool", json.dumps(UNIQUE), "tools"),  # a schema is not a tool set
+    ("json", "{", "invalid JSON"),
+], ids=["regex", "empty", "upper case", "schema as tools", "bad JSON"])
+def test_coverage_endpoint_refuses_a_bad_mode_or_text(worker: list[Any], mode: str, text: str,
+                                                      words: str) -> None:
+    import gradio as gr
+
+    with pytest.raises(gr.Error) as raised:
+        doctor_panel.coverage_details(None, text, mode)  # type: ignore[arg-type]
+    assert words in raised.value.message
+    assert worker == []
+
+
 def note(where: str, **backends: str) -> dict[str, Any]:
     return {"where": where, "position": 0, "feature": "lookahead",
             "validator": "Python re (RE2 refuses it)", "backends": backends}
