@@ -212,6 +212,10 @@ def _add_conformance(commands: Commands) -> None:
 def _add_bench(commands: Commands) -> None:
     bench = commands.add_parser("bench", help="playground path vs raw engine, side by side")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions and levels")
+    bench.add_argument("--rounds", type=positive_int, metavar="N",
+                       help="rounds per concurrency level (default: 5 on vLLM, 3 with "
+                            "--quick; 3 and 1 on the CPU): single bursts swing by ±10 %% "
+                            "on the H200, so more rounds give a steadier median")
     bench.add_argument("--json", help="write the full report to this file")
     bench.add_argument("--plot", help="write a PNG plot to this file")
     bench.add_argument("--browser", action="store_true",

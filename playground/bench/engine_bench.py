@@ -140,6 +140,11 @@ async def throughput_table(engine: Engine, levels: list[int], reps: int, max_tok
     batch makes fewer tokens per second."""
     table: dict[str, Any] = {}
     for level in levels:
+        # Short bursts first, not counted: the first round at a new level met vLLM's
+        # first batch of that size and both grammar caches cold (0.63 of the others'
+        # constrained/free at 128 on the H200, 0.26-0.29 in tools/gpu/tail_ab.py).
+        for path in ("raw", "playground"):
+            await throughput(engine, True, path, [min(16, max_tokens)] * level)
         rounds = []
         for index in range(reps):
             run: dict[str, Any] = {}
@@ -364,7 +369,8 @@ def goals(report: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[str, Any]:
+async def run_bench(engine: Engine, engine_kind: str, quick: bool, log,
+                    rounds: int | None = None) -> dict[str, Any]:
     reps = 3 if quick else 5
     levels = [1, 4] if engine_kind == "cpu" else [1, 8, 32, 128]
     max_tokens = (32 if quick else 64) if engine_kind == "cpu" else 256
@@ -375,8 +381,9 @@ async def run_bench(engine: Engine, engine_kind: str, quick: bool, log) -> dict[
     log("single requests, playground path vs raw engine:")
     single = await single_requests(engine, reps, log)
     log(f"throughput, JSON schema, max {max_tokens} tokens:")
-    table = await throughput_table(engine, levels, (1 if quick else 3) if engine_kind == "cpu"
-                                   else (3 if quick else 5), max_tokens, log)
+    if rounds is None:
+        rounds = (1 if quick else 3) if engine_kind == "cpu" else (3 if quick else 5)
+    table = await throughput_table(engine, levels, rounds, max_tokens, log)
     log("grammar compile:")
     compile_s = await compile_times(engine)
     log(f"  cold {compile_s['cold_s']:.4f} s, cached {compile_s['cached_s']:.4f} s")
@@ -465,7 +472,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         startup.update(second_start_s=statistics.median(times), second_start_runs_s=times)
     log("loading the engine in this process …")
     engine.load()
-    report = asyncio.run(run_bench(engine, kind, args.quick, log))
+    report = asyncio.run(run_bench(engine, kind, args.quick, log, getattr(args, "rounds", None)))
     report.update(startup)
     report["machine"], report["versions"] = machine(), versions()
     report["goals"] = goals(report)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from playground.core import limits, linear_re
 from playground.core.constraints import Choice, Constraint, Regex, from_text
@@ -29,6 +31,12 @@ from playground.judging import workers
 from playground.judging.validation import Verdict, validate
 
 log = logging.getLogger(__name__)
+
+# Verdicts wait in threads of their own: after a burst, 128 of them waiting for a validation
+# worker held every thread of asyncio's default pool, and what else used it (a new
+# request's prompt encoding) queued behind them. Enough threads for every worker process
+# (workers.MAX_WORKERS is at most 8) and the cheap verdicts judged in a thread.
+_JUDGING = ThreadPoolExecutor(max_workers=16, thread_name_prefix="judge")
 
 
 def _in_thread(constraint: Constraint, finish_reason: str | None) -> bool:
@@ -69,8 +77,9 @@ async def judge(constraint: Constraint, text: str, finish_reason: str | None = "
                 engine_error: str | None = None, backend: str = "xgrammar",
                 any_whitespace: bool = True) -> Verdict:
     """`judge_blocking` from async code: the event loop only waits."""
-    return await asyncio.to_thread(judge_blocking, constraint, text, finish_reason,
-                                   engine_error, backend, any_whitespace)
+    return await asyncio.get_running_loop().run_in_executor(_JUDGING, partial(
+        judge_blocking, constraint, text, finish_reason, engine_error, backend,
+        any_whitespace))
 
 
 def warm_up() -> None:

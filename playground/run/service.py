@@ -138,8 +138,14 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     _time(result, start, first_token_at, first_tokens, last_token_at)
     if error:
         result.finish_reason = "error"
-    verdict = await judge(judge_by, result.text, result.finish_reason, error,
-                          engine.matcher_backend, engine.any_whitespace)
+    checks_tokens = (constraint is not None and bool(token_ids)
+                     and result.finish_reason in ("stop", "length"))
+    # Side by side: both wait on other threads (a validation worker, the tokenizer), and
+    # after a burst every request's result waited for their sum (issue 22's tail at 128).
+    verdict, canonical = await asyncio.gather(
+        judge(judge_by, result.text, result.finish_reason, error, engine.matcher_backend,
+              engine.any_whitespace),
+        tokenization.canonical_ids(engine, result.text) if checks_tokens else _nothing())
     result.verdict, result.errors = verdict.status, verdict.errors
     if isinstance(judge_by, ToolCalls):
         result.tool_calls = ToolCallsFound.model_validate(
@@ -148,12 +154,14 @@ async def stream_run(engine: Engine, prompt: str, constraint: Constraint | None,
     # means the engine did not enforce it: said loudly, never passed off as "truncated".
     result.constraint_escaped = await _escaped(engine, constraint, judge_by, settings,
                                                result, verdict)
-    if constraint is not None and token_ids and result.finish_reason in ("stop", "length"):
-        canonical = await asyncio.to_thread(engine.text_token_ids, result.text)
-        if canonical is not None:
-            result.tokenization = tokenization.compare(token_ids, canonical,
-                                                       engine.special_token_ids)
+    if canonical is not None:
+        result.tokenization = tokenization.compare(token_ids, canonical,
+                                                   engine.special_token_ids)
     yield result
+
+
+async def _nothing() -> None:
+    return None
 
 
 def stop_that_cut(text: str, finish_reason: str | None, stops: list[str]) -> str | None:

@@ -10,7 +10,19 @@ says it, in the verdict, the API and batch totals.
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from playground.engines.base import Engine
+
+# Threads of their own: in asyncio's default pool the checks queued behind the verdicts'
+# threads (each waiting for a validation worker), so a burst's checks came one by one after
+# its verdicts instead of together in one batched encode (engines/batched_encode.py).
+_ENCODING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tokenization-check")
 
 
 class Tokenization(BaseModel):
@@ -20,6 +32,12 @@ class Tokenization(BaseModel):
     tokens: int  # the output's tokens, without the end-of-sequence one
     canonical_tokens: int  # the tokens the tokenizer writes the same text in
     first_difference: int | None = None  # the first token (0-based) that differs
+
+
+async def canonical_ids(engine: Engine, text: str) -> list[int] | None:
+    """The ids the engine's tokenizer writes `text` in (None where it cannot say)."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _ENCODING, engine.text_token_ids, text)
 
 
 def compare(output_ids: list[int], canonical_ids: list[int],

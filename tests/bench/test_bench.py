@@ -24,8 +24,11 @@ def fixed_runs(monkeypatch):
 
 
 def test_ratios_and_matched_free_lengths(fixed_runs):
-    table = asyncio.run(bench.throughput_table(None, [4], reps=3, max_tokens=16,
+    table = asyncio.run(bench.throughput_table(None, [4], reps=3, max_tokens=32,
                                                log=lambda message: None))
+    # Two short warm-up bursts first (raw, then the playground), kept out of every ratio.
+    assert fixed_runs[:2] == [("raw", True, [16] * 4), ("playground", True, [16] * 4)]
+    del fixed_runs[:2]
     cell = table["4"]
     assert cell["throughput_ratio"] == pytest.approx(1.1)
     assert cell["constrained_free_ratio"] == pytest.approx(0.9)
@@ -34,7 +37,7 @@ def test_ratios_and_matched_free_lengths(fixed_runs):
     assert cell["constrained_tokens_mean"] == 7
     # Constrained runs may use max_tokens; free runs get the constrained lengths.
     assert {tuple(lengths) for _, constrained, lengths in fixed_runs if constrained} == {
-        (16,) * 4}
+        (32,) * 4}
     assert {tuple(lengths) for _, constrained, lengths in fixed_runs if not constrained} == {
         (7,) * 4}
     assert len(fixed_runs) == 12  # four runs a round, back to back

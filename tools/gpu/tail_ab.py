@@ -1,12 +1,18 @@
-"""Where the playground's path loses against raw vLLM at 128 constrained requests: the
+"""Where the playground's path loses against raw vLLM at many constrained requests: the
 same bursts with the work after the stream switched off piece by piece, one engine, the
-variants in turns (GPU machine; issue 22).
+variants in turns, each burst timed in its phases (GPU machine; issue 22).
 
 Variants: `full` (the playground as it runs), `no_tokenization` (the tokenization check
 off: `engine.text_token_ids` answers None), `no_judge` (neither the verdict nor the
 check: `service.judge` answers at once). Raw vLLM's burst runs before each, as the bench's.
 
-  python3 tools/gpu/tail_ab.py [--level 128] [--rounds 3] > tail_ab.json
+Per playground burst: `stream_s` (start to the last request's final chunk from the
+engine), `tail_s` (from there to the last result: what the playground adds after the last
+token), the mean verdict and tokenization-check times, and the event loop's lag (a 1 ms
+ticker's worst and summed overshoot: a busy loop delays every stream). A first burst of
+each kind, not counted, warms the caches and the validation workers.
+
+  python3 tools/gpu/tail_ab.py [--levels 32 128] [--rounds 7] > tail_ab.json
 """
 
 from __future__ import annotations
@@ -15,23 +21,69 @@ import argparse
 import asyncio
 import json
 import statistics
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+
+class LoopLag:
+    """A ticker that wakes every millisecond and sums how late it woke."""
+
+    def __init__(self) -> None:
+        self.worst = self.total = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            late = time.perf_counter() - before - 0.001
+            self.worst, self.total = max(self.worst, late), self.total + max(late, 0.0)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+def timed(fn: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - start)
+    return wrapper
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--level", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--levels", type=int, nargs="+", default=[128])
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     from dummy_engine import loaded_engine
 
     from playground.bench import engine_bench as bench
     from playground.core.settings import SamplingSettings
     from playground.judging.validation import Verdict
-    from playground.run import service
+    from playground.run import service, tokenization
 
     engine = loaded_engine()
-    own_ids, own_judge = engine.text_token_ids, service.judge
+    own_ids, own_judge, own_canonical = (engine.text_token_ids, service.judge,
+                                         tokenization.canonical_ids)
+    own_stream = engine.stream
+    last_chunk: list[float] = []
+
+    async def stream(*a: Any, **k: Any) -> AsyncIterator[Any]:
+        async for chunk in own_stream(*a, **k):
+            if chunk.done:
+                last_chunk.append(time.perf_counter())
+            yield chunk
+
+    engine.stream = stream
 
     async def instant(*_: Any, **__: Any) -> Verdict:
         return Verdict("valid", [])
@@ -42,26 +94,55 @@ def main() -> None:
         "no_judge": (lambda text: None, instant),
     }
 
-    async def measure() -> dict[str, Any]:
-        await engine.raw_request("Hi", None, SamplingSettings(max_tokens=1))
-        await bench.throughput(engine, True, "raw", [16] * 4)  # the schema's compile
-        found: dict[str, list[float]] = {name: [] for name in variants}
+    async def burst(name: str, level: int) -> dict[str, Any]:
+        ids, judge = variants[name]
+        judged: list[float] = []
+        checked: list[float] = []
+        engine.text_token_ids = ids
+        service.judge = timed(judge, judged)
+        tokenization.canonical_ids = timed(own_canonical, checked)
+        last_chunk.clear()
+        try:
+            with LoopLag() as lag:
+                start = time.perf_counter()
+                ours = await bench.throughput(engine, True, "playground", [256] * level)
+        finally:
+            engine.text_token_ids, service.judge = own_ids, own_judge
+            tokenization.canonical_ids = own_canonical
+        stream_s = max(last_chunk) - start
+        return {"tokens_per_s": ours["tokens_per_s"], "wall_s": ours["wall_s"],
+                "stream_s": stream_s, "tail_s": ours["wall_s"] - stream_s,
+                "judge_s_mean": statistics.mean(judged) if judged else 0.0,
+                "check_s_mean": statistics.mean(checked) if checked else 0.0,
+                "loop_lag_worst_s": lag.worst, "loop_lag_total_s": lag.total,
+                "escaped": ours["constraint_escaped"]}
+
+    async def measure(level: int) -> dict[str, Any]:
+        await bench.throughput(engine, True, "raw", [16] * level)
+        for name in variants:  # warm: not counted
+            await burst(name, level)
+        found: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for _ in range(args.rounds):
-            for name, (ids, judge) in variants.items():
-                raw = await bench.throughput(engine, True, "raw", [256] * args.level)
-                engine.text_token_ids, service.judge = ids, judge
-                try:
-                    ours = await bench.throughput(engine, True, "playground",
-                                                  [256] * args.level)
-                finally:
-                    engine.text_token_ids, service.judge = own_ids, own_judge
-                found[name].append(ours["tokens_per_s"] / raw["tokens_per_s"])
-        return {name: {"median": statistics.median(r), "rounds": r}
-                for name, r in found.items()}
+            for name in variants:
+                raw = await bench.throughput(engine, True, "raw", [256] * level)
+                ours = await burst(name, level)
+                ours["ratio"] = ours["tokens_per_s"] / raw["tokens_per_s"]
+                ours["raw_wall_s"] = raw["wall_s"]
+                found[name].append(ours)
+        return {name: {"ratio_median": statistics.median(r["ratio"] for r in runs),
+                       **{f"{key}_median": statistics.median(r[key] for r in runs)
+                          for key in ("raw_wall_s", "wall_s", "stream_s", "tail_s",
+                                      "judge_s_mean", "check_s_mean", "loop_lag_total_s")},
+                       "rounds": runs}
+                for name, runs in found.items()}
+
+    async def levels() -> dict[str, Any]:
+        await engine.raw_request("Hi", None, SamplingSettings(max_tokens=1))
+        return {str(level): await measure(level) for level in args.levels}
 
     try:
-        report = {"level": args.level, "backend": engine.info.options.get("backend"),
-                  "throughput_ratio": asyncio.run(measure())}
+        report = {"backend": engine.info.options.get("backend"), "rounds": args.rounds,
+                  "levels": asyncio.run(levels())}
     finally:
         engine.shutdown()
     print(json.dumps(report, indent=1))
