@@ -10,6 +10,8 @@
 #   suite      the 308-schema suite with vLLM's columns, then generation on SmolLM2
 #   doctor     lenient runs on vLLM, both backends
 #   bench      the in-process bench alone (ratios, inspector overhead)
+#   tail       where the playground's path loses at 32 and 128 (tools/gpu/tail_ab.py); on
+#              12-04 it ended silently 176 s in, after the engine came up: faulthandler on
 #   batching   the batching asserts, each alone on the GPU (they need it whole)
 #   masks      where a constrained step's time goes (tools/gpu/mask_profile.py), batched masks
 #              per library at 32/64/128, and what is imported before the page is served
@@ -62,9 +64,17 @@ masks)
   python3 -c "import sys, time; t = time.time(); import gradio; print(len(sys.path), 'path entries; gradio', round(time.time() - t, 2), 's')" ;;
 bench)
   timeout 580 python3 -m playground bench --engine vllm --model "$GPU_MODEL" --load-format dummy \
-    --disable-any-whitespace --quick --json "$out/bench_gpu.json" --plot "$out/bench_gpu.png" \
+    --disable-any-whitespace --quick --rounds 7 --json "$out/bench_gpu.json" --plot "$out/bench_gpu.png" \
     > "$out/bench.log" 2>&1
   tail -40 "$out/bench.log" | cut -c1-300 ;;
+tail)
+  timeout 560 python3 -X faulthandler tools/gpu/tail_ab.py --levels 32 128 --rounds 7 \
+    > "$out/tail_ab.json" 2> "$out/tail_ab.log"
+  echo "rc=$?"; grep -v "Capturing CUDA" "$out/tail_ab.log" | grep -iE -A12 "error|fault|traceback" \
+    | head -40 | cut -c1-300
+  python3 -c "import json, sys; d = json.load(open(sys.argv[1])); [print(level, name, \
+{k: round(v, 4) for k, v in cell.items() if k != 'rounds'}) for level, cells in d['levels'].items() \
+for name, cell in cells.items()]" "$out/tail_ab.json" ;;
 batching)
   for t in "tests/engines/test_gpu.py -k eight" "tests/web/test_gpu_app.py"; do
     name=$(echo "$t" | tr -c 'a-z0-9' '_' | cut -c1-40)
