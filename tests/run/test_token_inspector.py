@@ -64,6 +64,26 @@ def test_a_json_key_after_brace_quote_is_narrowed(fake_engine):
                                                                           text)]
 
 
+WEATHER_TOOLS = ('{"tool_choice": "auto", "tools": [{"type": "function", "function": {'
+                 '"name": "get_weather", "description": "", "parameters": {"type": "object", '
+                 '"properties": {"city": {"type": "string"}}, "required": ["city"]}}}]}')
+
+
+@pytest.mark.parametrize("before", ["", "Let me look. "])
+def test_a_tool_call_is_narrowed_inside_its_tags_and_free_outside(fake_engine, before):
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    fake_engine.enqueue(before + call, "It is sunny.")
+    side = inspected(fake_engine, "tool", WEATHER_TOOLS)["constrained"]
+    kinds = [t["kind"] for t in side["tokens"]]
+    inside = len(before) + len("<tool_call>")  # the trigger itself is free text
+    assert set(kinds[:inside]) == {"free"}
+    assert "free" not in kinds[inside:len(before) + len(call)]
+    assert kinds[-1] == "free"  # after the call, text (or the end) is free again
+    name_at = len(before) + call.index("get_weather")
+    assert kinds[name_at] == "forced"  # the only tool's name
+    assert side["verdict"] == "valid"
+
+
 @pytest.mark.parametrize(("wants", "overrides"), [
     ("maybe", [True, True, True, True]),  # 'm' is never allowed; then only the tail is
     ("no", [False, True, False, False]),  # 'n' was allowed: the model's pick, no override
