@@ -71,6 +71,9 @@ class EmbeddedEngine(Engine):
         # (measured on 2 cores: 32 tok/s on one thread, 16 when generation moved threads).
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu-model")
         self._closed = threading.Event()  # set by shutdown: a run in progress ends now
+        # A burst's tokenization checks come from many threads at once; a fast tokenizer
+        # used from two threads at once can fail with "Already borrowed".
+        self._check_lock = threading.Lock()
         self._reference: Any = None  # transformers' model, loaded by the first raw request
 
     @property
@@ -248,7 +251,8 @@ class EmbeddedEngine(Engine):
             await asyncio.wrap_future(done)
 
     def text_token_ids(self, text: str) -> list[int] | None:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        with self._check_lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

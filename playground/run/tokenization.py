@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from playground.engines.base import Engine
 
 # Threads of their own: in asyncio's default pool the checks queued behind the verdicts'
-# threads (each waiting for a validation worker), so a burst's checks came one by one after
-# its verdicts instead of together in one batched encode (engines/batched_encode.py).
-_ENCODING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tokenization-check")
+# threads (each waiting for a validation worker). A batched encode (engines/batched_encode.py)
+# holds each caller's thread until its batch is done, so a batch holds at most this many
+# texts: 64 puts a 128-request burst's checks into two encodes (idle threads cost little).
+_ENCODING = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tokenization-check")
 
 
 class Tokenization(BaseModel):

@@ -417,17 +417,26 @@ def coverage_parts(engine: Engine, mode: Mode, editor: Any, tab: gr.Tab) -> None
 
 def add_api(engine: Engine) -> None:
     """`/test_strings` and `/coverage` (no model: they never wait for the engine).
-    `/coverage` answers the list `check --coverage` gives, as JSON text: of a schema, or
-    with mode "tool" of the Tool call tab's JSON."""
+    `/coverage` answers the list `check --coverage` gives, as JSON text, of a schema;
+    `/tool_coverage` the same of the Tool call tab's JSON (`check --coverage --tools`)."""
 
     def test_strings(mode: str, constraint: str, strings: list[Any] | str
                      ) -> list[dict[str, Any]]:
         return api_test_strings(mode, constraint, strings)
 
-    def coverage(schema: str | dict[str, Any], mode: str = "json") -> str:
+    def coverage(schema: str | dict[str, Any]) -> str:
         # As JSON text: gradio_client would take each row's "path" for a file to download.
-        text = schema if isinstance(schema, str) else json.dumps(schema)
-        return json.dumps(coverage_details(engine, text, mode))
+        return json.dumps(coverage_details(engine, _as_text(schema)))
+
+    # An endpoint of its own, not a second argument of /coverage: gradio refuses a call
+    # that sends fewer inputs than the function has, so every one-argument caller broke.
+    def tool_coverage(tools: str | dict[str, Any]) -> str:
+        return json.dumps(coverage_details(engine, _as_text(tools), "tool"))
 
     gr.api(test_strings, api_name="test_strings")
     gr.api(coverage, api_name="coverage")
+    gr.api(tool_coverage, api_name="tool_coverage")
+
+
+def _as_text(document: str | dict[str, Any]) -> str:
+    return document if isinstance(document, str) else json.dumps(document)

@@ -166,7 +166,7 @@ def _as_hermes(message) -> str:
     # A call the server could not parse (cut at max tokens) stays in the content as the
     # server wrote it: vLLM serve's own `required` format has no newline after <tool_call>
     # (seen on the H200 on 12-04), the tab's has one, which the cut-call check holds to.
-    content = re.sub(r"<tool_call>\s*", "<tool_call>\n", message.content or "")
+    content = re.sub(r"<tool_call>(?!\n)", "<tool_call>\n", message.content or "")
     return content + "\n".join(calls)
 
 

@@ -64,3 +64,28 @@ def test_the_cpu_model_is_told_when_a_choice_was_spelled_out(embedded_engine):
         embedded_engine, "choice", "positive\nnegative",
         "Is 'I loved it' positive or negative?", {"max_tokens": 8}))
     assert natural["constrained"]["tokenization"]["canonical"] is True
+
+
+def test_a_bursts_checks_share_few_batched_encodes():
+    """128 results finishing together: their checks reach the batched encoder together
+    (each holds a thread until its batch is done, so few threads meant batches of four)."""
+    from types import SimpleNamespace
+
+    from playground.engines.batched_encode import BatchedEncoder
+    from playground.run.tokenization import canonical_ids
+
+    batches: list[int] = []
+
+    def encode_batch(texts: list[str]) -> list[list[int]]:
+        batches.append(len(texts))
+        return [[len(text)] for text in texts]
+
+    # A wide gathering window: every thread the pool has joins the first batches.
+    encoder = BatchedEncoder(encode_batch, gather_s=0.3)
+    engine = SimpleNamespace(text_token_ids=encoder.encode)
+
+    async def burst() -> list[list[int] | None]:
+        return await asyncio.gather(*(canonical_ids(engine, "x" * i) for i in range(128)))
+
+    assert asyncio.run(burst()) == [[i] for i in range(128)]
+    assert sum(batches) == 128 and len(batches) <= 3, batches

@@ -31,12 +31,12 @@ def test_test_strings_and_coverage_endpoints(app_url):
     # The Tool call tab's JSON, as `check --coverage --tools`: rows led by the tool's name.
     tools = {"tool_choice": "auto", "tools": [{"type": "function", "function": {
         "name": "tag", "description": "", "parameters": UNIQUE}}]}
-    rows = json.loads(client.predict(json.dumps(tools), "tool", api_name="/coverage"))
+    rows = json.loads(client.predict(json.dumps(tools), api_name="/tool_coverage"))
     row = next(r for r in rows if r["keyword"] == "uniqueItems")
     assert row["path"] == "tag: $.properties.tags"
     assert row["backends"]["xgrammar"] == "not enforced"
-    with pytest.raises(Exception, match="not 'regex'"):
-        client.predict(json.dumps(UNIQUE), "regex", api_name="/coverage")
+    with pytest.raises(Exception, match="tools"):  # a schema is no tool set
+        client.predict(json.dumps(UNIQUE), api_name="/tool_coverage")
 
 
 @pytest.fixture(scope="module")

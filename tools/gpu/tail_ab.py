@@ -8,9 +8,10 @@ check: `service.judge` answers at once). Raw vLLM's burst runs before each, as t
 
 Per playground burst: `stream_s` (start to the last request's final chunk from the
 engine), `tail_s` (from there to the last result: what the playground adds after the last
-token), the mean verdict and tokenization-check times, and the event loop's lag (a 1 ms
-ticker's worst and summed overshoot: a busy loop delays every stream). A first burst of
-each kind, not counted, warms the caches and the validation workers.
+token), the mean verdict (an escape's second verdict included) and tokenization-check
+times, and the event loop's lag: a 1 ms ticker's worst and summed overshoot, which an idle
+loop has too, so compare it with the raw burst's (the ticker runs in both). A first burst
+of each kind, not counted, warms the caches and the validation workers.
 
   python3 tools/gpu/tail_ab.py [--levels 32 128] [--rounds 7] > tail_ab.json
 """
@@ -23,6 +24,7 @@ import json
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 
@@ -78,10 +80,12 @@ def main() -> None:
     last_chunk: list[float] = []
 
     async def stream(*a: Any, **k: Any) -> AsyncIterator[Any]:
-        async for chunk in own_stream(*a, **k):
-            if chunk.done:
-                last_chunk.append(time.perf_counter())
-            yield chunk
+        # Closed with this wrapper, as stream_run closes the engine's own stream.
+        async with aclosing(own_stream(*a, **k)) as chunks:
+            async for chunk in chunks:
+                if chunk.done:
+                    last_chunk.append(time.perf_counter())
+                yield chunk
 
     engine.stream = stream
 
@@ -106,12 +110,14 @@ def main() -> None:
             with LoopLag() as lag:
                 start = time.perf_counter()
                 ours = await bench.throughput(engine, True, "playground", [256] * level)
+                end = time.perf_counter()
         finally:
             engine.text_token_ids, service.judge = own_ids, own_judge
             tokenization.canonical_ids = own_canonical
-        stream_s = max(last_chunk) - start
+        if len(last_chunk) != level:
+            raise RuntimeError(f"{len(last_chunk)} of {level} streams finished")
         return {"tokens_per_s": ours["tokens_per_s"], "wall_s": ours["wall_s"],
-                "stream_s": stream_s, "tail_s": ours["wall_s"] - stream_s,
+                "stream_s": max(last_chunk) - start, "tail_s": end - max(last_chunk),
                 "judge_s_mean": statistics.mean(judged) if judged else 0.0,
                 "check_s_mean": statistics.mean(checked) if checked else 0.0,
                 "loop_lag_worst_s": lag.worst, "loop_lag_total_s": lag.total,
@@ -124,8 +130,10 @@ def main() -> None:
         found: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for _ in range(args.rounds):
             for name in variants:
-                raw = await bench.throughput(engine, True, "raw", [256] * level)
+                with LoopLag() as raw_lag:  # the ticker's own cost on both sides
+                    raw = await bench.throughput(engine, True, "raw", [256] * level)
                 ours = await burst(name, level)
+                ours["raw_loop_lag_total_s"] = raw_lag.total
                 ours["ratio"] = ours["tokens_per_s"] / raw["tokens_per_s"]
                 ours["raw_wall_s"] = raw["wall_s"]
                 found[name].append(ours)
