@@ -388,10 +388,16 @@ def _mode_tab(engine: Engine, presets: dict[str, Preset], mode: Mode, limit: int
     # `input`, the user's pick only: the "(edited)" label below changes the value too.
     preset.input(lambda name: pick_preset(presets, names, name), preset,
                  [preset, prompt, editor, *controls], api_name=False, queue=False)
-    gr.on([prompt.change, editor.change],
-          lambda name, text, constraint: preset_label(presets, names, name, text, constraint),
-          [preset, prompt, editor], preset, api_name=False, queue=False,
-          trigger_mode="always_last", show_progress="hidden")
+    def relabel(name: str | None, text: str, constraint: str) -> Any:
+        return preset_label(presets, names, name, text, constraint)
+
+    # A preset pick writes prompt and editor at once: both `.change`s fire together and the
+    # first may read the editor before its new value lands ("(edited)" on a fresh pick). The
+    # chained second pass reads after a round trip, when both have settled.
+    gr.on([prompt.change, editor.change], relabel, [preset, prompt, editor], preset,
+          api_name=False, queue=False, trigger_mode="always_last", show_progress="hidden"
+          ).then(relabel, [preset, prompt, editor], preset, api_name=False, queue=False,
+                 show_progress="hidden")
     editor.change(lambda text: check_message(mode, text, engine), editor, check,
                   api_name=False, trigger_mode="always_last")
 
