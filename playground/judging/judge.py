@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -32,11 +33,9 @@ from playground.judging.validation import Verdict, validate
 
 log = logging.getLogger(__name__)
 
-# Verdicts wait in threads of their own: after a burst, 128 of them waiting for a validation
-# worker held every thread of asyncio's default pool, and what else used it (a new
-# request's prompt encoding) queued behind them. Enough threads for every worker process
-# (workers.MAX_WORKERS is at most 8) and the cheap verdicts judged in a thread.
-_JUDGING = ThreadPoolExecutor(max_workers=16, thread_name_prefix="judge")
+# Cheap verdicts (a choice, a linear regex) run in threads of their own, off asyncio's
+# default pool, which a new request's prompt encoding uses.
+_JUDGING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="judge")
 
 
 def _in_thread(constraint: Constraint, finish_reason: str | None) -> bool:
@@ -54,32 +53,43 @@ def judge_blocking(constraint: Constraint, text: str, finish_reason: str | None 
 
     Arguments as `validate`'s, which decides the verdict wherever it runs."""
     args = (constraint, text, finish_reason, engine_error, backend, any_whitespace)
-    if finish_reason == "error" or engine_error or _in_thread(constraint, finish_reason):
+    if _in_place(constraint, finish_reason, engine_error):
         return validate(*args)
     limit = limits.active()
-    # A cut output is checked by the matcher: its imports are not part of the judging time.
-    setup = _import_matchers if finish_reason == "length" else None
     try:
-        return workers.call(validate, *args, timeout=limit.validation_timeout_s, setup=setup)
-    except WorkersBusy as exc:
-        return _unjudged(finish_reason, f"not judged: {exc}")
-    except WorkTimeout:
-        return _unjudged(finish_reason, f"not judged: {limit.message('validation_timeout_s')}")
-    except WorkerDied as exc:
-        log.warning("validation worker lost: %s", exc)
-        return _unjudged(finish_reason, "not judged: the validation worker ended (out of "
-                                        "memory?)")
-    except RecursionError:
-        return _unjudged(finish_reason, "not judged: the output is nested too deeply to check")
+        return workers.call(validate, *args, timeout=limit.validation_timeout_s,
+                            setup=_setup(finish_reason))
+    except (WorkersBusy, WorkTimeout, WorkerDied, RecursionError) as exc:
+        return _unjudged(finish_reason, exc)
 
 
 async def judge(constraint: Constraint, text: str, finish_reason: str | None = "stop",
                 engine_error: str | None = None, backend: str = "xgrammar",
                 any_whitespace: bool = True) -> Verdict:
-    """`judge_blocking` from async code: the event loop only waits."""
-    return await asyncio.get_running_loop().run_in_executor(_JUDGING, partial(
-        judge_blocking, constraint, text, finish_reason, engine_error, backend,
-        any_whitespace))
+    """`judge_blocking` from async code: the event loop only waits (a worker's pipe is
+    read by the loop itself, see workers.acall)."""
+    args = (constraint, text, finish_reason, engine_error, backend, any_whitespace)
+    if _in_place(constraint, finish_reason, engine_error):
+        return await asyncio.get_running_loop().run_in_executor(
+            _JUDGING, partial(validate, *args))
+    limit = limits.active()
+    try:
+        return await workers.acall(validate, *args, timeout=limit.validation_timeout_s,
+                                   setup=_setup(finish_reason))
+    except (WorkersBusy, WorkTimeout, WorkerDied, RecursionError) as exc:
+        return _unjudged(finish_reason, exc)
+
+
+def _in_place(constraint: Constraint, finish_reason: str | None,
+              engine_error: str | None) -> bool:
+    """No worker needed: an engine error (nothing to judge) or a cheap linear check."""
+    return finish_reason == "error" or bool(engine_error) or _in_thread(constraint,
+                                                                        finish_reason)
+
+
+def _setup(finish_reason: str | None) -> Callable[[], None] | None:
+    # A cut output is checked by the matcher: its imports are not part of the judging time.
+    return _import_matchers if finish_reason == "length" else None
 
 
 def warm_up() -> None:
@@ -103,9 +113,18 @@ def _import_matchers() -> None:
             __import__(name)
 
 
-def _unjudged(finish_reason: str | None, reason: str) -> Verdict:
+def _unjudged(finish_reason: str | None, exc: Exception) -> Verdict:
+    if isinstance(exc, WorkTimeout):
+        reason = limits.active().message("validation_timeout_s")
+    elif isinstance(exc, WorkerDied):
+        log.warning("validation worker lost: %s", exc)
+        reason = "the validation worker ended (out of memory?)"
+    elif isinstance(exc, RecursionError):
+        reason = "the output is nested too deeply to check"
+    else:
+        reason = str(exc)
     cut = ["stopped at max tokens"] if finish_reason == "length" else []
-    return Verdict("unjudged", [reason, *cut])
+    return Verdict("unjudged", [f"not judged: {reason}", *cut])
 
 
 # ---- building constraints --------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Worker processes for work that may not end: limits, a fair share, and giving back."""
 
+import asyncio
 import os
 import threading
 import time
@@ -103,3 +104,114 @@ def test_a_worker_killed_from_two_threads_at_once_raises_nothing():
         for thread in pair:
             thread.join(30)
         assert errors == []
+
+
+# ---- acall: the event loop reads the pipe ------------------------------------------------
+
+
+def _raise_value_error(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_acall_answers_many_calls_at_once_with_two_workers():
+    async def burst():
+        return await asyncio.gather(*(workers.acall(pow, n, 2, timeout=30) for n in range(40)))
+
+    assert asyncio.run(burst()) == [n * n for n in range(40)]
+    assert workers._started <= 2
+
+
+def test_acall_raises_the_works_own_error_and_keeps_the_worker():
+    with pytest.raises(ValueError, match="bad input"):
+        asyncio.run(workers.acall(_raise_value_error, "bad input", timeout=30))
+    pid = workers.call(os.getpid, timeout=30)
+    assert asyncio.run(workers.acall(os.getpid, timeout=30)) == pid
+
+
+def test_acall_past_its_limit_kills_the_worker_and_the_loop_keeps_running():
+    async def hog_and_tick():
+        ticks = 0
+
+        async def tick():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        try:
+            with pytest.raises(WorkTimeout):
+                await workers.acall(time.sleep, 5, timeout=0.5)
+        finally:
+            ticker.cancel()
+        return ticks
+
+    assert asyncio.run(hog_and_tick()) > 10  # the loop ran while the work did
+    assert workers.call(os.getpid, timeout=30) != os.getpid()
+
+
+def test_acall_cancelled_mid_call_frees_its_worker(monkeypatch):
+    monkeypatch.setattr(workers, "MAX_WORKERS", 1)
+
+    async def cancel_then_call():
+        task = asyncio.create_task(workers.acall(time.sleep, 5, timeout=30))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        start = time.monotonic()
+        value = await workers.acall(os.getpid, timeout=30)
+        return value, time.monotonic() - start
+
+    value, took = asyncio.run(cancel_then_call())
+    assert value != os.getpid() and took < 4  # not after the 5 s sleep
+
+
+def test_acall_cancelled_while_waiting_for_a_worker_gives_the_worker_back(monkeypatch):
+    monkeypatch.setattr(workers, "MAX_WORKERS", 1)
+
+    async def wait_then_cancel():
+        busy = asyncio.create_task(workers.acall(time.sleep, 0.5, timeout=30))
+        await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(workers.acall(os.getpid, timeout=30))
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        await busy
+        await asyncio.sleep(0.3)  # the waiter's thread finds the freed worker
+        return await asyncio.wait_for(workers.acall(os.getpid, timeout=30), 10)
+
+    assert asyncio.run(wait_then_cancel()) != os.getpid()
+
+
+def test_acall_sends_a_message_bigger_than_a_pipe_buffer():
+    text = "x" * (workers._PIPE_BYTES * 3)
+    assert asyncio.run(workers.acall(len, text, timeout=30)) == len(text)
+
+
+def test_a_waiting_acall_takes_the_slot_of_a_worker_killed_past_its_limit(monkeypatch):
+    monkeypatch.setattr(workers, "MAX_WORKERS", 1)
+
+    async def hog_then_wait():
+        hog = asyncio.create_task(workers.acall(time.sleep, 5, timeout=0.5))
+        await asyncio.sleep(0.1)
+        start = time.monotonic()
+        value = await workers.acall(os.getpid, timeout=30)
+        with pytest.raises(WorkTimeout):
+            await hog
+        return value, time.monotonic() - start
+
+    value, took = asyncio.run(hog_then_wait())
+    assert value != os.getpid() and took < 4
+
+
+def test_acalls_and_calls_from_threads_share_the_workers():
+    async def mixed():
+        threads = [_in_thread(workers.call, pow, n, 3, timeout=30) for n in range(10)]
+        values = await asyncio.gather(*(workers.acall(pow, n, 2, timeout=30) for n in range(30)))
+        for thread, _ in threads:
+            thread.join(30)
+        return values, [out["value"] for _, out in threads]
+
+    squares, cubes = asyncio.run(mixed())
+    assert squares == [n * n for n in range(30)] and cubes == [n ** 3 for n in range(10)]
+    assert workers._idle.qsize() == workers._started <= 2  # every worker back, none lost
