@@ -329,15 +329,14 @@ async def acall(fn: Callable[..., Any], *args: Any, timeout: float,
     """`call` from async code, the pipe read by the event loop itself: a thread per call
     waited for the GIL at each step while the loop streamed 128 requests (on the H200 a
     burst's verdicts waited ~0.1 s each, for ~2 ms of work). The loop only sends (one
-    small write) and reads ready replies; a wait for a free worker, a start, a timeout's
-    kill and a reply too big for one pipe buffer go to a thread."""
+    small write) and reads ready replies; a worker's start (a fork), a timeout's kill and
+    a message too big for one pipe buffer (then `call` whole) go to a thread."""
     message = pickle.dumps((setup, fn, args))
     if len(message) > _PIPE_BYTES:  # the write could wait on the worker's reads
         return await asyncio.to_thread(call, fn, *args, timeout=timeout, setup=setup)
     loop = asyncio.get_running_loop()
     worker = await _worker(max(timeout, WORKER_WAIT_S))
-    deadline = time.monotonic() + timeout
-    received = False
+    settled = False  # the worker is back or being retired
     try:
         worker.conn.send_bytes(message)
         if not await _readable(loop, worker.conn, SETUP_TIMEOUT_S if setup else timeout):
@@ -345,24 +344,33 @@ async def acall(fn: Callable[..., Any], *args: Any, timeout: float,
         started = worker.conn.recv()
         if started != _STARTED:  # setup failed: its error
             ok, value = started
-        else:
-            if not await _readable(loop, worker.conn, max(0.0, deadline - time.monotonic())):
+        else:  # the work's time starts once its setup is done, as in `call`
+            if not await _readable(loop, worker.conn, timeout):
                 raise WorkTimeout(f"still running after {timeout:g} s")
             ok, value = worker.conn.recv()
-        received = True
+        settled = True
     except WorkTimeout:
-        await asyncio.to_thread(_retire, worker)
+        settled = True
+        _retire_later(worker)
         raise
     except (EOFError, OSError) as exc:
-        await asyncio.to_thread(_retire, worker)
+        settled = True
+        _retire_later(worker)
         raise WorkerDied(f"the worker process ended ({type(exc).__name__})") from None
     finally:
-        if not received and not worker.conn.closed:  # cancelled mid-call: its reply unread
-            threading.Thread(target=_retire, args=(worker,), daemon=True).start()
+        if not settled:  # cancelled mid-call: its reply unread
+            _retire_later(worker)
     _release(worker)
     if not ok:
         raise value
     return value
+
+
+def _retire_later(worker: _Worker) -> None:
+    """`_retire` (a kill and a join) in a thread of its own: never in the loop, and never
+    behind asyncio's pool, which other requests' work fills."""
+    threading.Thread(target=_retire, args=(worker,), daemon=True,
+                     name="playground-worker-retire").start()
 
 
 # Linux's default pipe buffer: a message up to this size is written without a reader.
@@ -381,8 +389,11 @@ def _idle_worker() -> _Worker | None:
 
 
 async def _worker(timeout: float) -> _Worker:
-    """An idle worker; else one started in a free slot (in a thread: a fork); else the next
-    one handed back. WorkersBusy past `timeout`."""
+    """An idle worker; else a new one in a free slot (forked in a thread); else the next
+    one handed back. WorkersBusy past `timeout`. Never waits in a thread: 128 verdicts
+    at once held every thread of asyncio's pool, and other requests' prompt encodings
+    queued behind them."""
+    global _started
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout
     while True:
@@ -390,12 +401,16 @@ async def _worker(timeout: float) -> _Worker:
         if worker is not None:
             return worker
         with _lock:
-            free = _closed or _started < MAX_WORKERS  # closed: _acquire raises WorkerDied
-            if not free:
+            if _closed:
+                raise WorkerDied("the server is stopping")
+            reserved = _started < MAX_WORKERS
+            if reserved:
+                _started += 1
+            else:
                 waiter: asyncio.Future[Any] = loop.create_future()
                 _handoffs.append((loop, waiter))
-        if free:
-            return await _started_worker(timeout)
+        if reserved:
+            return await _new_worker()
         if not _idle.empty():  # one came back between the look and the queueing
             waiter.cancel()
             continue
@@ -412,15 +427,34 @@ async def _worker(timeout: float) -> _Worker:
             return worker
 
 
-async def _started_worker(timeout: float) -> _Worker:
-    """`_acquire` in a thread; a worker it gets after its caller was cancelled goes back."""
-    starting = asyncio.ensure_future(asyncio.to_thread(_acquire, timeout))
+async def _new_worker() -> _Worker:
+    """A worker started in a slot the caller reserved; one that starts after its caller
+    was cancelled goes back."""
+    starting = asyncio.ensure_future(asyncio.to_thread(_start_in_reserved_slot))
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
         starting.add_done_callback(
             lambda done: None if done.cancelled() or done.exception() else _release(done.result()))
         raise
+
+
+def _start_in_reserved_slot() -> _Worker:
+    global _started
+    try:
+        worker = _Worker()
+    except BaseException:
+        with _lock:
+            _started -= 1
+        _release(None)
+        raise
+    with _lock:
+        _alive.add(worker)
+        closed = _closed
+    if closed:  # stop_all(close=True) came while it started
+        _retire(worker)
+        raise WorkerDied("the server is stopping")
+    return worker
 
 
 async def _readable(loop: asyncio.AbstractEventLoop,

@@ -215,3 +215,23 @@ def test_acalls_and_calls_from_threads_share_the_workers():
     squares, cubes = asyncio.run(mixed())
     assert squares == [n * n for n in range(30)] and cubes == [n ** 3 for n in range(10)]
     assert workers._idle.qsize() == workers._started <= 2  # every worker back, none lost
+
+
+def _slow_setup() -> None:
+    time.sleep(0.5)
+
+
+def test_many_cold_acalls_with_a_slow_setup_finish_with_a_small_thread_pool(monkeypatch):
+    """On the H200 a cold burst of 128 verdicts hung: the setup's time counted against the
+    work's limit, and each timed-out worker's kill waited for a thread of asyncio's pool,
+    which callers waiting for a worker filled."""
+    monkeypatch.setattr(workers, "MAX_WORKERS", 3)
+
+    async def cold_burst():
+        from concurrent.futures import ThreadPoolExecutor
+
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+        return await asyncio.wait_for(asyncio.gather(*(
+            workers.acall(pow, n, 2, timeout=0.2, setup=_slow_setup) for n in range(20))), 60)
+
+    assert asyncio.run(cold_burst()) == [n * n for n in range(20)]
