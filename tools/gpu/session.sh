@@ -72,7 +72,8 @@ tail)
     > "$out/tail_ab.json" 2> "$out/tail_ab.log"
   echo "rc=$?"; grep -v "Capturing CUDA" "$out/tail_ab.log" | grep -iE -A12 "error|fault|traceback" \
     | head -40 | cut -c1-300
-  python3 -c "import json, sys; d = json.load(open(sys.argv[1])); [print(level, name, \
+  # vLLM logs to stdout too: the report is the text from its first line that opens "{".
+  python3 -c "import json, sys; t = open(sys.argv[1]).read(); d = json.loads(t[t.index('\n{') + 1:]); [print(level, name, \
 {k: round(v, 4) for k, v in cell.items() if k != 'rounds'}) for level, cells in d['levels'].items() \
 for name, cell in cells.items()]" "$out/tail_ab.json" ;;
 batching)
