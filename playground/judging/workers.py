@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -169,26 +170,17 @@ def _acquire(timeout: float) -> _Worker:
     global _started
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            worker = _idle.get_nowait()
-        except queue.Empty:
-            pass
-        else:
-            if worker in _alive:  # not one stop_all killed while it sat idle
-                return worker
-            continue
+        worker = _idle_worker()
+        if worker is not None:
+            return worker
         with _lock:
             if _closed:
                 raise WorkerDied("the server is stopping")
-            if _started < MAX_WORKERS:
+            reserved = _started < MAX_WORKERS
+            if reserved:
                 _started += 1
-                try:
-                    worker = _Worker()
-                except BaseException:
-                    _started -= 1
-                    raise
-                _alive.add(worker)
-                return worker
+        if reserved:  # forked outside the lock: the event loop takes it too (acall)
+            return _start_in_reserved_slot()
         left = deadline - time.monotonic()
         if left <= 0:
             raise WorkersBusy(f"every worker stayed busy for {timeout:g} s (other "
@@ -203,6 +195,37 @@ def _acquire(timeout: float) -> _Worker:
             return worker
 
 
+def _idle_worker() -> _Worker | None:
+    """An idle live worker now, or None (one stop_all killed while idle is dropped)."""
+    while True:
+        try:
+            worker = _idle.get_nowait()
+        except queue.Empty:
+            return None
+        if worker in _alive:
+            return worker
+
+
+def _start_in_reserved_slot() -> _Worker:
+    """A new worker in a slot the caller reserved (`_started` counts it already); the slot
+    is given back if it cannot start."""
+    global _started
+    try:
+        worker = _Worker()
+    except BaseException:
+        with _lock:
+            _started -= 1
+        _release(None)
+        raise
+    with _lock:
+        _alive.add(worker)
+        closed = _closed
+    if closed:  # stop_all(close=True) came while it started
+        _retire(worker)
+        raise WorkerDied("the server is stopping")
+    return worker
+
+
 def _retire(worker: _Worker) -> None:
     global _started
     worker.kill()
@@ -213,35 +236,38 @@ def _retire(worker: _Worker) -> None:
     _release(None)  # a slot is free: a waiting coroutine starts a worker in it
 
 
-# Coroutines waiting for a worker (acall): each is handed one as it comes back, on its
-# own loop, rather than polling the idle queue from a thread. None means "a slot is free".
-_handoffs: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = \
+# Coroutines waiting for a worker (acall), woken in turn on their own loops. A wake is only
+# a signal: the worker itself always goes to the idle queue, so a wake that comes too late
+# (its waiter timed out, or its loop stopped) loses no worker.
+_waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = \
     collections.deque()
 
 
 def _release(worker: _Worker | None) -> None:
-    """A worker back from a call (or a freed slot): to a waiting coroutine, else idle.
-    Coroutines come first; a thread's wait is bounded (WORKER_WAIT_S) and after a burst
-    each verdict holds a worker for milliseconds."""
+    """A worker back from a call (None: a slot came free): idle again, one waiter woken."""
+    if worker is not None:
+        _idle.put(worker)
+    _wake_one()
+
+
+def _wake_one() -> None:
     while True:
         with _lock:
-            if not _handoffs:
-                break
-            loop, waiter = _handoffs.popleft()
+            if not _waiters:
+                return
+            loop, waiter = _waiters.popleft()
         try:
-            loop.call_soon_threadsafe(_hand, waiter, worker)
+            loop.call_soon_threadsafe(_wake, waiter)
             return
         except RuntimeError:  # that loop has closed
             continue
-    if worker is not None:
-        _idle.put(worker)
 
 
-def _hand(waiter: asyncio.Future[Any], worker: _Worker | None) -> None:
-    if waiter.done():  # it gave up meanwhile (cancelled, timed out): to the next
-        _release(worker)
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if waiter.done():  # it gave up meanwhile: the signal goes on
+        _wake_one()
     else:
-        waiter.set_result(worker)
+        waiter.set_result(None)
 
 
 _side_calls = 0
@@ -326,19 +352,20 @@ def call(fn: Callable[..., Any], *args: Any, timeout: float,
 
 async def acall(fn: Callable[..., Any], *args: Any, timeout: float,
                 setup: Callable[[], Any] | None = None) -> Any:
-    """`call` from async code, the pipe read by the event loop itself: a thread per call
-    waited for the GIL at each step while the loop streamed 128 requests (on the H200 a
-    burst's verdicts waited ~0.1 s each, for ~2 ms of work). The loop only sends (one
-    small write) and reads ready replies; a worker's start (a fork), a timeout's kill and
-    a message too big for one pipe buffer (then `call` whole) go to a thread."""
+    """`call` from async code, the worker's socket read by the event loop itself: a thread
+    per call woke for the GIL at each step while the loop streamed 128 requests (on the
+    H200 a burst's verdicts waited ~0.1 s each, for a few ms of work). The loop sends a
+    small message and reads ready replies; a worker's start (a fork), a timeout's kill and
+    a message bigger than the socket's buffer run in threads of their own."""
     message = pickle.dumps((setup, fn, args))
-    if len(message) > _PIPE_BYTES:  # the write could wait on the worker's reads
-        return await asyncio.to_thread(call, fn, *args, timeout=timeout, setup=setup)
     loop = asyncio.get_running_loop()
     worker = await _worker(max(timeout, WORKER_WAIT_S))
     settled = False  # the worker is back or being retired
     try:
-        worker.conn.send_bytes(message)
+        if len(message) > _SOCKET_BYTES:  # the write waits on the worker's reads
+            await _in_own_thread(worker.conn.send_bytes, message)
+        else:
+            worker.conn.send_bytes(message)
         if not await _readable(loop, worker.conn, SETUP_TIMEOUT_S if setup else timeout):
             raise WorkTimeout(f"still running after {timeout:g} s")
         started = worker.conn.recv()
@@ -366,6 +393,13 @@ async def acall(fn: Callable[..., Any], *args: Any, timeout: float,
     return value
 
 
+# A message up to this size is written at once, without the worker reading (a Unix
+# socketpair's default buffer is larger; the length header is counted in the margin).
+_SOCKET_BYTES = 60_000
+# A waiting coroutine looks at the pool again this often even without a wake.
+_WAKE_CHECK_S = 0.25
+
+
 def _retire_later(worker: _Worker) -> None:
     """`_retire` (a kill and a join) in a thread of its own: never in the loop, and never
     behind asyncio's pool, which other requests' work fills."""
@@ -373,26 +407,10 @@ def _retire_later(worker: _Worker) -> None:
                      name="playground-worker-retire").start()
 
 
-# Linux's default pipe buffer: a message up to this size is written without a reader.
-_PIPE_BYTES = 65536
-
-
-def _idle_worker() -> _Worker | None:
-    """An idle live worker now, or None (then `_acquire` waits for one, in a thread)."""
-    while True:
-        try:
-            worker = _idle.get_nowait()
-        except queue.Empty:
-            return None
-        if worker in _alive:
-            return worker
-
-
 async def _worker(timeout: float) -> _Worker:
-    """An idle worker; else a new one in a free slot (forked in a thread); else the next
-    one handed back. WorkersBusy past `timeout`. Never waits in a thread: 128 verdicts
-    at once held every thread of asyncio's pool, and other requests' prompt encodings
-    queued behind them."""
+    """An idle worker; else a new one in a free slot; else the next one to come back.
+    WorkersBusy past `timeout`. Never waits in a thread: 128 verdicts at once held every
+    thread of asyncio's pool, and other requests' prompt encodings queued behind them."""
     global _started
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + timeout
@@ -400,78 +418,112 @@ async def _worker(timeout: float) -> _Worker:
         worker = _idle_worker()
         if worker is not None:
             return worker
+        waiter: asyncio.Future[None] = loop.create_future()
+        closed = reserved = queued = False
         with _lock:
             if _closed:
-                raise WorkerDied("the server is stopping")
-            reserved = _started < MAX_WORKERS
-            if reserved:
+                closed = True
+            elif _started < MAX_WORKERS:
                 _started += 1
-            else:
-                waiter: asyncio.Future[Any] = loop.create_future()
-                _handoffs.append((loop, waiter))
+                reserved = True
+            elif _idle.empty():  # under the lock: a release after this wakes us
+                _waiters.append((loop, waiter))
+                queued = True
+        if closed:
+            _wake_one()  # every waiter hears it, one after another
+            raise WorkerDied("the server is stopping")
         if reserved:
             return await _new_worker()
-        if not _idle.empty():  # one came back between the look and the queueing
-            waiter.cancel()
-            continue
-        try:
-            worker = await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
+        if not queued:
+            continue  # a worker came back between the look and the lock
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise WorkersBusy(f"every worker stayed busy for {timeout:g} s (other "
-                              "requests' work)") from None
-        except asyncio.CancelledError:  # handed one just as its caller went away
+                              "requests' work)")
+        try:
+            await asyncio.wait_for(waiter, min(left, _WAKE_CHECK_S))
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                _release(waiter.result())
+                _wake_one()  # woken just as its caller went away: the next one goes
             raise
-        if worker is not None:
-            return worker
+        finally:
+            with _lock:
+                if (loop, waiter) in _waiters:
+                    _waiters.remove((loop, waiter))
 
 
 async def _new_worker() -> _Worker:
-    """A worker started in a slot the caller reserved; one that starts after its caller
-    was cancelled goes back."""
-    starting = asyncio.ensure_future(asyncio.to_thread(_start_in_reserved_slot))
-    try:
-        return await asyncio.shield(starting)
-    except asyncio.CancelledError:
-        starting.add_done_callback(
-            lambda done: None if done.cancelled() or done.exception() else _release(done.result()))
-        raise
-
-
-def _start_in_reserved_slot() -> _Worker:
+    """A worker started in a slot the caller reserved, in a thread of its own; one that
+    starts after its caller was cancelled (or its loop ended) goes back to the pool."""
     global _started
+    started: concurrent.futures.Future[_Worker] = concurrent.futures.Future()
+    started.set_running_or_notify_cancel()  # the asyncio side cannot cancel it
+
+    def start() -> None:
+        try:
+            started.set_result(_start_in_reserved_slot())
+        except BaseException as exc:
+            started.set_exception(exc)
+
     try:
-        worker = _Worker()
+        threading.Thread(target=start, daemon=True, name="playground-worker-start").start()
     except BaseException:
         with _lock:
             _started -= 1
         _release(None)
         raise
-    with _lock:
-        _alive.add(worker)
-        closed = _closed
-    if closed:  # stop_all(close=True) came while it started
-        _retire(worker)
-        raise WorkerDied("the server is stopping")
-    return worker
+    try:
+        return await asyncio.wrap_future(started)
+    except asyncio.CancelledError:
+        started.add_done_callback(
+            lambda done: None if done.exception() else _release(done.result()))
+        raise
+
+
+async def _in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    done.set_running_or_notify_cancel()
+
+    def run() -> None:
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name="playground-worker-send").start()
+    return await asyncio.wrap_future(done)
 
 
 async def _readable(loop: asyncio.AbstractEventLoop,
                     conn: multiprocessing.connection.Connection, timeout: float) -> bool:
-    """Whether `conn` has data within `timeout` seconds, waited for by the loop."""
-    if conn.poll(0):
-        return True
-    ready = loop.create_future()
+    """Whether `conn` has data within `timeout` seconds, waited for by the loop. Looked at
+    again every _WAKE_CHECK_S: stop_all closes a busy worker's socket from another thread,
+    and an EOF that comes while the loop is busy is then never seen."""
+    deadline = time.monotonic() + timeout
     fd = conn.fileno()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        await asyncio.wait_for(ready, timeout)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(fd)
+    while True:
+        if conn.closed:
+            raise EOFError("the worker was stopped")
+        if conn.poll(0):
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready = loop.create_future()
+        loop.add_reader(fd, _set_ready, ready)
+        try:
+            await asyncio.wait_for(ready, min(left, _WAKE_CHECK_S))
+        except TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(fd)
+
+
+def _set_ready(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 def warm_up() -> None:

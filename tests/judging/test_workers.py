@@ -177,14 +177,14 @@ def test_acall_cancelled_while_waiting_for_a_worker_gives_the_worker_back(monkey
         await asyncio.sleep(0.1)
         waiting.cancel()
         await busy
-        await asyncio.sleep(0.3)  # the waiter's thread finds the freed worker
+        await asyncio.sleep(0.3)
         return await asyncio.wait_for(workers.acall(os.getpid, timeout=30), 10)
 
     assert asyncio.run(wait_then_cancel()) != os.getpid()
 
 
 def test_acall_sends_a_message_bigger_than_a_pipe_buffer():
-    text = "x" * (workers._PIPE_BYTES * 3)
+    text = "x" * (workers._SOCKET_BYTES * 3)
     assert asyncio.run(workers.acall(len, text, timeout=30)) == len(text)
 
 
@@ -235,3 +235,60 @@ def test_many_cold_acalls_with_a_slow_setup_finish_with_a_small_thread_pool(monk
             workers.acall(pow, n, 2, timeout=0.2, setup=_slow_setup) for n in range(20))), 60)
 
     assert asyncio.run(cold_burst()) == [n * n for n in range(20)]
+
+
+def test_a_stop_with_close_ends_every_waiting_acall_at_once(monkeypatch):
+    monkeypatch.setattr(workers, "MAX_WORKERS", 1)
+    monkeypatch.setattr(workers, "_closed", False)  # given back to the next test
+
+    async def waiters_then_close():
+        busy = asyncio.create_task(workers.acall(time.sleep, 10, timeout=30))
+        await asyncio.sleep(0.3)
+
+        async def one():
+            start = time.monotonic()
+            with pytest.raises(WorkerDied):
+                await workers.acall(os.getpid, timeout=30)
+            return time.monotonic() - start
+
+        waiting = [asyncio.create_task(one()) for _ in range(5)]
+        await asyncio.sleep(0.2)
+        threading.Thread(target=workers.stop_all, kwargs={"close": True}).start()
+        took = await asyncio.gather(*waiting)
+        with pytest.raises(WorkerDied):
+            await busy
+        return took
+
+    assert max(asyncio.run(waiters_then_close())) < 3  # not each its own 120 s wait
+
+
+def test_a_worker_released_from_a_thread_reaches_a_waiting_acall(monkeypatch):
+    """The release's put came after the waiter had looked at the idle queue and before it
+    queued itself: nothing woke it (a GIL switch there is enough)."""
+    import queue
+
+    class SlowPut(queue.LifoQueue):
+        slow = False
+
+        def put(self, item, *args, **kwargs):
+            if self.slow and threading.current_thread() is not threading.main_thread():
+                time.sleep(0.3)
+            super().put(item, *args, **kwargs)
+
+    monkeypatch.setattr(workers, "_idle", SlowPut())
+    monkeypatch.setattr(workers, "MAX_WORKERS", 1)
+    workers.call(os.getpid, timeout=30)
+    workers._idle.slow = True
+
+    async def released_while_waiting():
+        holder = threading.Thread(target=workers.call, args=(time.sleep, 0.2),
+                                  kwargs={"timeout": 30})
+        holder.start()
+        await asyncio.sleep(0.3)
+        start = time.monotonic()
+        value = await workers.acall(os.getpid, timeout=30)
+        holder.join()
+        return value, time.monotonic() - start
+
+    value, took = asyncio.run(released_while_waiting())
+    assert value != os.getpid() and took < 2
