@@ -129,11 +129,11 @@ class _Worker:
         child.close()
         self._kill_lock = threading.Lock()
 
-    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float,
-             setup: Callable[[], Any] | None = None) -> tuple[bool, Any]:
-        """(True, result) or (False, the exception it raised); OSError/EOFError here are
-        the pipe's, meaning the worker is gone. `setup` runs first, outside the limit."""
-        self.conn.send((setup, fn, args))
+    def call(self, message: bytes, timeout: float, setup: bool) -> tuple[bool, Any]:
+        """(True, result) or (False, the exception it raised) for a pickled (setup, fn,
+        args); OSError/EOFError here are the socket's, meaning the worker is gone. A setup
+        runs first, outside the limit."""
+        self.conn.send_bytes(message)
         if not self.conn.poll(SETUP_TIMEOUT_S if setup else timeout):
             raise WorkTimeout(f"still running after {timeout:g} s")
         started = self.conn.recv()
@@ -331,18 +331,18 @@ def call(fn: Callable[..., Any], *args: Any, timeout: float,
     once after a start all came back "unjudged" when it was): it is bounded on its own,
     since every call ahead is. `setup` (e.g. a slow import, once per worker) runs before,
     not counted in `timeout` either."""
+    message = pickle.dumps((setup, fn, args))  # an unpicklable argument fails here
     worker = _acquire(max(timeout, WORKER_WAIT_S))
-    deadline = time.monotonic() + timeout
     try:
-        ok, value = worker.call(fn, args, max(0.0, deadline - time.monotonic()), setup)
-    except WorkTimeout:
+        ok, value = worker.call(message, timeout, setup is not None)
+    except WorkTimeout:  # a TimeoutError, so an OSError: before the next
         _retire(worker)
         raise
     except (EOFError, OSError) as exc:
         _retire(worker)
         raise WorkerDied(f"the worker process ended ({type(exc).__name__})") from None
-    except BaseException:  # e.g. an unpicklable argument: the worker is still sound
-        _release(worker)
+    except BaseException:  # past its limit, or interrupted (Ctrl-C) with its reply unread
+        _retire(worker)
         raise
     _release(worker)
     if not ok:
@@ -419,6 +419,7 @@ async def _worker(timeout: float) -> _Worker:
         if worker is not None:
             return worker
         waiter: asyncio.Future[None] = loop.create_future()
+        left = deadline - time.monotonic()
         closed = reserved = queued = False
         with _lock:
             if _closed:
@@ -426,7 +427,7 @@ async def _worker(timeout: float) -> _Worker:
             elif _started < MAX_WORKERS:
                 _started += 1
                 reserved = True
-            elif _idle.empty():  # under the lock: a release after this wakes us
+            elif _idle.empty() and left > 0:  # under the lock: a release after this wakes us
                 _waiters.append((loop, waiter))
                 queued = True
         if closed:
@@ -435,11 +436,10 @@ async def _worker(timeout: float) -> _Worker:
         if reserved:
             return await _new_worker()
         if not queued:
+            if left <= 0 and _idle.empty():
+                raise WorkersBusy(f"every worker stayed busy for {timeout:g} s (other "
+                                  "requests' work)")
             continue  # a worker came back between the look and the lock
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise WorkersBusy(f"every worker stayed busy for {timeout:g} s (other "
-                              "requests' work)")
         try:
             await asyncio.wait_for(waiter, min(left, _WAKE_CHECK_S))
         except TimeoutError:
@@ -476,7 +476,7 @@ async def _new_worker() -> _Worker:
         raise
     try:
         return await asyncio.wrap_future(started)
-    except asyncio.CancelledError:
+    except BaseException:  # cancelled, or closed with its loop (GeneratorExit)
         started.add_done_callback(
             lambda done: None if done.exception() else _release(done.result()))
         raise

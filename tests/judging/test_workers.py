@@ -292,3 +292,31 @@ def test_a_worker_released_from_a_thread_reaches_a_waiting_acall(monkeypatch):
 
     value, took = asyncio.run(released_while_waiting())
     assert value != os.getpid() and took < 2
+
+
+def _tagged_after_a_while(tag: str) -> str:
+    time.sleep(0.5)
+    return tag
+
+
+def test_a_call_interrupted_mid_way_never_hands_its_reply_to_the_next(monkeypatch):
+    """A Ctrl-C while a call waited put its busy worker back: the next call read the
+    interrupted call's reply."""
+    import signal
+
+    class Interrupt(BaseException):
+        pass
+
+    def interrupt(*_):
+        raise Interrupt
+
+    monkeypatch.setattr(workers, "MAX_WORKERS", 1)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupt):
+            workers.call(_tagged_after_a_while, "first", timeout=5)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert workers.call(_tagged_after_a_while, "second", timeout=5) == "second"
