@@ -8,13 +8,7 @@ doing one call at a time. Past its limit a worker is killed and replaced; the ca
 place once a worker is warm; a fresh worker starts in ~5 ms (forked from the fork server,
 which has the playground's modules preloaded).
 
-Not pebble's ProcessPool: its per-task timeout does kill and replace a worker, but it has
-one FIFO queue with no shares (nothing keeps the doctor's tools off the last worker, nor
-bounds their wait apart from the runs'), a pool-wide initializer only (a call's `setup`
-would count against its time limit), a fixed size (no `resize`: a new pool instead), and
-no stop-everything-now that leaves the pool usable. It is slower too: a trivial call cost
-~240 us through it against ~80 us here (1,000 warm calls, 2 cores, fork or forkserver
-alike); killing a task past its limit and the next call cost about the same (~0.1 s).
+Not pebble's ProcessPool: docs/judging.md says why.
 """
 
 from __future__ import annotations
@@ -27,14 +21,13 @@ import multiprocessing.connection
 import os
 import pickle
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from playground.core.parent_death import end_with_parent
 from playground.errors import WorkerDied, WorkersBusy, WorkTimeout
+from playground.judging.worker_process import SETUP_TIMEOUT_S, STARTED, Worker
 
 
 def _cores() -> int:
@@ -48,125 +41,20 @@ def _cores() -> int:
 # Half the cores, at least 2 and at most 8: on the H100's 16 cores two workers queued the
 # validations of 128 outputs cut at max tokens behind each other at the end of every batch.
 MAX_WORKERS = max(2, min(8, _cores() // 2))
-# Imported once in the fork server, so every worker starts with them loaded.
-PRELOAD = ["playground.judging.validation"]
-
-
-# A setup step (imports: xgrammar takes ~5 s on 2 cores) may take this long, once a worker.
-SETUP_TIMEOUT_S = 120.0
-_STARTED = "started"
-
-
-def _serve(conn: multiprocessing.connection.Connection, forked_from: int | None) -> None:
-    # A worker never outlives the process that uses it: after a SIGTERM of the server, one
-    # forked from it sat orphaned at 650 MB (it holds the server's end of its own pipe, so
-    # it never reads EOF). A fork server's worker ends with the fork server, which ends
-    # with the server once no worker holds its "alive" pipe. The kernel's signal is safe
-    # here: both parents start workers from a thread that lasts (the fork server's one
-    # thread; a process's only thread, where workers are forked).
-    end_with_parent(forked_from)
-    if forked_from is None:
-        _leave_fork_server()
-    # Its owner stops it (or the line above does): a Ctrl-C at the terminal, which reaches
-    # the whole process group, or a handler inherited from a forked server must not.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    while True:
-        try:
-            setup, fn, args = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            if setup is not None:
-                setup()
-            conn.send(_STARTED)
-            reply: tuple[bool, Any] = (True, fn(*args))
-        except BaseException as exc:  # sent back and raised in the caller
-            reply = (False, _portable(exc))
-        try:
-            conn.send(reply)
-        except Exception as exc:  # an unpicklable result
-            conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
-
-
-def _leave_fork_server() -> None:
-    """Close this worker's copy of the fork server's "alive" pipe (multiprocessing hands
-    one to each child it forks). The fork server ends once every copy is closed: with the
-    workers holding theirs, a server killed outright left the fork server, and so the
-    workers' parent-death signal, waiting on the slowest worker's work, which nothing
-    limits any more (7.6 s for a setup's imports; no end for a backtracking regex)."""
-    from multiprocessing import forkserver
-
-    server = forkserver._forkserver  # type: ignore[attr-defined]
-    alive = getattr(server, "_forkserver_alive_fd", None)
-    if alive is not None:
-        os.close(alive)
-        server._forkserver_alive_fd = None
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself where it survives pickling, else a RuntimeError with its text."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc.with_traceback(None)
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-
-
-class _Worker:
-    def __init__(self) -> None:
-        # fork is safe and fastest while the process has one thread (the CLI); a server
-        # has threads, so its workers come from a clean fork server.
-        method = "fork" if threading.active_count() == 1 else "forkserver"
-        context = multiprocessing.get_context(method)
-        if method == "forkserver":
-            context.set_forkserver_preload(PRELOAD)
-        self.conn, child = context.Pipe()
-        forked_from = os.getpid() if method == "fork" else None
-        self.process = context.Process(target=_serve, args=(child, forked_from), daemon=True,
-                                       name="playground-worker")
-        self.process.start()
-        child.close()
-        self._kill_lock = threading.Lock()
-
-    def call(self, message: bytes, timeout: float, setup: bool) -> tuple[bool, Any]:
-        """(True, result) or (False, the exception it raised) for a pickled (setup, fn,
-        args); OSError/EOFError here are the socket's, meaning the worker is gone. A setup
-        runs first, outside the limit."""
-        self.conn.send_bytes(message)
-        if not self.conn.poll(SETUP_TIMEOUT_S if setup else timeout):
-            raise WorkTimeout(f"still running after {timeout:g} s")
-        started = self.conn.recv()
-        if started != _STARTED:  # setup failed: its error
-            return started
-        if not self.conn.poll(timeout):
-            raise WorkTimeout(f"still running after {timeout:g} s")
-        return self.conn.recv()
-
-    def kill(self) -> None:
-        # stop_all kills a busy worker from another thread while its caller, woken by the
-        # closed pipe, retires it too: two closes of one pipe raced, and the second's
-        # EBADF reached the caller as a bare OSError instead of WorkerDied.
-        with self._kill_lock:
-            self.process.kill()
-            self.process.join(timeout=5)
-            self.conn.close()
-
-
 # How long a call waits for a busy worker before giving up (each call ahead is bounded).
 WORKER_WAIT_S = 120.0
 POLL_S = 0.05
 # How long a doctor's tool waits for its share of the workers (someone typing in the JSON
 # tab while another user's coverage runs), before "busy, try again".
 SIDE_WAIT_S = 10.0
-_idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+_idle: queue.LifoQueue[Worker] = queue.LifoQueue()
 _lock = threading.Lock()
 _started = 0
-_alive: set[_Worker] = set()  # idle and busy
+_alive: set[Worker] = set()  # idle and busy
 _closed = False  # set by stop_all(close=True): no worker starts any more
 
 
-def _acquire(timeout: float) -> _Worker:
+def _acquire(timeout: float) -> Worker:
     global _started
     deadline = time.monotonic() + timeout
     while True:
@@ -195,7 +83,7 @@ def _acquire(timeout: float) -> _Worker:
             return worker
 
 
-def _idle_worker() -> _Worker | None:
+def _idle_worker() -> Worker | None:
     """An idle live worker now, or None (one stop_all killed while idle is dropped)."""
     while True:
         try:
@@ -206,12 +94,12 @@ def _idle_worker() -> _Worker | None:
             return worker
 
 
-def _start_in_reserved_slot() -> _Worker:
+def _start_in_reserved_slot() -> Worker:
     """A new worker in a slot the caller reserved (`_started` counts it already); the slot
     is given back if it cannot start."""
     global _started
     try:
-        worker = _Worker()
+        worker = Worker()
     except BaseException:
         with _lock:
             _started -= 1
@@ -226,7 +114,7 @@ def _start_in_reserved_slot() -> _Worker:
     return worker
 
 
-def _retire(worker: _Worker) -> None:
+def _retire(worker: Worker) -> None:
     global _started
     worker.kill()
     with _lock:
@@ -243,7 +131,7 @@ _waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None
     collections.deque()
 
 
-def _release(worker: _Worker | None) -> None:
+def _release(worker: Worker | None) -> None:
     """A worker back from a call (None: a slot came free): idle again, one waiter woken."""
     if worker is not None:
         _idle.put(worker)
@@ -363,13 +251,13 @@ async def acall(fn: Callable[..., Any], *args: Any, timeout: float,
     settled = False  # the worker is back or being retired
     try:
         if len(message) > _SOCKET_BYTES:  # the write waits on the worker's reads
-            await _in_own_thread(worker.conn.send_bytes, message)
+            await asyncio.wrap_future(_in_thread(worker.conn.send_bytes, "send", message))
         else:
             worker.conn.send_bytes(message)
         if not await _readable(loop, worker.conn, SETUP_TIMEOUT_S if setup else timeout):
             raise WorkTimeout(f"still running after {timeout:g} s")
         started = worker.conn.recv()
-        if started != _STARTED:  # setup failed: its error
+        if started != STARTED:  # setup failed: its error
             ok, value = started
         else:  # the work's time starts once its setup is done, as in `call`
             if not await _readable(loop, worker.conn, timeout):
@@ -400,14 +288,13 @@ _SOCKET_BYTES = 60_000
 _WAKE_CHECK_S = 0.25
 
 
-def _retire_later(worker: _Worker) -> None:
+def _retire_later(worker: Worker) -> None:
     """`_retire` (a kill and a join) in a thread of its own: never in the loop, and never
     behind asyncio's pool, which other requests' work fills."""
-    threading.Thread(target=_retire, args=(worker,), daemon=True,
-                     name="playground-worker-retire").start()
+    _in_thread(_retire, "retire", worker)
 
 
-async def _worker(timeout: float) -> _Worker:
+async def _worker(timeout: float) -> Worker:
     """An idle worker; else a new one in a free slot; else the next one to come back.
     WorkersBusy past `timeout`. Never waits in a thread: 128 verdicts at once held every
     thread of asyncio's pool, and other requests' prompt encodings queued behind them."""
@@ -454,22 +341,13 @@ async def _worker(timeout: float) -> _Worker:
                     _waiters.remove((loop, waiter))
 
 
-async def _new_worker() -> _Worker:
+async def _new_worker() -> Worker:
     """A worker started in a slot the caller reserved, in a thread of its own; one that
     starts after its caller was cancelled (or its loop ended) goes back to the pool."""
     global _started
-    started: concurrent.futures.Future[_Worker] = concurrent.futures.Future()
-    started.set_running_or_notify_cancel()  # the asyncio side cannot cancel it
-
-    def start() -> None:
-        try:
-            started.set_result(_start_in_reserved_slot())
-        except BaseException as exc:
-            started.set_exception(exc)
-
     try:
-        threading.Thread(target=start, daemon=True, name="playground-worker-start").start()
-    except BaseException:
+        started = _in_thread(_start_in_reserved_slot, "start")
+    except BaseException:  # no thread: the slot is given back
         with _lock:
             _started -= 1
         _release(None)
@@ -482,7 +360,9 @@ async def _new_worker() -> _Worker:
         raise
 
 
-async def _in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
+def _in_thread(fn: Callable[..., Any], name: str, *args: Any) -> concurrent.futures.Future[Any]:
+    """`fn(*args)` in a daemon thread of its own; its future is running, so the asyncio
+    side that waits on it cannot cancel it (the result is always delivered)."""
     done: concurrent.futures.Future[Any] = concurrent.futures.Future()
     done.set_running_or_notify_cancel()
 
@@ -492,8 +372,8 @@ async def _in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
         except BaseException as exc:
             done.set_exception(exc)
 
-    threading.Thread(target=run, daemon=True, name="playground-worker-send").start()
-    return await asyncio.wrap_future(done)
+    threading.Thread(target=run, daemon=True, name=f"playground-worker-{name}").start()
+    return done
 
 
 async def _readable(loop: asyncio.AbstractEventLoop,

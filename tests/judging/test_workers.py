@@ -97,7 +97,7 @@ def test_a_worker_killed_from_two_threads_at_once_raises_nothing():
             errors.append(exc)
 
     for _ in range(20):
-        worker, errors = workers._Worker(), []
+        worker, errors = workers.Worker(), []
         pair = [threading.Thread(target=kill, args=(worker, errors)) for _ in range(2)]
         for thread in pair:
             thread.start()
