@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import signal
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from playground.core.parent_death import end_with_parent
@@ -109,6 +113,22 @@ class Worker:
             raise WorkTimeout(f"still running after {timeout:g} s")
         return self.conn.recv()
 
+    async def acall(self, message: bytes, timeout: float, setup: bool) -> tuple[bool, Any]:
+        """`call` on the event loop: it sends, then reads the socket once it has data."""
+        loop = asyncio.get_running_loop()
+        if len(message) > _SOCKET_BYTES:  # the write waits on the worker's reads
+            await asyncio.wrap_future(in_own_thread(self.conn.send_bytes, "send", message))
+        else:
+            self.conn.send_bytes(message)
+        if not await _readable(loop, self.conn, SETUP_TIMEOUT_S if setup else timeout):
+            raise WorkTimeout(f"still running after {timeout:g} s")
+        started = self.conn.recv()
+        if started != STARTED:  # setup failed: its error
+            return started
+        if not await _readable(loop, self.conn, timeout):  # the work's time, setup done
+            raise WorkTimeout(f"still running after {timeout:g} s")
+        return self.conn.recv()
+
     def kill(self) -> None:
         # stop_all kills a busy worker from another thread while its caller, woken by the
         # closed pipe, retires it too: two closes of one pipe raced, and the second's
@@ -117,3 +137,56 @@ class Worker:
             self.process.kill()
             self.process.join(timeout=5)
             self.conn.close()
+
+
+# A message up to this size is written at once, without the worker reading (a Unix
+# socketpair's default buffer is larger; the length header is counted in the margin).
+_SOCKET_BYTES = 60_000
+# A reader looks again this often whether its socket was closed under it.
+_CLOSED_CHECK_S = 0.25
+
+
+async def _readable(loop: asyncio.AbstractEventLoop,
+                    conn: multiprocessing.connection.Connection, timeout: float) -> bool:
+    """Whether `conn` has data within `timeout` seconds, waited for by the loop. Looked at
+    again every _CLOSED_CHECK_S: stop_all closes a busy worker's socket from another thread,
+    and an EOF that comes while the loop is busy is then never seen."""
+    deadline = time.monotonic() + timeout
+    fd = conn.fileno()
+    while True:
+        if conn.closed:
+            raise EOFError("the worker was stopped")
+        if conn.poll(0):
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready = loop.create_future()
+        loop.add_reader(fd, _set_ready, ready)
+        try:
+            await asyncio.wait_for(ready, min(left, _CLOSED_CHECK_S))
+        except TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(fd)
+
+
+def _set_ready(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+def in_own_thread(fn: Callable[..., Any], name: str, *args: Any) -> concurrent.futures.Future[Any]:
+    """`fn(*args)` in a daemon thread of its own; its future is running, so the asyncio
+    side that waits on it cannot cancel it (the result is always delivered)."""
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    done.set_running_or_notify_cancel()
+
+    def run() -> None:
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name=f"playground-worker-{name}").start()
+    return done

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
 import queue
@@ -27,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from playground.errors import WorkerDied, WorkersBusy, WorkTimeout
-from playground.judging.worker_process import SETUP_TIMEOUT_S, STARTED, Worker
+from playground.judging.worker_process import Worker, in_own_thread
 
 
 def _cores() -> int:
@@ -243,28 +240,15 @@ async def acall(fn: Callable[..., Any], *args: Any, timeout: float,
     """`call` from async code, the worker's socket read by the event loop itself: a thread
     per call woke for the GIL at each step while the loop streamed 128 requests (on the
     H200 a burst's verdicts waited ~0.1 s each, for a few ms of work). The loop sends a
-    small message and reads ready replies; a worker's start (a fork), a timeout's kill and
-    a message bigger than the socket's buffer run in threads of their own."""
-    message = pickle.dumps((setup, fn, args))
-    loop = asyncio.get_running_loop()
+    small message and reads ready replies (`Worker.acall`); a worker's start (a fork) and
+    a timeout's kill run in threads of their own."""
+    message = pickle.dumps((setup, fn, args))  # an unpicklable argument fails here
     worker = await _worker(max(timeout, WORKER_WAIT_S))
     settled = False  # the worker is back or being retired
     try:
-        if len(message) > _SOCKET_BYTES:  # the write waits on the worker's reads
-            await asyncio.wrap_future(_in_thread(worker.conn.send_bytes, "send", message))
-        else:
-            worker.conn.send_bytes(message)
-        if not await _readable(loop, worker.conn, SETUP_TIMEOUT_S if setup else timeout):
-            raise WorkTimeout(f"still running after {timeout:g} s")
-        started = worker.conn.recv()
-        if started != STARTED:  # setup failed: its error
-            ok, value = started
-        else:  # the work's time starts once its setup is done, as in `call`
-            if not await _readable(loop, worker.conn, timeout):
-                raise WorkTimeout(f"still running after {timeout:g} s")
-            ok, value = worker.conn.recv()
+        ok, value = await worker.acall(message, timeout, setup is not None)
         settled = True
-    except WorkTimeout:
+    except WorkTimeout:  # a TimeoutError, so an OSError: before the next
         settled = True
         _retire_later(worker)
         raise
@@ -273,7 +257,7 @@ async def acall(fn: Callable[..., Any], *args: Any, timeout: float,
         _retire_later(worker)
         raise WorkerDied(f"the worker process ended ({type(exc).__name__})") from None
     finally:
-        if not settled:  # cancelled mid-call: its reply unread
+        if not settled:  # cancelled (or interrupted) mid-call: its reply unread
             _retire_later(worker)
     _release(worker)
     if not ok:
@@ -281,9 +265,6 @@ async def acall(fn: Callable[..., Any], *args: Any, timeout: float,
     return value
 
 
-# A message up to this size is written at once, without the worker reading (a Unix
-# socketpair's default buffer is larger; the length header is counted in the margin).
-_SOCKET_BYTES = 60_000
 # A waiting coroutine looks at the pool again this often even without a wake.
 _WAKE_CHECK_S = 0.25
 
@@ -291,7 +272,7 @@ _WAKE_CHECK_S = 0.25
 def _retire_later(worker: Worker) -> None:
     """`_retire` (a kill and a join) in a thread of its own: never in the loop, and never
     behind asyncio's pool, which other requests' work fills."""
-    _in_thread(_retire, "retire", worker)
+    in_own_thread(_retire, "retire", worker)
 
 
 async def _worker(timeout: float) -> Worker:
@@ -346,7 +327,7 @@ async def _new_worker() -> Worker:
     starts after its caller was cancelled (or its loop ended) goes back to the pool."""
     global _started
     try:
-        started = _in_thread(_start_in_reserved_slot, "start")
+        started = in_own_thread(_start_in_reserved_slot, "start")
     except BaseException:  # no thread: the slot is given back
         with _lock:
             _started -= 1
@@ -358,52 +339,6 @@ async def _new_worker() -> Worker:
         started.add_done_callback(
             lambda done: None if done.exception() else _release(done.result()))
         raise
-
-
-def _in_thread(fn: Callable[..., Any], name: str, *args: Any) -> concurrent.futures.Future[Any]:
-    """`fn(*args)` in a daemon thread of its own; its future is running, so the asyncio
-    side that waits on it cannot cancel it (the result is always delivered)."""
-    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    done.set_running_or_notify_cancel()
-
-    def run() -> None:
-        try:
-            done.set_result(fn(*args))
-        except BaseException as exc:
-            done.set_exception(exc)
-
-    threading.Thread(target=run, daemon=True, name=f"playground-worker-{name}").start()
-    return done
-
-
-async def _readable(loop: asyncio.AbstractEventLoop,
-                    conn: multiprocessing.connection.Connection, timeout: float) -> bool:
-    """Whether `conn` has data within `timeout` seconds, waited for by the loop. Looked at
-    again every _WAKE_CHECK_S: stop_all closes a busy worker's socket from another thread,
-    and an EOF that comes while the loop is busy is then never seen."""
-    deadline = time.monotonic() + timeout
-    fd = conn.fileno()
-    while True:
-        if conn.closed:
-            raise EOFError("the worker was stopped")
-        if conn.poll(0):
-            return True
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        ready = loop.create_future()
-        loop.add_reader(fd, _set_ready, ready)
-        try:
-            await asyncio.wait_for(ready, min(left, _WAKE_CHECK_S))
-        except TimeoutError:
-            pass
-        finally:
-            loop.remove_reader(fd)
-
-
-def _set_ready(ready: asyncio.Future[None]) -> None:
-    if not ready.done():
-        ready.set_result(None)
 
 
 def warm_up() -> None:

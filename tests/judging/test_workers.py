@@ -8,7 +8,7 @@ import time
 import pytest
 
 from playground.errors import WorkerDied, WorkersBusy, WorkTimeout
-from playground.judging import workers
+from playground.judging import worker_process, workers
 
 
 @pytest.fixture(autouse=True)
@@ -184,7 +184,7 @@ def test_acall_cancelled_while_waiting_for_a_worker_gives_the_worker_back(monkey
 
 
 def test_acall_sends_a_message_bigger_than_a_pipe_buffer():
-    text = "x" * (workers._SOCKET_BYTES * 3)
+    text = "x" * (worker_process._SOCKET_BYTES * 3)
     assert asyncio.run(workers.acall(len, text, timeout=30)) == len(text)
 
 
